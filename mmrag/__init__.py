@@ -1,0 +1,1 @@
+"""mmrag: multimodal retrieval-augmented LLMs (GeMKR, SURf, CaMML, DataEngine, LRV) in one codebase."""

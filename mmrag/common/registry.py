@@ -1,0 +1,65 @@
+"""A small, explicit registry: classes register under a short name and lookups fail loudly.
+
+Every pluggable piece of mmrag (models, vision towers, projectors, dataset builders, tasks,
+runners, lr schedules, clue scorers, ...) lives in one `Registry` instance below. Packages fill
+them by explicit import in `mmrag/__init__.py`; nothing is discovered by `import *`.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Callable, Dict, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry:
+    """Maps short snake_case names to classes or factory functions of one kind."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: Dict[str, object] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator: `@MODELS.register("gemkr")`. A name may be registered once only."""
+
+        def add(obj: T) -> T:
+            if name in self._entries:
+                raise KeyError(
+                    f"{self.kind} '{name}' is already registered by {self._entries[name]!r}; "
+                    f"pick another name for {obj!r}"
+                )
+            self._entries[name] = obj
+            return obj
+
+        return add
+
+    def get(self, name: str):
+        """Return the entry for `name`, or raise KeyError naming the known entries and the closest one."""
+        if name in self._entries:
+            return self._entries[name]
+        known = sorted(self._entries)
+        close = difflib.get_close_matches(str(name), known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise KeyError(f"unknown {self.kind} '{name}'{hint} known: {', '.join(known) or '(none)'}")
+
+    def names(self) -> list:
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+
+MODELS = Registry("model")
+VISION_TOWERS = Registry("vision tower")
+PROJECTORS = Registry("projector")
+LLMS = Registry("llm")
+DATASETS = Registry("dataset builder")
+PROCESSORS = Registry("processor")
+TASKS = Registry("task")
+RUNNERS = Registry("runner")
+LR_SCHEDULES = Registry("lr schedule")
+CLUE_SCORERS = Registry("clue scorer")
+RETRIEVERS = Registry("retriever")
