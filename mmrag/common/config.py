@@ -7,12 +7,13 @@ the dotted key and the closest valid key, and are raised before anything is buil
 """
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any, Iterable, List, Optional, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from mmrag.common.registry import closest
 
 SECTIONS = ("model", "datasets", "run", "evaluation")
 
@@ -64,8 +65,8 @@ def _line_of(path: Optional[Path], dotted: str) -> str:
 
 def _unknown_key_message(where: Any, dotted: str, valid: Iterable[str], leaf: str) -> str:
     valid = sorted(str(v) for v in valid)
-    close = difflib.get_close_matches(leaf, valid, n=1)
-    hint = f"; closest valid key: '{close[0]}'" if close else ""
+    close = closest(leaf, valid)
+    hint = f"; closest valid key: '{close}'" if close else ""
     return f"{where}: unknown config key '{dotted}'{hint} (valid here: {', '.join(valid)})"
 
 

@@ -7,9 +7,19 @@ them by explicit import in `mmrag/__init__.py`; nothing is discovered by `import
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Dict, Iterator, TypeVar
+from typing import Callable, Dict, Iterable, Iterator, Optional, TypeVar
 
 T = TypeVar("T")
+
+
+def closest(name: str, choices: Iterable[str]) -> Optional[str]:
+    """The most similar choice: a close spelling, else one sharing the first letters, else None."""
+    choices = list(choices)
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    sharing = [c for c in choices if c and (name.startswith(c) or c.startswith(name[:3]))]
+    return max(sharing, key=len) if sharing else None
 
 
 class Registry:
@@ -38,8 +48,8 @@ class Registry:
         if name in self._entries:
             return self._entries[name]
         known = sorted(self._entries)
-        close = difflib.get_close_matches(str(name), known, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        close = closest(str(name), known)
+        hint = f"; did you mean '{close}'?" if close else ""
         raise KeyError(f"unknown {self.kind} '{name}'{hint} known: {', '.join(known) or '(none)'}")
 
     def names(self) -> list:

@@ -1,0 +1,209 @@
+"""The one multimodal LLM class: vision tower (+ optional region prefix) -> projector -> causal LM.
+
+Backbones are chosen by config only. `<image>` placeholders in a conversation become the image's
+visual tokens, in order, any number per sample. Trainable by default: projector, region prefix and
+LoRA adapters; the vision tower and the LLM's own weights are frozen.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mmrag.common.registry import MODELS, VISION_TOWERS
+from mmrag.models.conversation import get_template
+from mmrag.models.image_processing import ImageProcessor
+from mmrag.models.llm import LLM_DEFAULTS, LORA_DEFAULTS, apply_lora, load_llm, load_tokenizer
+from mmrag.models.projectors import build_projector
+from mmrag.models.region_prefix import RegionPrefixEncoder
+from mmrag.models.tokenization import IGNORE_INDEX, IMAGE_PLACEHOLDER_ID, check_image_count, encode_segments
+from mmrag.models.vision_tower import build_vision_tower
+
+log = logging.getLogger(__name__)
+
+
+@MODELS.register("mm_llm")
+class MultimodalLLM(nn.Module):
+    DEFAULTS: Dict[str, Any] = {
+        "arch": "mm_llm",
+        "vision_tower": {},  # filled from the chosen tower type's defaults
+        "region_prefix": {"enabled": False, "layers": 2, "prefix_len": 10, "num_output_tokens": 2, "region_dim": None},
+        "projector": "mlp2x_gelu",
+        "llm": LLM_DEFAULTS,
+        "lora": LORA_DEFAULTS,
+        "conversation_template": "vicuna_v1",
+        "image_token": "<image>",
+        "max_txt_len": 512,
+        "pad_to_square": True,
+        "checkpoint": None,  # a folder written by save_trainable(), loaded after building
+    }
+
+    @classmethod
+    def default_config(cls, user_cfg) -> Dict[str, Any]:
+        tower_type = (user_cfg.get("vision_tower") or {}).get("type", "hf_clip")
+        defaults = OmegaConf.create(cls.DEFAULTS)
+        defaults.vision_tower = VISION_TOWERS.get(tower_type).default_config()
+        return defaults
+
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer = load_tokenizer(cfg.llm)
+        self.template = get_template(cfg.conversation_template)
+        self.vision_tower = build_vision_tower(OmegaConf.to_container(cfg.vision_tower, resolve=True))
+        self.region_prefix = self._build_region_prefix(cfg.region_prefix)
+        visual_width = self.vision_tower.hidden_size
+        self.llm = load_llm(OmegaConf.to_container(cfg.llm, resolve=True), vocab_size=len(self.tokenizer))
+        if cfg.llm.freeze:
+            self.llm.requires_grad_(False)
+        self.projector = build_projector(cfg.projector, visual_width, self.llm.config.hidden_size)
+        if cfg.lora.enabled:
+            self.llm = apply_lora(self.llm, cfg.lora)
+        self.image_processor = ImageProcessor(
+            self.vision_tower.image_size, self.vision_tower.image_mean, self.vision_tower.image_std, cfg.pad_to_square
+        )
+        if cfg.checkpoint:
+            self.load_trainable(cfg.checkpoint)
+        log.info("model %s: %s trainable parameters of %s", cfg.arch, f"{self.num_trainable():,}", f"{self.num_parameters():,}")
+
+    def _build_region_prefix(self, rp) -> Optional[RegionPrefixEncoder]:
+        if not rp.enabled:
+            return None
+        return RegionPrefixEncoder(self.vision_tower, rp.layers, rp.prefix_len, rp.num_output_tokens)
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def num_visual_tokens(self) -> int:
+        return self.region_prefix.num_tokens if self.region_prefix is not None else self.vision_tower.num_tokens
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.projector.parameters()).device
+
+    # ------------------------------------------------------------------ batching
+    def encode_conversation(self, turns: Sequence[Dict[str, str]], n_images: int, where: str = "sample",
+                            generation: bool = False, target_ids: Optional[List[int]] = None):
+        """Token ids and labels for one sample. `target_ids` replaces the last answer's text by ids."""
+        segments = self.template.segments(turns)
+        if target_ids is not None:
+            segments = segments[:-1] + [(list(target_ids), True)]
+        encoded = encode_segments(
+            self.tokenizer, segments, self.num_visual_tokens, self.cfg.image_token,
+            max_length=0 if generation else self.cfg.max_txt_len,
+        )
+        check_image_count(encoded, n_images, where)
+        return encoded
+
+    def collate(self, samples: Sequence[Dict[str, Any]], generation: bool = False) -> Dict[str, torch.Tensor]:
+        """Pad a list of samples {conversations, pixel_values [n,3,H,W], regions?, target_ids?} into a batch.
+
+        Training batches pad on the right; generation prompts on the left so every prompt ends at
+        the same position.
+        """
+        encoded = [
+            self.encode_conversation(s["conversations"], len(s["pixel_values"]), s.get("id", f"sample {i}"),
+                                     generation, s.get("target_ids"))
+            for i, s in enumerate(samples)
+        ]
+        width = max(len(e.input_ids) for e in encoded)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        labels = torch.full_like(ids, IGNORE_INDEX)
+        mask = torch.zeros_like(ids)
+        for row, e in enumerate(encoded):
+            n = len(e.input_ids)
+            span = slice(width - n, width) if generation else slice(0, n)
+            ids[row, span] = torch.tensor(e.input_ids)
+            labels[row, span] = torch.tensor(e.labels)
+            mask[row, span] = 1
+        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        pixel = [s["pixel_values"] for s in samples if len(s["pixel_values"])]
+        batch["pixel_values"] = torch.cat(pixel) if pixel else torch.zeros(0, 3, 1, 1)
+        if any(s.get("regions") is not None for s in samples):
+            batch["regions"] = torch.cat([s["regions"] for s in samples if len(s["pixel_values"])])
+        return batch
+
+    # ------------------------------------------------------------------ forward
+    def encode_images(self, pixel_values: torch.Tensor, regions: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """[n_images, 3, H, W] -> [n_images, num_visual_tokens, llm_width]."""
+        pixel_values = pixel_values.to(self.device)
+        if self.region_prefix is not None:
+            feats = self.region_prefix(pixel_values, None if regions is None else regions.to(self.device))
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.vision_tower.cfg["freeze"]):
+                feats = self.vision_tower(pixel_values)
+        return self.projector(feats.to(next(self.projector.parameters()).dtype))
+
+    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, regions=None) -> torch.Tensor:
+        placeholders = input_ids == IMAGE_PLACEHOLDER_ID
+        embeds = self.llm.get_input_embeddings()(input_ids.masked_fill(placeholders, 0))
+        if placeholders.any():
+            visual = self.encode_images(pixel_values, regions).to(embeds.dtype)
+            if visual.shape[0] * visual.shape[1] != int(placeholders.sum()):
+                raise ValueError(f"{int(placeholders.sum())} image positions but {visual.shape[0]} images x {visual.shape[1]} tokens")
+            embeds = embeds.masked_scatter(placeholders.unsqueeze(-1), visual.reshape(-1, visual.shape[-1]))
+        return embeds
+
+    def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Summed token loss and the number of target tokens (the runner normalises over the global batch)."""
+        ids = batch["input_ids"].to(self.device)
+        embeds = self.embed(ids, batch["pixel_values"], batch.get("regions"))
+        out = self.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(self.device))
+        logits = out.logits[:, :-1].float()
+        labels = batch["labels"].to(self.device)[:, 1:]
+        loss_sum = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                               ignore_index=IGNORE_INDEX, reduction="sum")
+        return {"loss_sum": loss_sum, "n_tokens": (labels != IGNORE_INDEX).sum()}
+
+    @torch.no_grad()
+    def generate(self, batch: Dict[str, torch.Tensor], **generate_kwargs) -> torch.Tensor:
+        """New token ids for left-padded prompts (collate(..., generation=True))."""
+        ids = batch["input_ids"].to(self.device)
+        embeds = self.embed(ids, batch["pixel_values"], batch.get("regions"))
+        generate_kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        generate_kwargs.setdefault("eos_token_id", self.tokenizer.eos_token_id)
+        return self.llm.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(self.device),
+                                 **generate_kwargs)
+
+    # ------------------------------------------------------------------ persistence
+    def trainable_state(self) -> Dict[str, torch.Tensor]:
+        return {n: p.detach().cpu().contiguous() for n, p in self.named_parameters() if p.requires_grad}
+
+    def save_trainable(self, out_dir: str | Path) -> Path:
+        """LoRA adapters in peft's own format (adapter/), every other trainable weight in safetensors."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        state = self.trainable_state()
+        if self.cfg.lora.enabled:
+            self.llm.save_pretrained(str(out_dir / "adapter"))
+            state = {n: t for n, t in state.items() if "lora_" not in n}
+        save_file(state, str(out_dir / "trainable.safetensors"))
+        (out_dir / "model_info.json").write_text(json.dumps({"arch": self.cfg.arch, "trainable": self.num_trainable()}))
+        return out_dir
+
+    def load_trainable(self, folder: str | Path) -> None:
+        from mmrag.models.paths import require_path
+
+        folder = require_path("model.checkpoint", str(folder), "folder written by save_trainable")
+        state = load_file(str(folder / "trainable.safetensors"))
+        if self.cfg.lora.enabled:
+            from peft import set_peft_model_state_dict
+            from peft.utils import load_peft_weights
+
+            set_peft_model_state_dict(self.llm, load_peft_weights(str(folder / "adapter")))
+        missing = [n for n in state if n not in dict(self.named_parameters())]
+        if missing:
+            raise KeyError(f"{folder}/trainable.safetensors has weights this model lacks: {missing[:3]}")
+        self.load_state_dict(state, strict=False)

@@ -1,0 +1,80 @@
+"""Visual instruction tuning (LLaVA-style conversations); evaluated by short-answer accuracy."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+from tqdm import tqdm
+
+from mmrag.common.registry import DATASETS, TASKS
+from mmrag.datasets.multimodal_dataset import collate_indices
+from mmrag.tasks.base import Task
+
+
+def normalise_answer(text: str) -> str:
+    """Lower-case, first line, strip punctuation and articles: 'The Blue one.' -> 'blue one'."""
+    text = text.strip().split("\n")[0].lower()
+    text = re.sub(r"[^\w\s]", " ", text)
+    return " ".join(w for w in text.split() if w not in ("a", "an", "the"))
+
+
+def generate_answers(model, dataset, batch_size: int, max_new_tokens: int, desc: str = "generate") -> List[str]:
+    """Greedy answers for every record of `dataset` (prompt = the conversation without its last answer)."""
+    answers: List[str] = []
+    model.eval()
+    for start in tqdm(range(0, len(dataset), batch_size), desc=desc):
+        idx = list(range(start, min(start + batch_size, len(dataset))))
+        batch = collate_indices(model, _PromptView(dataset), idx, "fail", generation=True)
+        out = model.generate(batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+        answers += model.tokenizer.batch_decode(out, skip_special_tokens=True)
+    return answers
+
+
+class _PromptView:
+    """The dataset with each conversation cut before its last answer (what the model must produce)."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset, self.name, self.records, self.unreadable = dataset, dataset.name, dataset.records, 0
+
+    def __getitem__(self, i: int) -> Dict[str, Any]:
+        sample = dict(self.dataset[i])
+        turns = sample["conversations"]
+        sample["conversations"] = turns[:-1] if turns and turns[-1]["from"] == "gpt" else turns
+        sample.pop("target_ids", None)
+        return sample
+
+
+@TASKS.register("instruction_tuning")
+class InstructionTuningTask(Task):
+    DEFAULTS = {
+        "run": {},
+        "evaluation": {"split": "test", "batch_size": 16, "max_new_tokens": 12, "max_samples": 200,
+                       "short_answer_words": 3},
+    }
+
+    def evaluate(self, model, cfg, out_dir) -> Dict[str, Any]:
+        ev = cfg.evaluation
+        results: Dict[str, Any] = {}
+        for name, ds_cfg in cfg.datasets.items():
+            ds_cfg = ds_cfg.copy()
+            ds_cfg.max_samples = ev.max_samples
+            dataset = DATASETS.get(ds_cfg.builder or name).build(ds_cfg, model, split=ev.split, name=name)
+            golds = [r["conversations"][-1]["value"] for r in dataset.records]
+            preds = generate_answers(model, dataset, ev.batch_size, ev.max_new_tokens, f"eval {name}")
+            short = [i for i, g in enumerate(golds) if len(g.split()) <= ev.short_answer_words]
+            correct = [normalise_answer(preds[i]) == normalise_answer(golds[i]) for i in short]
+            results[name] = {"short_answer_accuracy": sum(correct) / max(1, len(correct)), "n_short": len(short),
+                             "n": len(golds)}
+            _write_predictions(Path(out_dir) / f"predictions_{name}.jsonl", dataset.records, preds, golds)
+        (Path(out_dir) / "metrics.json").write_text(json.dumps(results, indent=2))
+        return results
+
+
+def _write_predictions(path: Path, records, preds, golds) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for rec, pred, gold in zip(records, preds, golds):
+            f.write(json.dumps({"id": rec["id"], "prediction": pred, "answer": gold}) + "\n")

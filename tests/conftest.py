@@ -1,0 +1,27 @@
+"""Shared fixtures: tiny model configs and the tiny synthetic world (generated once per session)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+TINY_TOWER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 16}
+TINY_LLM = {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 4, "max_position_embeddings": 256}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_cfg():
+    """A model: section (plain dict) for a tiny mm_llm with LoRA."""
+    return {
+        "arch": "mm_llm",
+        "vision_tower": {"type": "hf_clip", "config": dict(TINY_TOWER), "select_layer": -1},
+        "llm": {"config": dict(TINY_LLM)},
+        "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0},
+        "max_txt_len": 128,
+    }
