@@ -82,7 +82,7 @@ class VisionTower(nn.Module):
 class HFCLIPVisionTower(VisionTower):
     """transformers CLIPVisionModel from a local folder (CLIPModel or CLIPVisionModel) or a config dict."""
 
-    DEFAULTS = {"config": {}}
+    DEFAULTS = {"type": "hf_clip", "config": {}}
 
     def __init__(self, cfg: Dict[str, Any]) -> None:
         super().__init__(cfg)
@@ -117,7 +117,7 @@ class HFCLIPVisionTower(VisionTower):
 class OpenCLIPVisionTower(VisionTower):
     """open_clip visual trunk: `model_name` + local `path` (weights file), or `config` (a model cfg dict)."""
 
-    DEFAULTS = {"model_name": "ViT-L-14", "config": {}}
+    DEFAULTS = {"type": "open_clip", "model_name": "ViT-L-14", "config": {}}
 
     def __init__(self, cfg: Dict[str, Any]) -> None:
         super().__init__(cfg)
@@ -149,7 +149,7 @@ class OpenCLIPVisionTower(VisionTower):
 class TimmVisionTower(VisionTower):
     """Any timm ViT: `model_name` (+ `path` to a local weights file, else random init) and `kwargs`."""
 
-    DEFAULTS = {"model_name": "vit_large_patch14_clip_224", "kwargs": {}}
+    DEFAULTS = {"type": "timm", "model_name": "vit_large_patch14_clip_224", "kwargs": {}}
 
     def __init__(self, cfg: Dict[str, Any]) -> None:
         super().__init__(cfg)

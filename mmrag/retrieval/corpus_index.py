@@ -124,6 +124,8 @@ def read_id_text_csv(path: Path) -> List[Tuple[str, str]]:
 def _check_passage_ids(ids: Sequence[str]) -> None:
     if not ids:
         raise CorpusIndexError("empty corpus: no passages to index")
+    if len(set(ids)) == len(ids):
+        return
     seen: Dict[str, int] = {}
     for row, pid in enumerate(ids):
         if pid in seen:
@@ -165,23 +167,33 @@ def _suffix_array(tokens: np.ndarray) -> np.ndarray:
 
 
 def _bigram_table(tokens: np.ndarray, sa: np.ndarray, token_starts: np.ndarray, separator: int):
-    """CSR table of distinct bigrams: row t lists the tokens following t, sorted, with their counts."""
+    """CSR table of distinct bigrams: row t lists the tokens following t, sorted, with their counts.
+
+    In SA order the token after each suffix's first token is sorted within that first token's range,
+    so one gather plus run detection gives every bigram (no sort).
+    """
     real = int(token_starts[separator])  # suffixes that start with a real token come first in the SA
     following = tokens[sa[:real] + 1]
     change = np.empty(real, dtype=bool)
-    if real:
-        change[0] = True
-        np.not_equal(following[1:], following[:-1], out=change[1:])
-        firsts = token_starts[1:separator]
-        change[firsts[firsts < real]] = True
+    change[:1] = True
+    np.not_equal(following[1:], following[:-1], out=change[1:])
+    firsts = token_starts[1:separator]
+    change[firsts[firsts < real]] = True
     starts = np.flatnonzero(change)
     counts = np.diff(np.append(starts, real))
-    first = np.searchsorted(token_starts, starts, side="right") - 1
+    first = tokens[sa[starts]]
     nxt = following[starts]
     keep = nxt != separator
     indptr = np.zeros(separator + 1, dtype=np.int64)
     np.cumsum(np.bincount(first[keep], minlength=separator), out=indptr[1:])
-    return indptr, nxt[keep].astype(tokens.dtype), counts[keep].astype(np.int32)
+    return indptr, nxt[keep], counts[keep].astype(np.int32)
+
+
+def _frequent_children(lo: int, counts: np.ndarray, min_count: int) -> List[Tuple[int, int]]:
+    """SA ranges of the continuations (consecutive sub-ranges from `lo`) seen more than `min_count` times."""
+    child_lo = lo + np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    big = counts > min_count
+    return list(zip(child_lo[big].tolist(), (child_lo[big] + counts[big]).tolist()))
 
 
 def _frequent_table(tokens, sa, token_starts, bigram, separator, min_count, max_depth):
@@ -189,13 +201,11 @@ def _frequent_table(tokens, sa, token_starts, bigram, separator, min_count, max_
 
     Keyed by `lo * (max_depth + 1) + depth` (a prefix is identified by its SA start and length).
     """
-    indptr_b, next_b, count_b = bigram
+    indptr_b, _, count_b = bigram
     level: List[Tuple[int, int]] = []
     for first in np.flatnonzero(np.diff(token_starts[:separator + 1]) > min_count):
-        lo = int(token_starts[first])
         row = slice(indptr_b[first], indptr_b[first + 1])
-        child_lo = lo + np.concatenate([[0], np.cumsum(count_b[row])[:-1]])
-        level += [(int(a), int(a + c)) for a, c in zip(child_lo, count_b[row]) if c > min_count]
+        level += _frequent_children(int(token_starts[first]), count_b[row], min_count)
     keys, nexts, counts = [], [], []
     for depth in range(2, max_depth + 1):
         deeper: List[Tuple[int, int]] = []
@@ -204,8 +214,7 @@ def _frequent_table(tokens, sa, token_starts, bigram, separator, min_count, max_
             keys.append(lo * (max_depth + 1) + depth)
             nexts.append(distinct)
             counts.append(runs)
-            child_lo = lo + np.concatenate([[0], np.cumsum(runs)[:-1]]).astype(np.int64)
-            deeper += [(int(a), int(a + c)) for a, c in zip(child_lo, runs) if c > min_count]
+            deeper += _frequent_children(lo, runs, min_count)
         level = deeper
     order = np.argsort(np.asarray(keys, dtype=np.int64), kind="stable")
     indptr = np.zeros(len(keys) + 1, dtype=np.int64)
@@ -221,12 +230,12 @@ def _concatenate(token_lists: Sequence[np.ndarray], separator: int) -> Tuple[np.
     np.cumsum(lengths, out=offsets[1:])
     sep = np.full(1, separator, dtype=np.int32)
     wide = np.concatenate([piece for seq in token_lists for piece in (np.asarray(seq, dtype=np.int32), sep)])
-    outside = (wide < 0) | (wide >= separator)
-    outside[offsets[1:] - 1] = False  # the separators themselves
-    bad = np.flatnonzero(outside)
-    if len(bad):
-        row = int(np.searchsorted(offsets, bad[0], side="right") - 1)
-        raise CorpusIndexError(f"passage row {row}: token id {int(wide[bad[0]])} outside [0, {separator}) of the tokenizer")
+    if wide.min() < 0 or wide.max() > separator or np.count_nonzero(wide == separator) != len(token_lists):
+        outside = (wide < 0) | (wide >= separator)
+        outside[offsets[1:] - 1] = False  # the separators themselves
+        bad = int(np.flatnonzero(outside)[0])
+        row = int(np.searchsorted(offsets, bad, side="right") - 1)
+        raise CorpusIndexError(f"passage row {row}: token id {int(wide[bad])} outside [0, {separator}) of the tokenizer")
     return wide.astype(dtype), offsets
 
 
@@ -285,7 +294,9 @@ class CorpusIndex:
         _check_passage_ids(passage_ids)
         separator = int(fingerprint["vocab_size"])
         tokens, offsets = _concatenate(token_lists, separator)
-        sa = _suffix_array(tokens)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        sa = _suffix_array(tokens)  # libdivsufsort already uses every core (OpenMP)
         token_starts = np.zeros(separator + 2, dtype=np.int64)
         np.cumsum(np.bincount(tokens, minlength=separator + 1), out=token_starts[1:])
         bigram = _bigram_table(tokens, sa, token_starts, separator)
@@ -297,12 +308,11 @@ class CorpusIndex:
                   "frequent_count": frequent[3], "passage_ids": np.array([str(p).encode("utf-8") for p in passage_ids])}
         if texts is not None:
             arrays.update(_text_arrays(texts))
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        specs = _save_arrays(out_dir, arrays)
         header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "tokenizer": fingerprint,
                   "separator_id": separator, "n_passages": len(passage_ids), "n_tokens": len(tokens) - len(passage_ids),
                   "frequent_min_count": frequent_min_count, "max_precomputed_depth": max_precomputed_depth,
-                  "arrays": _save_arrays(out_dir, arrays)}
+                  "arrays": specs}
         (out_dir / HEADER_FILE).write_text(json.dumps(header, indent=1))
         return cls.load(out_dir, tokenizer=tokenizer, verify_hash=False)
 

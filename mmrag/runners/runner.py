@@ -138,7 +138,10 @@ class Runner:
         model, optimizer = acc.prepare(model, optimizer)
         source = _StepSource(plan, datasets, self.task.collate_fn(acc.unwrap_model(model)), start, total,
                              acc.process_index, world, accum)
-        loader = DataLoader(source, batch_size=None, shuffle=False, num_workers=self.run.num_workers)
+        # its own generator: creating the loader's iterator must not draw from the global RNG,
+        # which dropout uses and a resumed run restores
+        loader = DataLoader(source, batch_size=None, shuffle=False, num_workers=self.run.num_workers,
+                            generator=torch.Generator().manual_seed(self.run.seed + start))
         history = self._loop(acc, model, optimizer, scheduler, loader, start, total, plan)
         acc.wait_for_everyone()
         result = {"steps": total, "history": history}

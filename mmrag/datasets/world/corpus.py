@@ -9,6 +9,7 @@ moths or seeds"), (b) remarks that name two entities of a category without givin
 from __future__ import annotations
 
 import random
+from types import MappingProxyType
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
@@ -18,9 +19,9 @@ from mmrag.datasets.world.vocabulary import (
 )
 
 MIN_WORDS, MAX_WORDS = 30, 80  # passage length bounds, in whitespace-separated words
-_NOUNS = {"diet": "diet", "habitat": "home range", "predator": "enemies", "origin": "origin", "soil": "soil",
+_NOUNS = MappingProxyType({"diet": "diet", "habitat": "home range", "predator": "enemies", "origin": "origin", "soil": "soil",
           "pollinator": "pollinators", "used_for": "uses", "material": "material", "user": "users",
-          "fuel": "fuel", "terrain": "terrain"}
+          "fuel": "fuel", "terrain": "terrain"})
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,8 @@ def _value_words(category: str, attribute: str) -> List[str]:
 
 def general_distractor(category: str, attribute: str, rng: random.Random) -> str:
     words = rng.sample(_value_words(category, attribute), 3)
-    first = (f"Many kinds of {category} are said to {ATTRIBUTE_VERBS[attribute]} {words[0]}, {words[1]} or "
-             f"{words[2]}, but such claims are rarely checked.")
+    first = (f"Many kinds of {category} {ATTRIBUTE_VERBS[attribute]} {words[0]}, {words[1]} or {words[2]}, "
+             f"or so travellers claim, but such claims are rarely checked.")
     second = f"Field guides warn that the {_NOUNS[attribute]} of a {category} is easy to get wrong."
     return _pad([first, second], rng)
 

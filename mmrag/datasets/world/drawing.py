@@ -49,9 +49,9 @@ def _pattern_fill(pattern: str, w: int, h: int, colour: Tuple[int, int, int],
     tile = Image.new("RGB", (w, h), colour)
     draw = ImageDraw.Draw(tile)
     step = max(4, min(w, h) // 4)
-    if pattern == "striped":
+    if pattern == "striped":  # stripes a third of the period wide, so the main colour stays dominant
         for y in range(step // 2, h, step):
-            draw.rectangle((0, y, w, y + step // 2 - 1), fill=accent)
+            draw.rectangle((0, y, w, y + step // 3 - 1), fill=accent)
     elif pattern == "dotted":
         r = max(1, step // 4)
         for y in range(step // 2, h, step):
@@ -60,14 +60,15 @@ def _pattern_fill(pattern: str, w: int, h: int, colour: Tuple[int, int, int],
     elif pattern == "checkered":
         for row, y in enumerate(range(0, h, step)):
             for col, x in enumerate(range(0, w, step)):
-                if (row + col) % 2:
-                    draw.rectangle((x, y, x + step - 1, y + step - 1), fill=accent)
+                if (row + col) % 2:  # inset squares: about a third of the area in the accent colour
+                    inset = step // 6
+                    draw.rectangle((x + inset, y + inset, x + step - 1 - inset, y + step - 1 - inset), fill=accent)
     elif pattern == "ringed":
         for i, inset in enumerate(range(step // 2, min(w, h) // 2, step // 2)):
             if i % 2 == 0:
                 draw.ellipse((inset, inset, w - inset, h - inset), outline=accent, width=max(1, step // 4))
     elif pattern == "two-toned":
-        draw.rectangle((w // 2, 0, w, h), fill=accent)
+        draw.rectangle((w * 3 // 5, 0, w, h), fill=accent)
     elif pattern != "plain":
         raise ValueError(f"unknown pattern '{pattern}'")
     return tile

@@ -7,6 +7,7 @@ picks out one object of the scene.
 from __future__ import annotations
 
 import random
+from types import MappingProxyType
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -17,8 +18,8 @@ from mmrag.datasets.world.vocabulary import (
 )
 
 # category -> (one part, several parts): the repeated parts an entity of that category is drawn with
-PART_WORDS = {"creature": ("leg", "legs"), "plant": ("leaf", "leaves"), "tool": ("band", "bands"),
-              "vehicle": ("wheel", "wheels")}
+PART_WORDS = MappingProxyType({"creature": ("leg", "legs"), "plant": ("leaf", "leaves"), "tool": ("band", "bands"),
+              "vehicle": ("wheel", "wheels")})
 CAPTION_PROMPTS = ("Describe the image briefly.", "Write a short caption for this picture.",
                    "What is shown in this image? Answer in one sentence.")
 MC_SUFFIX = "Answer with the option's letter from the given choices directly."

@@ -39,7 +39,7 @@ def _presets() -> Dict[str, WorldPreset]:
     return {
         "tiny": WorldPreset("tiny", entities_per_category=6, n_images=60, image_size=64,
                             test_fraction=0.25, min_question_ambiguity=3, passages_per_entity=3),
-        "small": WorldPreset("small", entities_per_category=50, n_images=2400, image_size=96,
+        "small": WorldPreset("small", entities_per_category=60, n_images=3000, image_size=96,
                              passages_per_entity=3),
         "large": WorldPreset("large", entities_per_category=750, n_images=40000, image_size=224,
                              passages_per_entity=4, distractors_per_entity=1.5),

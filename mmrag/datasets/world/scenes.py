@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from types import MappingProxyType
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
@@ -15,7 +16,7 @@ Box = Tuple[int, int, int, int]  # x, y, width, height in pixels of the final im
 # Chance of 1, 2, 3, 4, 5 objects in a scene (clipped to the preset's range).
 _COUNT_WEIGHTS = (0.15, 0.3, 0.3, 0.15, 0.1)
 # Width / height of each object kind's box: vehicles are wide, trees and plants tall.
-_ASPECT = {"vehicle": 1.3, "plant": 0.8, "tree": 0.8, "house": 1.0, "cloud": 1.4, "tool": 0.75}
+_ASPECT = MappingProxyType({"vehicle": 1.3, "plant": 0.8, "tree": 0.8, "cloud": 1.4, "tool": 0.75})
 
 
 @dataclass
@@ -38,7 +39,8 @@ class Scene:
     sky: Tuple[int, int, int]
     ground: Tuple[int, int, int]
     horizon: float  # fraction of the height where the ground starts
-    questions: list = field(default_factory=list)
+    captions: Tuple[str, ...] = ()
+    questions: List[dict] = field(default_factory=list)
 
     @property
     def image_id(self) -> str:
@@ -50,7 +52,8 @@ def anchor_entities(entities: Sequence[Entity], n_train: int, n_test: int,
     """One entity per image that is surely drawn: every entity once in train, the rest by popularity."""
     weights = np.array([e.popularity for e in entities])
     weights = weights / weights.sum()
-    train = list(entities[:n_train]) + [entities[i] for i in np_rng.choice(len(entities), max(0, n_train - len(entities)), p=weights)]
+    extra = np_rng.choice(len(entities), max(0, n_train - len(entities)), p=weights)
+    train = list(entities[:n_train]) + [entities[i] for i in extra]
     order = np_rng.permutation(len(train))
     train = [train[i] for i in order]
     test = [entities[i] for i in np_rng.choice(len(entities), n_test, p=weights)]
