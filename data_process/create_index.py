@@ -63,7 +63,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     ap.add_argument("--train-tiny-clip", type=int, metavar="STEPS", help="tiny_clip.steps")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. index.type=hnsw")
-    return ap.parse_args(argv)
+    return ap.parse_intermixed_args(argv)
 
 
 def load_cfg(args: argparse.Namespace) -> Dict[str, Any]:

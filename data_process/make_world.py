@@ -24,6 +24,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default dataset/world_<preset>)")
     parser.add_argument("--force", action="store_true", help="replace a different world in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--workers", type=int, default=1, help="processes drawing images (use more for large)")
     return parser.parse_args(argv)
 
 
@@ -32,7 +33,8 @@ def main(argv=None) -> int:
     out = args.out or Path("dataset") / f"world_{args.preset}"
     start = time.perf_counter()
     try:
-        meta = generate_world(args.preset, args.seed, out, force=args.force, progress=not args.quiet)
+        meta = generate_world(args.preset, args.seed, out, force=args.force,
+                              progress=not args.quiet, workers=args.workers)
     except WorldExistsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -135,7 +135,7 @@ def main(argv: Sequence[str] = ()) -> None:
     ap.add_argument("--cfg", help="YAML with keys of DEFAULT_CFG")
     ap.add_argument("--chunk", default="0/1", help="i/n: handle the i-th of n slices (retrieve/initial/reanswer/evaluate)")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides")
-    args = ap.parse_args(list(argv))
+    args = ap.parse_intermixed_args(list(argv))  # the stage, --chunk and overrides in any order
     chunk = parse_chunk(args.chunk)
     if args.stage == "all" and chunk != (0, 1):
         raise SystemExit("surf_build_data: 'all' runs every stage in one process; use --chunk with single stages")

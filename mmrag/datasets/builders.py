@@ -25,10 +25,10 @@ def _split_path(cfg, split: str, key: str = "data_path") -> Path:
 
 def llava_records(path: Path, image_root: Path) -> List[Dict[str, Any]]:
     """LLaVA conversation JSON -> records; `image` may be absent, one path or a list of paths."""
-    from mmrag.datasets.formats import read_llava
+    from mmrag.datasets.formats import read_llava_conversations
 
     records = []
-    for item in read_llava(path):
+    for item in read_llava_conversations(path):
         images = item.get("image") or []
         images = [images] if isinstance(images, str) else list(images)
         records.append({"id": str(item["id"]), "images": [str(image_root / im) for im in images],

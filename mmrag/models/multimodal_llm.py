@@ -167,6 +167,11 @@ class MultimodalLLM(nn.Module):
                                                ignore_index=IGNORE_INDEX, reduction="sum")
         return {"loss_sum": loss_sum, "n_tokens": (labels != IGNORE_INDEX).sum()}
 
+    @staticmethod
+    def loss_units(batch: Dict[str, torch.Tensor]) -> int:
+        """What the loss is averaged over: target tokens (the runner sums this over the global batch)."""
+        return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
     @torch.no_grad()
     def generate(self, batch: Dict[str, torch.Tensor], **generate_kwargs) -> torch.Tensor:
         """New token ids for left-padded prompts (collate(..., generation=True))."""

@@ -104,13 +104,17 @@ class HFCLIPVisionTower(VisionTower):
         return list(out.hidden_states[1:])  # block outputs only; index 0 is the embedding
 
     # pieces GeMKR's prefix tuning runs block by block
+    @property
+    def _trunk(self) -> nn.Module:
+        # transformers 5 flattened CLIPVisionModel; 4.x nests the trunk under .vision_model
+        return getattr(self.model, "vision_model", self.model)
+
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        vm = self.model.vision_model
-        return vm.pre_layrnorm(vm.embeddings(pixel_values))
+        return self._trunk.pre_layrnorm(self._trunk.embeddings(pixel_values))
 
     @property
     def blocks(self) -> nn.ModuleList:
-        return self.model.vision_model.encoder.layers
+        return self._trunk.encoder.layers
 
 
 @VISION_TOWERS.register("open_clip")

@@ -41,7 +41,7 @@ class CorpusConstrainedLogitsProcessor(LogitsProcessor):
         self._cursors: Dict[Tuple[int, ...], object] = {}
         self._prompt_len = 0
         self._last_len = -1
-        self._root_masks: Dict[Tuple[str, int], torch.Tensor] = {}
+        self._root_masks: Dict[Tuple[str, int], torch.Tensor] = {}  # dense step-0 row per (device, vocab)
 
     def reset(self) -> None:
         """Forget the cursors of the previous generation."""
@@ -57,7 +57,7 @@ class CorpusConstrainedLogitsProcessor(LogitsProcessor):
         cursors = [self._cursor(clue) for clue in clues]
         keep = len(clues[0]) - 1 if clues else 0  # parents of the next step's beams
         self._cursors = {k: v for k, v in self._cursors.items() if len(k) >= keep}
-        return scores.masked_fill(~self.allowed_mask(clues, cursors, scores), float("-inf"))
+        return self._apply(clues, cursors, scores)
 
     def _cursor(self, clue: Tuple[int, ...]):
         """Cursor of a generated clue, advanced from its parent's cursor (cached per clue prefix)."""
@@ -73,41 +73,43 @@ class CorpusConstrainedLogitsProcessor(LogitsProcessor):
         self._cursors[clue] = cursor
         return cursor
 
-    def allowed_mask(self, clues: Sequence[Tuple[int, ...]], cursors: Sequence, scores: torch.Tensor) -> torch.Tensor:
-        """Boolean (beams, vocab) mask of allowed tokens, filled with one scatter on the scores' device."""
-        vocab = scores.shape[-1]
+    def allowed_indices(self, clues: Sequence[Tuple[int, ...]], cursors: Sequence, vocab: int
+                        ) -> Tuple[np.ndarray, np.ndarray]:
+        """(beam rows, token columns) of every allowed (beam, token) pair."""
         rows: List[np.ndarray] = []
         cols: List[np.ndarray] = []
-        eos_rows: List[int] = []
-        root_rows: List[int] = []
         for b, (clue, cursor) in enumerate(zip(clues, cursors)):
             can_continue = cursor is not None and len(clue) < self.max_clue_len and len(cursor.tokens) > 0
             if not can_continue or len(clue) >= self.min_clue_len:
-                eos_rows.append(b)
-            if not can_continue:
-                continue
-            if len(clue) == 0:
-                root_rows.append(b)  # the root row is the same every time: cached once per device
-                continue
-            tokens = cursor.tokens[cursor.tokens < vocab]
-            rows.append(np.full(len(tokens), b, dtype=np.int64))
-            cols.append(tokens)
-        allowed = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
-        if root_rows:
-            allowed[root_rows] = self._root_mask(scores.device, vocab)
-        if rows:
-            index = torch.from_numpy(np.stack([np.concatenate(rows), np.concatenate(cols)])).to(scores.device)
-            allowed[index[0], index[1]] = True
-        if eos_rows and self.eos_token_id < vocab:
-            allowed[eos_rows, self.eos_token_id] = True
-        return allowed
+                rows.append(np.full(1, b, dtype=np.int64))
+                cols.append(np.full(1, self.eos_token_id, dtype=np.int64))
+            if can_continue and clue:  # the empty clue (root) is handled by a cached dense row
+                tokens = cursor.tokens if int(cursor.tokens[-1]) < vocab else cursor.tokens[cursor.tokens < vocab]
+                rows.append(np.full(len(tokens), b, dtype=np.int64))
+                cols.append(tokens)
+        return np.concatenate(rows), np.concatenate(cols)
+
+    def _apply(self, clues, cursors, scores: torch.Tensor) -> torch.Tensor:
+        """Scores of allowed tokens, -inf elsewhere: one gather/scatter on the scores' device.
+
+        (Cheaper than a boolean mask + masked_fill: only the few allowed entries are touched.)
+        """
+        vocab = scores.shape[-1]
+        rows, cols = self.allowed_indices(clues, cursors, vocab)
+        keep = cols < vocab
+        index = torch.from_numpy(np.stack([rows[keep], cols[keep]])).to(scores.device, non_blocking=True)
+        out = torch.full_like(scores, float("-inf"))
+        out[index[0], index[1]] = scores[index[0], index[1]]
+        roots = [b for b, clue in enumerate(clues) if not clue]
+        if roots:  # step 0: every corpus token, from a mask built once per device
+            out[roots] = torch.where(self._root_mask(scores.device, vocab), scores[roots], out[roots])
+        return out
 
     def _root_mask(self, device: torch.device, vocab: int) -> torch.Tensor:
         key = (str(device), vocab)
         if key not in self._root_masks:
             mask = torch.zeros(vocab, dtype=torch.bool)
-            tokens = torch.from_numpy(self._root.tokens[self._root.tokens < vocab])
-            mask[tokens] = True
+            mask[torch.from_numpy(self._root.tokens[self._root.tokens < vocab])] = True
             self._root_masks[key] = mask.to(device)
         return self._root_masks[key]
 

@@ -267,7 +267,7 @@ class CorpusIndex:
         self.n_tokens = int(header["n_tokens"])  # real tokens, separators not counted
         self._frequent_min_count = int(header["frequent_min_count"])
         self._max_depth = int(header["max_precomputed_depth"])
-        self._a = arrays
+        self._a = {name: np.asarray(arr) for name, arr in arrays.items()}  # plain views: memmap slicing is slow
         starts = np.asarray(arrays["token_starts"])
         self._root_counts = np.diff(starts[: self.separator_id + 1])
         self._root_tokens = np.flatnonzero(self._root_counts)

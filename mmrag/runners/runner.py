@@ -184,8 +184,8 @@ class Runner:
         model.train()
         t0 = time.time()
         for step, micro_batches in enumerate(loader, start=start):
-            local_tokens = sum((b["labels"][:, 1:] != -100).sum() for b in micro_batches).to(acc.device)
-            global_tokens = acc.reduce(local_tokens.float(), reduction="sum")
+            units = sum(acc.unwrap_model(model).loss_units(b) for b in micro_batches)
+            global_tokens = acc.reduce(torch.as_tensor(units, dtype=torch.float32, device=acc.device), reduction="sum")
             loss_sum = sum(self._micro_step(acc, model, b, global_tokens, i == len(micro_batches) - 1)
                            for i, b in enumerate(micro_batches))
             if self.run.max_grad_norm:

@@ -108,7 +108,7 @@ def test_training_the_tiny_clip_improves_text_to_image_recall(tmp_path):
     pairs = colour_images(tmp_path / "img")
     paths, captions = [p for p, _ in pairs], [c for _, c in pairs]
     before = retrieval_recall(ClipEmbedder({"device": "cpu"}), paths, captions)
-    result = train_tiny_clip(pairs, tmp_path / "clip.safetensors", steps=60, batch_size=8, lr=2e-3, progress=False)
+    result = train_tiny_clip(pairs, tmp_path / "clip.safetensors", steps=30, batch_size=8, lr=2e-3, progress=False)
     trained = ClipEmbedder({"pretrained": str(result.weights), "num_workers": 0})
     after = retrieval_recall(trained, paths, captions)
     assert result.weights.is_file() and np.isfinite(result.final_loss)

@@ -89,11 +89,12 @@ def _paint_body(canvas: Image.Image, region: Region, entity: Entity) -> None:
 
 def _draw_creature(canvas: Image.Image, draw: ImageDraw.ImageDraw, region: Region, entity: Entity) -> None:
     x, y, w, h = region
-    line = max(2, int(w / 14))
+    leg_w = max(3.0, w / 10)
     legs = entity.signature.parts
+    accent = COLOURS[entity.signature.accent]  # legs in the accent colour: visible even on plain bodies
     for i in range(legs):
-        lx = x + w * (0.2 + 0.6 * i / max(1, legs - 1))
-        draw.line((lx, y + 0.65 * h, lx, y + h), fill=_DARK, width=line)
+        lx = x + w * (0.15 + 0.7 * i / max(1, legs - 1))
+        draw.rectangle((lx - leg_w / 2, y + 0.65 * h, lx + leg_w / 2, y + h), fill=accent, outline=_DARK)
     _paint_body(canvas, (x, y, w, 0.78 * h), entity)
     for ex in (0.37, 0.63):
         cx, cy, r = x + ex * w, y + 0.42 * h, 0.09 * w
@@ -133,7 +134,8 @@ def _draw_vehicle(canvas: Image.Image, draw: ImageDraw.ImageDraw, region: Region
         cx = x + w * (0.18 + 0.64 * i / max(1, wheels - 1))
         cy = y + h - r
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=_DARK)
-        draw.ellipse((cx - r / 2.5, cy - r / 2.5, cx + r / 2.5, cy + r / 2.5), fill=(170, 170, 170))
+        hub = r / 2  # hubs in the accent colour: visible even on plain bodies
+        draw.ellipse((cx - hub, cy - hub, cx + hub, cy + hub), fill=COLOURS[entity.signature.accent])
 
 
 def _draw_generic(draw: ImageDraw.ImageDraw, region: Region, word: str) -> None:

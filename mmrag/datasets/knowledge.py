@@ -1,0 +1,96 @@
+"""GeMKR knowledge questions (OKVQA-GS112K format) as training samples whose targets are clues.
+
+A question record is {"input": question + caption, "output": [answers], "image": image id}. The
+world adds "gold_passage_ids"; with those, clues are sampled from the gold passages (one training
+sample per clue). Without them (GeMKR's own train.json), a string "output" is the clue text.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List
+
+from mmrag.common.registry import DATASETS
+from mmrag.datasets.builders import Builder, _split_path
+from mmrag.datasets.multimodal_dataset import ConversationDataset, drop_missing_images
+from mmrag.models.paths import require_path
+from mmrag.retrieval.clue_sampler import ClueSamplerConfig, sample_clues, word_start_table
+
+IMAGE_SLOT = "\n\n### Image:\n<image>"
+
+
+def knowledge_prompt(question_input: str) -> List[Dict[str, str]]:
+    """The human turn of the knowledge-completion template: the question, then the image."""
+    return [{"from": "human", "value": question_input + IMAGE_SLOT}]
+
+
+def image_path(image_root: Path, image_id: str, ext: str) -> str:
+    return str(image_root / (image_id if Path(image_id).suffix else image_id + ext))
+
+
+def load_corpus_index(cfg, tokenizer):
+    from mmrag.retrieval.corpus_index import load_index
+
+    path = require_path("datasets.<name>.index_path", cfg.index_path, "corpus index (data_process/build_index.py)")
+    return load_index(path, tokenizer=tokenizer, verify_hash=cfg.verify_index)
+
+
+def clue_records(questions, index, tokenizer, clue_cfg: ClueSamplerConfig, image_root: Path, ext: str):
+    """One record per (question, clue): the prompt, the image, and the clue token ids as target."""
+    row_of = {index.passage_id(r): r for r in range(index.n_passages)}
+    starts = word_start_table(tokenizer)
+    records = []
+    for q in questions:
+        qid = str(q.get("question_id", q["image"] + q["input"][:40]))
+        question_ids = tokenizer(q["input"], add_special_tokens=False)["input_ids"]
+        if q.get("gold_passage_ids"):
+            clues = []
+            for pid in q["gold_passage_ids"]:
+                clues += sample_clues(index, index.passage_tokens(row_of[str(pid)]), question_ids,
+                                      f"{qid}:{pid}", starts, clue_cfg)
+            clues = clues[: clue_cfg.num_clues]
+        elif isinstance(q["output"], str):
+            clues = [tokenizer(q["output"], add_special_tokens=False)["input_ids"]]
+        else:
+            raise ValueError(f"question {qid}: needs 'gold_passage_ids' or a clue string as 'output' to train on")
+        for j, clue in enumerate(clues):
+            records.append({"id": f"{qid}#{j}", "images": [image_path(image_root, q["image"], ext)],
+                            "conversations": knowledge_prompt(q["input"]) + [{"from": "gpt", "value": ""}],
+                            "target_ids": clue})
+    return records
+
+
+@DATASETS.register("gemkr_knowledge")
+class KnowledgeCluesBuilder(Builder):
+    DEFAULTS: Dict[str, Any] = {
+        "builder": "gemkr_knowledge",
+        "image_ext": ".jpg",
+        "corpus_path": None,
+        "index_path": None,
+        "verify_index": True,
+        "region_store": None,
+        "clues": {"num_clues": 3, "clue_len": 8, "rarity_ngram": 3, "overlap_weight": 1.0,
+                  "rarity_weight": 1.0, "temperature": 0.25, "seed": 0},
+    }
+
+    @classmethod
+    def build(cls, cfg, model, split: str, name: str) -> ConversationDataset:
+        from mmrag.datasets.formats import read_knowledge_questions
+
+        path = _split_path(cfg, split)
+        image_root = require_path(f"datasets.{name}.image_root", cfg.image_root, "image folder")
+        questions = read_knowledge_questions(path)
+        if cfg.max_samples:
+            questions = questions[: cfg.max_samples]
+        index = load_corpus_index(cfg, model.tokenizer)
+        records = clue_records(questions, index, model.tokenizer, ClueSamplerConfig(**cfg.clues), image_root,
+                               cfg.image_ext)
+        records = drop_missing_images(records, cfg.missing_images, str(path))
+        return ConversationDataset(records, model.image_processor, name, region_store(cfg, name))
+
+
+def region_store(cfg, name: str):
+    if not cfg.region_store:
+        return None
+    from mmrag.datasets.region_store import RegionFeatureStore
+
+    return RegionFeatureStore(require_path(f"datasets.{name}.region_store", cfg.region_store, "region feature store"))

@@ -1,0 +1,69 @@
+"""Knowledge-clue targets for GeMKR training: token spans of a question's gold passage.
+
+GeMKR's released code has no sampler; following the paper and SEAL, a clue is a span of the gold
+passage that identifies it. Start positions are word starts (so the span re-tokenises to itself)
+and are drawn with probability softmax(score / temperature), where a span scores high when it is
+RARE in the corpus (its leading n-gram has few occurrences, so it points at few passages) and when
+it OVERLAPS the question's tokens. Deterministic for a given seed and question id.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import List, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ClueSamplerConfig:
+    num_clues: int = 3          # clues per question (each a training sample)
+    clue_len: int = 8           # tokens per clue (shorter at the passage end)
+    rarity_ngram: int = 3       # leading tokens whose corpus count measures rarity
+    overlap_weight: float = 1.0
+    rarity_weight: float = 1.0
+    temperature: float = 0.25
+    seed: int = 0
+
+
+def _rng(seed: int, key: str) -> np.random.Generator:
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def word_starts(tokens: Sequence[int], is_word_start: np.ndarray) -> np.ndarray:
+    """Positions whose token begins a word (SentencePiece '▁' pieces)."""
+    tokens = np.asarray(tokens)
+    return np.flatnonzero(is_word_start[tokens]) if len(tokens) else np.zeros(0, dtype=np.int64)
+
+
+def span_scores(index, tokens: np.ndarray, starts: np.ndarray, question: set, cfg: ClueSamplerConfig) -> np.ndarray:
+    """Rarity (1 / log2(1 + count) of the leading n-gram) plus overlap with the question, per start."""
+    scores = np.zeros(len(starts))
+    for i, s in enumerate(starts):
+        span = tokens[s:s + cfg.clue_len]
+        count = max(1, index.count(span[: cfg.rarity_ngram].tolist()))
+        overlap = len(set(span.tolist()) & question) / max(1, len(span))
+        scores[i] = cfg.rarity_weight / np.log2(1 + count) + cfg.overlap_weight * overlap
+    return scores
+
+
+def sample_clues(index, passage_tokens: np.ndarray, question_tokens: Sequence[int], key: str,
+                 is_word_start: np.ndarray, cfg: ClueSamplerConfig) -> List[List[int]]:
+    """Up to `cfg.num_clues` distinct clue spans (token id lists) from one gold passage."""
+    tokens = np.asarray(passage_tokens, dtype=np.int64)
+    starts = word_starts(tokens, is_word_start)
+    if len(starts) == 0:
+        return []
+    scores = span_scores(index, tokens, starts, set(int(t) for t in question_tokens), cfg)
+    logits = (scores - scores.max()) / cfg.temperature
+    p = np.exp(logits) / np.exp(logits).sum()
+    n = min(cfg.num_clues, len(starts))
+    chosen = _rng(cfg.seed, key).choice(len(starts), size=n, replace=False, p=p)
+    return [tokens[starts[c]:starts[c] + cfg.clue_len].tolist() for c in chosen]
+
+
+def word_start_table(tokenizer) -> np.ndarray:
+    """Boolean per vocabulary id: does this piece start a word?"""
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return np.array([bool(v) and v.startswith("▁") for v in vocab] + [False])

@@ -1,0 +1,102 @@
+"""The dense dual-encoder baseline for knowledge retrieval: (image + question) -> passage.
+
+Query = MLP([frozen vision tower CLS ; mean of trainable token embeddings of the question]);
+passage = MLP(mean of token embeddings of the passage). Trained with in-batch-negative InfoNCE on
+(question, gold passage) pairs for the configured steps x batch (set equal to GeMKR's budget),
+then every passage is indexed in faiss (exact inner product) and searched.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+from tqdm import tqdm
+
+from mmrag.common.registry import RETRIEVERS
+
+
+class BagOfTokens(nn.Module):
+    def __init__(self, vocab: int, dim: int, extra_in: int = 0) -> None:
+        super().__init__()
+        self.embed = nn.EmbeddingBag(vocab, dim, mode="mean")
+        self.head = nn.Sequential(nn.Linear(dim + extra_in, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor, extra: torch.Tensor = None) -> torch.Tensor:
+        x = self.embed(ids, offsets)
+        if extra is not None:
+            x = torch.cat([x, extra], dim=-1)
+        return F.normalize(self.head(x), dim=-1)
+
+
+def _bag(token_lists: Sequence[Sequence[int]]):
+    ids = torch.tensor([t for toks in token_lists for t in (toks or [0])], dtype=torch.long)
+    lengths = torch.tensor([max(1, len(t)) for t in token_lists])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)[:-1]])
+    return ids, offsets
+
+
+@torch.no_grad()
+def image_features(cfg, paths: List[str], batch_size: int = 64) -> torch.Tensor:
+    """CLS features of the last block of the (frozen) vision tower the generative model uses."""
+    from mmrag.models.image_processing import ImageProcessor
+    from mmrag.models.vision_tower import build_vision_tower
+
+    tower = build_vision_tower(OmegaConf.to_container(cfg.model.vision_tower, resolve=True)).eval()
+    proc = ImageProcessor(tower.image_size, tower.image_mean, tower.image_std, cfg.model.pad_to_square)
+    feats = [tower.hidden_states(torch.stack([proc(p) for p in paths[i:i + batch_size]]))[-1][:, 0]
+             for i in tqdm(range(0, len(paths), batch_size), desc="dense: image features")]
+    return torch.cat(feats)
+
+
+def _train(query_enc, passage_enc, q_tokens, img, p_tokens, pairs, opts) -> List[float]:
+    params = list(query_enc.parameters()) + list(passage_enc.parameters())
+    optim = torch.optim.AdamW(params, lr=opts.lr)
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in tqdm(range(opts.steps), desc="dense: train"):
+        batch = [pairs[i] for i in rng.choice(len(pairs), size=min(opts.batch_size, len(pairs)), replace=False)]
+        qs = query_enc(*_bag([q_tokens[q] for q, _ in batch]), img[[q for q, _ in batch]])
+        ps = passage_enc(*_bag([p_tokens[p] for _, p in batch]))
+        logits = qs @ ps.T / 0.05
+        same = torch.tensor([[p1 == p2 for _, p2 in batch] for _, p1 in batch], dtype=torch.float32)
+        loss = -(F.log_softmax(logits, -1) * same / same.sum(-1, keepdim=True)).sum(-1).mean()
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        losses.append(float(loss))
+    return losses
+
+
+@RETRIEVERS.register("dense")
+def dense(model, questions, index, cfg, ds_cfg) -> List[Dict[str, Any]]:
+    import faiss
+
+    from mmrag.datasets.builders import _split_path
+    from mmrag.datasets.formats import read_knowledge_questions
+    from mmrag.datasets.knowledge import image_path
+
+    opts, tok = cfg.evaluation.dense, model.tokenizer
+    train_q = [q for q in read_knowledge_questions(_split_path(ds_cfg, "train")) if q.get("gold_passage_ids")]
+    row_of = {index.passage_id(r): r for r in range(index.n_passages)}
+    p_tokens = [index.passage_tokens(r).tolist() for r in range(index.n_passages)]
+    all_q = train_q + list(questions)
+    q_tokens = [tok(q["input"], add_special_tokens=False)["input_ids"] for q in all_q]
+    img = image_features(cfg, [image_path(Path(ds_cfg.image_root), q["image"], ds_cfg.image_ext) for q in all_q])
+    torch.manual_seed(cfg.run.seed)
+    query_enc = BagOfTokens(len(tok) + 1, opts.dim, extra_in=img.shape[1])
+    passage_enc = BagOfTokens(len(tok) + 1, opts.dim)
+    pairs = [(i, row_of[str(pid)]) for i, q in enumerate(train_q) for pid in q["gold_passage_ids"]]
+    _train(query_enc, passage_enc, q_tokens, img, p_tokens, pairs, opts)
+    with torch.no_grad():
+        passages = torch.cat([passage_enc(*_bag(p_tokens[i:i + 512])) for i in range(0, len(p_tokens), 512)])
+        test = range(len(train_q), len(all_q))
+        queries = query_enc(*_bag([q_tokens[i] for i in test]), img[list(test)])
+    faiss_index = faiss.IndexFlatIP(passages.shape[1])
+    faiss_index.add(passages.numpy().astype(np.float32))
+    scores, rows = faiss_index.search(queries.numpy().astype(np.float32), min(cfg.evaluation.top_k, len(p_tokens)))
+    return [{"rows": [int(r) for r in rr], "scores": [round(float(s), 4) for s in ss]} for rr, ss in zip(rows, scores)]
