@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np  # noqa: E402
 
 from mmrag.retrieval.corpus_index import (  # noqa: E402
-    CorpusIndex, CorpusIndexError, ShardedCorpusIndex, read_id_text_csv, write_shard_manifest)
+    CorpusIndex, CorpusIndexError, ShardedCorpusIndex, check_passage_ids, read_id_text_csv, write_shard_manifest)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -42,9 +42,10 @@ def _build_one_shard(rows, tokenizer, args) -> None:
     k, n = (int(x) for x in args.shard_of.split("/"))
     if not 0 <= k < n:
         raise CorpusIndexError(f"--shard-of {args.shard_of}: expected K/N with 0 <= K < N")
+    check_passage_ids([pid for pid, _ in rows])  # over the whole corpus, not only this shard
     bounds = np.linspace(0, len(rows), n + 1).astype(int)
     CorpusIndex.build(rows[bounds[k]:bounds[k + 1]], tokenizer, args.out / f"shard_{k:03d}", workers=args.workers,
-                      batch_size=args.batch_size, store_text=not args.no_text)
+                      batch_size=args.batch_size, store_text=not args.no_text, allow_empty=True)
 
 
 def main(argv=None) -> int:

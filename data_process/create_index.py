@@ -106,7 +106,7 @@ def train_and_report(cfg: Dict[str, Any], items: List[Dict[str, Any]], progress:
     result = train_tiny_clip(train, weights, steps=tc["steps"], batch_size=tc["batch_size"], lr=tc["lr"],
                              model_cfg=cfg["embedder"]["model_cfg"], seed=cfg["embedder"]["seed"], progress=progress)
     after = retrieval_recall(ClipEmbedder({**eval_cfg, "pretrained": str(weights)}), paths, caps)
-    cfg["embedder"]["pretrained"] = str(weights)
+    cfg["embedder"]["pretrained"] = str(weights.resolve())  # the manifest must work from any cwd
     report = {"train_pairs": len(train), "held_out": len(held), "steps": result.steps,
               "final_loss": result.final_loss, "train_seconds": round(result.seconds, 1),
               "before": before, "after": after}

@@ -13,7 +13,8 @@ from mmrag.common.registry import DATASETS
 from mmrag.datasets.builders import Builder, _split_path
 from mmrag.datasets.multimodal_dataset import ConversationDataset, drop_missing_images
 from mmrag.models.paths import require_path
-from mmrag.retrieval.clue_sampler import ClueSamplerConfig, sample_clues, word_start_table
+from mmrag.retrieval.clue_sampler import (ClueSamplerConfig, rarity_scores, sample_clues, word_start_table,
+                                          word_starts)
 
 IMAGE_SLOT = "\n\n### Image:\n<image>"
 
@@ -38,6 +39,7 @@ def clue_records(questions, index, tokenizer, clue_cfg: ClueSamplerConfig, image
     """One record per (question, clue): the prompt, the image, and the clue token ids as target."""
     row_of = {index.passage_id(r): r for r in range(index.n_passages)}
     starts = word_start_table(tokenizer)
+    rarity = {}  # passage row -> rarity per word start; many questions share a gold passage
     records = []
     for q in questions:
         qid = str(q.get("question_id", q["image"] + q["input"][:40]))
@@ -45,8 +47,11 @@ def clue_records(questions, index, tokenizer, clue_cfg: ClueSamplerConfig, image
         if q.get("gold_passage_ids"):
             clues = []
             for pid in q["gold_passage_ids"]:
-                clues += sample_clues(index, index.passage_tokens(row_of[str(pid)]), question_ids,
-                                      f"{qid}:{pid}", starts, clue_cfg)
+                row = row_of[str(pid)]
+                tokens = index.passage_tokens(row)
+                if row not in rarity:
+                    rarity[row] = rarity_scores(index, tokens, word_starts(tokens, starts), clue_cfg)
+                clues += sample_clues(index, tokens, question_ids, f"{qid}:{pid}", starts, clue_cfg, rarity[row])
             clues = clues[: clue_cfg.num_clues]
         elif isinstance(q["output"], str):
             clues = [tokenizer(q["output"], add_special_tokens=False)["input_ids"]]

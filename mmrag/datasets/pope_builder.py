@@ -43,19 +43,31 @@ def co_occurrence(objects: Dict[int, List[str]]) -> Dict[str, Counter]:
     return pairs
 
 
-def sample_negatives(strategy: str, present: Sequence[str], all_names: Sequence[str], frequency: Counter,
+def sample_negatives(strategy: str, present: Sequence[str], by_frequency: Sequence[str], frequency: Counter,
                      pairs: Dict[str, Counter], n: int, rng: random.Random) -> List[str]:
-    """`n` absent category names chosen by `strategy` (see the module docstring)."""
-    absent = sorted(set(all_names) - set(present))
+    """`n` absent category names chosen by `strategy` (see the module docstring).
+
+    `by_frequency` lists every category name sorted by (images holding it desc, name); it is the
+    tie-break order of both deterministic strategies, so they only look at a few names per image.
+    """
+    present_set = set(present)
     if strategy == "random":
-        return rng.sample(absent, n)
-    if strategy == "popular":
-        return sorted(absent, key=lambda name: (-frequency[name], name))[:n]
+        return rng.sample(sorted(name for name in by_frequency if name not in present_set), n)
+    chosen: List[str] = []
     if strategy == "adversarial":
-        def score(name: str) -> int:
-            return sum(pairs.get(obj, Counter())[name] for obj in present)
-        return sorted(absent, key=lambda name: (-score(name), -frequency[name], name))[:n]
-    raise ValueError(f"unknown POPE strategy '{strategy}'; known: {', '.join(STRATEGIES)}")
+        scores: Counter = Counter()
+        for obj in present:
+            scores.update(pairs.get(obj, Counter()))
+        scored = [name for name, score in scores.items() if score > 0 and name not in present_set]
+        chosen = sorted(scored, key=lambda name: (-scores[name], -frequency[name], name))[:n]
+    elif strategy != "popular":
+        raise ValueError(f"unknown POPE strategy '{strategy}'; known: {', '.join(STRATEGIES)}")
+    for name in by_frequency:  # popular, or adversarial names that co-occur with nothing in the image
+        if len(chosen) == n:
+            break
+        if name not in present_set and name not in chosen:
+            chosen.append(name)
+    return chosen
 
 
 def build_pope(instances: Dict, strategy: str, n_per_image: int = 3, seed: int = 0,
@@ -71,6 +83,7 @@ def build_pope(instances: Dict, strategy: str, n_per_image: int = 3, seed: int =
     objects = objects_by_image(instances)
     frequency, pairs = image_frequency(objects), co_occurrence(objects)
     all_names = sorted({c["name"] for c in instances["categories"]})
+    by_frequency = sorted(all_names, key=lambda name: (-frequency[name], name))
     file_names = {im["id"]: im["file_name"] for im in instances["images"]}
     eligible = [i for i in sorted(objects)
                 if len(objects[i]) >= n_per_image and len(all_names) - len(objects[i]) >= n_per_image]
@@ -79,7 +92,7 @@ def build_pope(instances: Dict, strategy: str, n_per_image: int = 3, seed: int =
     questions: List[Dict[str, object]] = []
     for image_id in eligible:
         positives = rng.sample(objects[image_id], n_per_image)
-        negatives = sample_negatives(strategy, objects[image_id], all_names, frequency, pairs, n_per_image, rng)
+        negatives = sample_negatives(strategy, objects[image_id], by_frequency, frequency, pairs, n_per_image, rng)
         for positive, negative in zip(positives, negatives):
             for name, label in ((positive, "yes"), (negative, "no")):
                 questions.append({"question_id": len(questions) + 1, "image": file_names[image_id],

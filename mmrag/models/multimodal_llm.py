@@ -160,12 +160,16 @@ class MultimodalLLM(nn.Module):
         """Summed token loss and the number of target tokens (the runner normalises over the global batch)."""
         ids = batch["input_ids"].to(self.device)
         embeds = self.embed(ids, batch["pixel_values"], batch.get("regions"))
-        out = self.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(self.device))
-        logits = out.logits[:, :-1].float()
+        causal_lm = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+        hidden = causal_lm.get_decoder()(inputs_embeds=embeds,
+                                         attention_mask=batch["attention_mask"].to(self.device)).last_hidden_state
         labels = batch["labels"].to(self.device)[:, 1:]
-        loss_sum = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                               ignore_index=IGNORE_INDEX, reduction="sum")
-        return {"loss_sum": loss_sum, "n_tokens": (labels != IGNORE_INDEX).sum()}
+        targets = labels != IGNORE_INDEX
+        # the vocabulary projection only where a loss is taken: prompts are most of a sequence,
+        # and [tokens x 32k] logits dominate a small model's step
+        logits = causal_lm.get_output_embeddings()(hidden[:, :-1][targets]).float()
+        loss_sum = nn.functional.cross_entropy(logits, labels[targets], reduction="sum")
+        return {"loss_sum": loss_sum, "n_tokens": targets.sum()}
 
     @staticmethod
     def loss_units(batch: Dict[str, torch.Tensor]) -> int:

@@ -37,25 +37,33 @@ def word_starts(tokens: Sequence[int], is_word_start: np.ndarray) -> np.ndarray:
     return np.flatnonzero(is_word_start[tokens]) if len(tokens) else np.zeros(0, dtype=np.int64)
 
 
-def span_scores(index, tokens: np.ndarray, starts: np.ndarray, question: set, cfg: ClueSamplerConfig) -> np.ndarray:
-    """Rarity (1 / log2(1 + count) of the leading n-gram) plus overlap with the question, per start."""
-    scores = np.zeros(len(starts))
-    for i, s in enumerate(starts):
-        span = tokens[s:s + cfg.clue_len]
-        count = max(1, index.count(span[: cfg.rarity_ngram].tolist()))
-        overlap = len(set(span.tolist()) & question) / max(1, len(span))
-        scores[i] = cfg.rarity_weight / np.log2(1 + count) + cfg.overlap_weight * overlap
-    return scores
+def rarity_scores(index, tokens: np.ndarray, starts: np.ndarray, cfg: ClueSamplerConfig) -> np.ndarray:
+    """1 / log2(1 + corpus count of the span's leading n-gram), per start: rare spans point at few passages."""
+    counts = [max(1, index.count(tokens[s:s + cfg.rarity_ngram].tolist())) for s in starts]
+    return 1.0 / np.log2(1 + np.asarray(counts, dtype=np.float64))
+
+
+def overlap_scores(tokens: np.ndarray, starts: np.ndarray, question: set, clue_len: int) -> np.ndarray:
+    """Share of a span's tokens that also occur in the question, per start."""
+    return np.array([len(set(tokens[s:s + clue_len].tolist()) & question) / max(1, len(tokens[s:s + clue_len]))
+                     for s in starts])
 
 
 def sample_clues(index, passage_tokens: np.ndarray, question_tokens: Sequence[int], key: str,
-                 is_word_start: np.ndarray, cfg: ClueSamplerConfig) -> List[List[int]]:
-    """Up to `cfg.num_clues` distinct clue spans (token id lists) from one gold passage."""
+                 is_word_start: np.ndarray, cfg: ClueSamplerConfig, rarity: np.ndarray = None) -> List[List[int]]:
+    """Up to `cfg.num_clues` distinct clue spans (token id lists) from one gold passage.
+
+    `rarity` (from `rarity_scores`, per word start of this passage) may be passed in to reuse it
+    across the many questions that share a gold passage.
+    """
     tokens = np.asarray(passage_tokens, dtype=np.int64)
     starts = word_starts(tokens, is_word_start)
     if len(starts) == 0:
         return []
-    scores = span_scores(index, tokens, starts, set(int(t) for t in question_tokens), cfg)
+    if rarity is None:
+        rarity = rarity_scores(index, tokens, starts, cfg)
+    overlap = overlap_scores(tokens, starts, set(int(t) for t in question_tokens), cfg.clue_len)
+    scores = cfg.rarity_weight * rarity + cfg.overlap_weight * overlap
     logits = (scores - scores.max()) / cfg.temperature
     p = np.exp(logits) / np.exp(logits).sum()
     n = min(cfg.num_clues, len(starts))

@@ -41,7 +41,7 @@ class CorpusConstrainedLogitsProcessor(LogitsProcessor):
         self._cursors: Dict[Tuple[int, ...], object] = {}
         self._prompt_len = 0
         self._last_len = -1
-        self._root_masks: Dict[Tuple[str, int], torch.Tensor] = {}  # dense step-0 row per (device, vocab)
+        self._root_masks: Dict[Tuple[str, str, int], torch.Tensor] = {}  # step-0 rows per (device, dtype, vocab)
 
     def reset(self) -> None:
         """Forget the cursors of the previous generation."""
@@ -76,8 +76,8 @@ class CorpusConstrainedLogitsProcessor(LogitsProcessor):
     def allowed_indices(self, clues: Sequence[Tuple[int, ...]], cursors: Sequence, vocab: int
                         ) -> Tuple[np.ndarray, np.ndarray]:
         """(beam rows, token columns) of every allowed (beam, token) pair."""
-        rows: List[np.ndarray] = []
-        cols: List[np.ndarray] = []
+        rows: List[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+        cols: List[np.ndarray] = [np.zeros(0, dtype=np.int64)]
         for b, (clue, cursor) in enumerate(zip(clues, cursors)):
             can_continue = cursor is not None and len(clue) < self.max_clue_len and len(cursor.tokens) > 0
             if not can_continue or len(clue) >= self.min_clue_len:
@@ -92,25 +92,29 @@ class CorpusConstrainedLogitsProcessor(LogitsProcessor):
     def _apply(self, clues, cursors, scores: torch.Tensor) -> torch.Tensor:
         """Scores of allowed tokens, -inf elsewhere: one gather/scatter on the scores' device.
 
-        (Cheaper than a boolean mask + masked_fill: only the few allowed entries are touched.)
+        Only the allowed entries' flat indices travel to the device; a boolean mask + masked_fill
+        measured several times slower on CPU.
         """
         vocab = scores.shape[-1]
+        roots = [b for b, clue in enumerate(clues) if not clue]
+        if len(roots) == len(clues):  # step 0 of a search: one broadcast add of a cached 0/-inf row
+            return scores + self._root_penalty(scores.device, scores.dtype, vocab)
         rows, cols = self.allowed_indices(clues, cursors, vocab)
         keep = cols < vocab
-        index = torch.from_numpy(np.stack([rows[keep], cols[keep]])).to(scores.device, non_blocking=True)
+        flat = torch.from_numpy(rows[keep] * vocab + cols[keep]).to(scores.device, non_blocking=True)
         out = torch.full_like(scores, float("-inf"))
-        out[index[0], index[1]] = scores[index[0], index[1]]
-        roots = [b for b, clue in enumerate(clues) if not clue]
-        if roots:  # step 0: every corpus token, from a mask built once per device
-            out[roots] = torch.where(self._root_mask(scores.device, vocab), scores[roots], out[roots])
+        out.view(-1).index_copy_(0, flat, scores.reshape(-1).index_select(0, flat))  # 1-D: 3x faster than 2-D
+        if roots:  # empty clues among longer ones (group beam search can mix them)
+            out[roots] = scores[roots] + self._root_penalty(scores.device, scores.dtype, vocab)
         return out
 
-    def _root_mask(self, device: torch.device, vocab: int) -> torch.Tensor:
-        key = (str(device), vocab)
+    def _root_penalty(self, device: torch.device, dtype: torch.dtype, vocab: int) -> torch.Tensor:
+        """(vocab,) row: 0 for tokens that occur in the corpus, -inf elsewhere; built once per device."""
+        key = (str(device), str(dtype), vocab)
         if key not in self._root_masks:
-            mask = torch.zeros(vocab, dtype=torch.bool)
-            mask[torch.from_numpy(self._root.tokens[self._root.tokens < vocab])] = True
-            self._root_masks[key] = mask.to(device)
+            penalty = torch.full((vocab,), float("-inf"), dtype=dtype)
+            penalty[torch.from_numpy(self._root.tokens[self._root.tokens < vocab])] = 0.0
+            self._root_masks[key] = penalty.to(device)
         return self._root_masks[key]
 
 

@@ -121,7 +121,8 @@ def read_id_text_csv(path: Path) -> List[Tuple[str, str]]:
     return rows
 
 
-def _check_passage_ids(ids: Sequence[str]) -> None:
+def check_passage_ids(ids: Sequence[str]) -> None:
+    """Refuse an empty corpus and duplicate passage ids (naming both rows)."""
     if not ids:
         raise CorpusIndexError("empty corpus: no passages to index")
     if len(set(ids)) == len(ids):
@@ -173,7 +174,7 @@ def _bigram_table(tokens: np.ndarray, sa: np.ndarray, token_starts: np.ndarray, 
     so one gather plus run detection gives every bigram (no sort).
     """
     real = int(token_starts[separator])  # suffixes that start with a real token come first in the SA
-    following = tokens[sa[:real] + 1]
+    following = np.take(tokens, sa[:real] + 1)  # np.take: faster than fancy indexing for big gathers
     change = np.empty(real, dtype=bool)
     change[:1] = True
     np.not_equal(following[1:], following[:-1], out=change[1:])
@@ -181,7 +182,7 @@ def _bigram_table(tokens: np.ndarray, sa: np.ndarray, token_starts: np.ndarray, 
     change[firsts[firsts < real]] = True
     starts = np.flatnonzero(change)
     counts = np.diff(np.append(starts, real))
-    first = tokens[sa[starts]]
+    first = np.take(tokens, np.take(sa, starts))
     nxt = following[starts]
     keep = nxt != separator
     indptr = np.zeros(separator + 1, dtype=np.int64)
@@ -210,7 +211,7 @@ def _frequent_table(tokens, sa, token_starts, bigram, separator, min_count, max_
     for depth in range(2, max_depth + 1):
         deeper: List[Tuple[int, int]] = []
         for lo, hi in level:
-            distinct, runs = _runs(tokens[sa[lo:hi] + depth], separator)
+            distinct, runs = _runs(np.take(tokens, sa[lo:hi] + depth), separator)
             keys.append(lo * (max_depth + 1) + depth)
             nexts.append(distinct)
             counts.append(runs)
@@ -279,7 +280,7 @@ class CorpusIndex:
               workers: int = 1, store_text: bool = True, progress: bool = True, **options) -> "CorpusIndex":
         """Tokenise (id, text) passages with `tokenizer` and build the index into `out_dir`."""
         rows = list(passages)
-        _check_passage_ids([pid for pid, _ in rows])
+        check_passage_ids([pid for pid, _ in rows])
         texts = [text for _, text in rows]
         ids = tokenize_passages(texts, tokenizer, batch_size=batch_size, workers=workers, progress=progress)
         return cls.build_from_token_ids([pid for pid, _ in rows], ids, out_dir, tokenizer_fingerprint(tokenizer),
@@ -289,13 +290,20 @@ class CorpusIndex:
     def build_from_token_ids(cls, passage_ids: Sequence[str], token_lists: Sequence[np.ndarray], out_dir: Path,
                              fingerprint: Dict[str, object], *, texts: Optional[Sequence[str]] = None,
                              tokenizer=None, frequent_min_count: int = DEFAULT_FREQUENT_MIN_COUNT,
-                             max_precomputed_depth: int = DEFAULT_MAX_PRECOMPUTED_DEPTH) -> "CorpusIndex":
-        """Build from already tokenised passages (token ids < fingerprint['vocab_size'])."""
-        _check_passage_ids(passage_ids)
+                             max_precomputed_depth: int = DEFAULT_MAX_PRECOMPUTED_DEPTH,
+                             allow_empty: bool = False) -> "CorpusIndex":
+        """Build from already tokenised passages (token ids < fingerprint['vocab_size']).
+
+        `allow_empty` admits passages without any token at all: one shard of a corpus may be so.
+        """
+        check_passage_ids(passage_ids)
         separator = int(fingerprint["vocab_size"])
         tokens, offsets = _concatenate(token_lists, separator)
+        if len(tokens) == len(passage_ids) and not allow_empty:
+            raise CorpusIndexError(f"empty corpus: all {len(passage_ids)} passages tokenise to no tokens")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / HEADER_FILE).unlink(missing_ok=True)  # the header is written last: no half-built index loads
         sa = _suffix_array(tokens)  # libdivsufsort already uses every core (OpenMP)
         token_starts = np.zeros(separator + 2, dtype=np.int64)
         np.cumsum(np.bincount(tokens, minlength=separator + 1), out=token_starts[1:])
@@ -404,7 +412,7 @@ class CorpusIndex:
         table = self._table(rng)
         if table is not None:
             return np.asarray(table[0], dtype=np.int64), np.asarray(table[1], dtype=np.int64)
-        following = self._a["tokens"][self._a["sa"][rng.lo:rng.hi] + rng.depth]
+        following = np.take(self._a["tokens"], self._a["sa"][rng.lo:rng.hi] + rng.depth)
         return _runs(following, self.separator_id)
 
     def range_passages(self, rng: SARange, limit: int) -> np.ndarray:
@@ -420,9 +428,9 @@ class CorpusIndex:
         return self._root_tokens.astype(np.int64)
 
     def cursor(self, prefix: Sequence[int] = ()) -> Optional["Cursor"]:
-        """A decoding cursor at `prefix` (None when the prefix does not occur)."""
+        """A decoding cursor at `prefix` (None when a non-empty prefix does not occur)."""
         rng = self.range(prefix)
-        return Cursor(self, rng) if rng.count else None
+        return Cursor(self, rng) if rng.count or not prefix else None
 
     # ---------------------------------------------------------------- passages
     def passage_tokens(self, row: int) -> np.ndarray:
@@ -556,18 +564,21 @@ class ShardedCorpusIndex:
         (the ordered list of shard folders) ties them together.
         """
         rows = list(passages)
-        _check_passage_ids([pid for pid, _ in rows])
+        check_passage_ids([pid for pid, _ in rows])
         if shards < 1 or shards > len(rows):
             raise CorpusIndexError(f"--shards must be in [1, {len(rows)}] for {len(rows)} passages, got {shards}")
         texts = [text for _, text in rows]
         ids = tokenize_passages(texts, tokenizer, batch_size=batch_size, workers=workers, progress=progress)
+        if not any(len(seq) for seq in ids):
+            raise CorpusIndexError(f"empty corpus: all {len(ids)} passages tokenise to no tokens")
         bounds = np.linspace(0, len(rows), shards + 1).astype(int)
         names, fingerprint = [], tokenizer_fingerprint(tokenizer)
         for k in tqdm(range(shards), desc="build shards", unit="shard", disable=not progress):
             part = slice(bounds[k], bounds[k + 1])
             names.append(f"shard_{k:03d}")
             CorpusIndex.build_from_token_ids([pid for pid, _ in rows[part]], ids[part], Path(out_dir) / names[-1],
-                                             fingerprint, texts=texts[part] if store_text else None, **options)
+                                             fingerprint, texts=texts[part] if store_text else None,
+                                             allow_empty=True, **options)
         write_shard_manifest(Path(out_dir), names)
         return cls.load(out_dir, tokenizer=tokenizer, verify_hash=False)
 
@@ -612,7 +623,7 @@ class ShardedCorpusIndex:
 
     def cursor(self, prefix: Sequence[int] = ()) -> Optional["ShardedCursor"]:
         parts = tuple(s.cursor(prefix) for s in self.shards)
-        return ShardedCursor(parts) if any(p is not None for p in parts) else None
+        return ShardedCursor(parts) if any(p is not None for p in parts) or not prefix else None
 
     def _locate(self, row: int) -> Tuple[CorpusIndex, int]:
         if not 0 <= row < self.n_passages:

@@ -86,3 +86,27 @@ def test_csv_reader_names_file_and_line(tmp_path):
         read_id_text_csv(bad)
     with pytest.raises(CorpusIndexError, match=r"c\.csv:1: expected a header"):
         read_id_text_csv(write_csv(tmp_path / "c.csv", PASSAGES, header="title,body"))
+
+
+def load_cli():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_index_cli", REPO / "data_process" / "build_index.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_one_shard_per_node_then_manifest(tmp_path, tokenizer):
+    corpus = write_csv(tmp_path / "corpus.csv", PASSAGES)
+    cli = load_cli()
+    common = ["--corpus", str(corpus), "--tokenizer", str(llama_tokenizer_dir()), "--out", str(tmp_path / "idx")]
+    for k in (1, 0):  # nodes may finish in any order
+        assert cli.main(common + ["--shard-of", f"{k}/2"]) == 0
+    assert cli.main(["--tokenizer", str(llama_tokenizer_dir()), "--out", str(tmp_path / "idx"),
+                     "--write-manifest", "2"]) == 0
+    index = load_index(tmp_path / "idx", tokenizer)
+    assert [index.passage_id(r) for r in range(4)] == ["k1", "k2", "k3", "k4"]
+    write_csv(corpus, PASSAGES + [("k2", "again")])
+    with pytest.raises(CorpusIndexError, match="duplicate passage id 'k2' at rows 1 and 4"):
+        cli.main(common + ["--shard-of", "0/2"])

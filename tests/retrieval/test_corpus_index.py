@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from mmrag.retrieval.corpus_index import (CorpusIndex, CorpusIndexError, ShardedCorpusIndex, load_index,
                                           write_shard_manifest)
@@ -30,7 +30,7 @@ def build_sharded(passages, out: Path, n_shards: int, **options) -> ShardedCorpu
         chunk = passages[bounds[k]:bounds[k + 1]]
         CorpusIndex.build_from_token_ids([f"p{i}" for i in range(bounds[k], bounds[k + 1])],
                                          [np.array(p, dtype=np.int32) for p in chunk], out / names[-1],
-                                         FINGERPRINT, **options)
+                                         FINGERPRINT, allow_empty=True, **options)
     write_shard_manifest(out, names)
     return load_index(out)
 
@@ -59,13 +59,16 @@ def queries(passages, extra):
     return out
 
 
-corpora = st.lists(st.lists(st.integers(0, VOCAB - 1), min_size=0, max_size=12), min_size=1, max_size=7)
+corpora = st.lists(st.lists(st.integers(0, VOCAB - 1), min_size=0, max_size=12), min_size=1, max_size=7).filter(
+    lambda c: any(c))
 ngrams = st.lists(st.lists(st.integers(0, VOCAB + 1), min_size=0, max_size=5), max_size=8)
 tables = st.sampled_from([(1, 16), (2, 2), (1, 3), (4096, 16)])  # (frequent_min_count, max depth)
 
 
 @settings(max_examples=60, deadline=None)
 @given(passages=corpora, extra=ngrams, table=tables)
+@example(passages=[[0, 2], [1, 2]], extra=[], table=(4096, 16))  # two tokens' ranges with equal followers
+@example(passages=[[1, 2], [3, 4], [2, 3]], extra=[[2, 3, 4]], table=(1, 2))  # (2,3) also spans p0|p1
 def test_queries_match_brute_force(passages, extra, table):
     with tempfile.TemporaryDirectory() as tmp:
         index = build(passages, Path(tmp), frequent_min_count=table[0], max_precomputed_depth=table[1])
@@ -138,6 +141,8 @@ def test_frequent_clue_locates_only_up_to_cap(tmp_path):
 def test_empty_corpus_and_duplicate_ids_are_refused(tmp_path):
     with pytest.raises(CorpusIndexError, match="empty corpus"):
         build([], tmp_path)
+    with pytest.raises(CorpusIndexError, match="empty corpus: all 2 passages tokenise to no tokens"):
+        build([[], []], tmp_path)
     with pytest.raises(CorpusIndexError, match="duplicate passage id 'a' at rows 0 and 2"):
         CorpusIndex.build_from_token_ids(["a", "b", "a"], [np.array([1])] * 3, tmp_path, FINGERPRINT)
     with pytest.raises(CorpusIndexError, match="passage row 1: token id 9"):

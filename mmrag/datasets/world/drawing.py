@@ -89,8 +89,8 @@ def _paint_body(canvas: Image.Image, region: Region, entity: Entity) -> None:
 
 def _draw_creature(canvas: Image.Image, draw: ImageDraw.ImageDraw, region: Region, entity: Entity) -> None:
     x, y, w, h = region
-    leg_w = max(3.0, w / 10)
     legs = entity.signature.parts
+    leg_w = max(3.0, min(w / 10, 0.35 * w / max(1, legs - 1)))  # half the leg spacing at most: gaps stay visible
     accent = COLOURS[entity.signature.accent]  # legs in the accent colour: visible even on plain bodies
     for i in range(legs):
         lx = x + w * (0.15 + 0.7 * i / max(1, legs - 1))

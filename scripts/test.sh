@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Install the pinned requirements and run the test suite (2 CPU cores: about 10 minutes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install --quiet -r requirements.txt
+python -m pytest -q -n 2 tests
