@@ -14,7 +14,7 @@ from mmrag.common.cli import REPO_ROOT, parse_args, setup_logging
 from mmrag.common.config import ConfigError, build_config, save_config
 from mmrag.common.registry import TASKS
 
-DEFAULT_CFG = REPO_ROOT / "eval_configs" / "default.yaml"
+DEFAULT_CFG = REPO_ROOT / "eval_configs" / "gemkr_tiny_world.yaml"
 
 
 def main(argv=None) -> dict:

@@ -10,7 +10,7 @@ from mmrag.common.cli import REPO_ROOT, parse_args, setup_logging
 from mmrag.common.config import ConfigError, build_config
 from mmrag.common.registry import RUNNERS, TASKS
 
-DEFAULT_CFG = REPO_ROOT / "train_configs" / "default.yaml"
+DEFAULT_CFG = REPO_ROOT / "train_configs" / "gemkr_tiny_world.yaml"
 
 
 def main(argv=None) -> dict:

@@ -41,7 +41,7 @@ def load_yaml(path: str | Path) -> DictConfig:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{path}: expected a mapping with sections {SECTIONS}, got a {type(cfg).__name__}")
-    unknown = [k for k in cfg.keys() if k not in SECTIONS]
+    unknown = [k for k in cfg.keys() if k not in SECTIONS + ("base",)]
     if unknown:
         raise ConfigError(_unknown_key_message(path, str(unknown[0]), SECTIONS, str(unknown[0])))
     return cfg
@@ -146,18 +146,31 @@ def collect_defaults(user: DictConfig) -> DictConfig:
     )
 
 
+def config_chain(path: Path, seen: Sequence[Path] = ()) -> List[tuple]:
+    """[(file, cfg), ...] from the outermost `base:` to `path` itself (an eval config names its train config)."""
+    path = Path(path)
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'base' files form a cycle")
+    cfg = load_yaml(path)
+    chain = []
+    if "base" in cfg:
+        base = Path(cfg.base) if Path(cfg.base).is_absolute() else path.parent / cfg.base
+        chain = config_chain(base, [*seen, path.resolve()])
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "base"])
+    return chain + [(path, cfg)]
+
+
 def build_config(cfg_path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
-    """Load, merge and validate an experiment: defaults <- YAML <- overrides. Raises ConfigError."""
-    source = Path(cfg_path)
-    user = load_yaml(source)
+    """Load, merge and validate an experiment: defaults <- base YAMLs <- YAML <- overrides. Raises ConfigError."""
+    chain = config_chain(Path(cfg_path))
     override = parse_overrides(overrides)
-    defaults = collect_defaults(OmegaConf.merge(user, override))
-    check_against_defaults(user, defaults, "", source)
+    defaults = collect_defaults(OmegaConf.merge(*[cfg for _, cfg in chain], override))
+    for source, cfg in chain:
+        check_against_defaults(cfg, defaults, "", source)
     check_against_defaults(override, defaults, "", None)
-    merged = OmegaConf.merge(defaults, user, override)
+    merged = OmegaConf.merge(defaults, *[cfg for _, cfg in chain], override)
     OmegaConf.resolve(merged)
-    merged_meta = OmegaConf.create({"_source": str(source), "_overrides": list(overrides)})
-    return OmegaConf.merge(merged, {"run": {"config_source": str(merged_meta._source)}}) if "config_source" in merged.run else merged
+    return merged
 
 
 def save_config(cfg: DictConfig, out_dir: str | Path) -> Path:

@@ -88,3 +88,13 @@ def test_saved_config_roundtrips_and_never_overwrites(tmp_path, tiny_model_cfg):
     second = save_config(cfg, tmp_path / "out")
     assert first.name == "config.yaml" and second.name == "config.1.yaml"
     assert OmegaConf.load(first) == cfg
+
+
+def test_base_file_is_merged_under_the_experiment(tmp_path, tiny_model_cfg):
+    _write(tmp_path, _experiment(tiny_model_cfg, init_lr=0.5, batch_size=4), "train.yaml")
+    path = _write(tmp_path, {"base": "train.yaml", "run": {"batch_size": 2}}, "eval.yaml")
+    cfg = build_config(path)
+    assert cfg.run.init_lr == 0.5 and cfg.run.batch_size == 2 and "base" not in cfg
+    bad = _write(tmp_path, {"base": "train.yaml", "run": {"batch_sise": 2}}, "bad.yaml")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+: unknown config key 'run.batch_sise'"):
+        build_config(bad)
