@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 import mmrag  # noqa: F401  (registers every component)
-from mmrag.common.cli import REPO_ROOT, parse_args, setup_logging
-from mmrag.common.config import ConfigError, build_config, save_config
+from mmrag.common.cli import REPO_ROOT, parse_args, setup_logging, user_errors
+from mmrag.common.config import build_config, save_config
 from mmrag.common.registry import TASKS
 
 DEFAULT_CFG = REPO_ROOT / "eval_configs" / "gemkr_tiny_world.yaml"
@@ -22,8 +22,14 @@ def main(argv=None) -> dict:
     setup_logging()
     try:
         cfg = build_config(args.cfg_path, args.options)
-    except (ConfigError, KeyError) as err:
-        sys.exit(f"config error: {err}")
+        metrics = evaluate(cfg)
+    except user_errors() as err:
+        sys.exit(f"error: {err}")
+    print(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def evaluate(cfg) -> dict:
     torch.manual_seed(cfg.run.seed)
     task = TASKS.get(cfg.run.task)(cfg)
     model = task.build_model(cfg)
@@ -31,9 +37,7 @@ def main(argv=None) -> dict:
         model = model.cuda()
     out_dir = Path(cfg.run.output_dir)
     save_config(cfg, out_dir)
-    metrics = task.evaluate(model, cfg, out_dir)
-    print(json.dumps(metrics, indent=2))
-    return metrics
+    return task.evaluate(model, cfg, out_dir)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ import json
 import sys
 
 import mmrag  # noqa: F401  (registers every component)
-from mmrag.common.cli import REPO_ROOT, parse_args, setup_logging
-from mmrag.common.config import ConfigError, build_config
+from mmrag.common.cli import REPO_ROOT, parse_args, setup_logging, user_errors
+from mmrag.common.config import build_config
+from mmrag.common.default_setup import ensure_default_inputs
 from mmrag.common.registry import RUNNERS, TASKS
 
 DEFAULT_CFG = REPO_ROOT / "train_configs" / "gemkr_tiny_world.yaml"
@@ -16,12 +17,14 @@ DEFAULT_CFG = REPO_ROOT / "train_configs" / "gemkr_tiny_world.yaml"
 def main(argv=None) -> dict:
     args = parse_args(__doc__, DEFAULT_CFG, argv)
     setup_logging()
+    if args.cfg_path == str(DEFAULT_CFG):
+        ensure_default_inputs()
     try:
         cfg = build_config(args.cfg_path, args.options)
-    except (ConfigError, KeyError) as err:
-        sys.exit(f"config error: {err}")
-    task = TASKS.get(cfg.run.task)(cfg)
-    result = RUNNERS.get(cfg.run.runner)(cfg, task).train()
+        task = TASKS.get(cfg.run.task)(cfg)
+        result = RUNNERS.get(cfg.run.runner)(cfg, task).train()
+    except user_errors() as err:
+        sys.exit(f"error: {err}")
     if result.get("metrics"):
         print(json.dumps(result["metrics"], indent=2))
     return result

@@ -11,3 +11,4 @@ from mmrag.models import gemkr  # noqa: F401,E402
 from mmrag.datasets import knowledge  # noqa: F401,E402
 from mmrag.retrieval import clue_scoring, dense_baseline, retrievers  # noqa: F401,E402
 from mmrag.tasks import knowledge_retrieval  # noqa: F401,E402
+from mmrag.tasks import pope  # noqa: F401,E402  (SURf: POPE / knowledge-VQA evaluation with optional retrieval)

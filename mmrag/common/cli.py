@@ -24,3 +24,20 @@ def parse_args(description: str, default_cfg: Path, argv: Optional[List[str]] = 
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+
+
+def user_errors() -> tuple:
+    """Exceptions that describe a problem with the user's config or data in one line: the entry
+    points print them without a traceback."""
+    from mmrag.common.config import ConfigError
+    from mmrag.datasets.formats import DataFormatError
+    from mmrag.datasets.multimodal_dataset import MissingImageError
+    from mmrag.datasets.region_store import RegionStoreError
+    from mmrag.models.image_processing import ImageReadError
+    from mmrag.models.paths import MissingPathError
+    from mmrag.models.tokenization import ImageCountError
+    from mmrag.retrieval.corpus_index import CorpusIndexError
+    from mmrag.runners.checkpoint import CorruptCheckpointError
+
+    return (ConfigError, KeyError, MissingPathError, DataFormatError, MissingImageError, RegionStoreError,
+            ImageReadError, ImageCountError, CorpusIndexError, CorruptCheckpointError)

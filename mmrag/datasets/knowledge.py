@@ -44,6 +44,7 @@ def clue_records(questions, index, tokenizer, clue_cfg: ClueSamplerConfig, image
     for q in questions:
         qid = str(q.get("question_id", q["image"] + q["input"][:40]))
         question_ids = tokenizer(q["input"], add_special_tokens=False)["input_ids"]
+        answers = [tokenizer(a, add_special_tokens=False)["input_ids"] for a in q["output"]]
         if q.get("gold_passage_ids"):
             clues = []
             for pid in q["gold_passage_ids"]:
@@ -51,7 +52,8 @@ def clue_records(questions, index, tokenizer, clue_cfg: ClueSamplerConfig, image
                 tokens = index.passage_tokens(row)
                 if row not in rarity:
                     rarity[row] = rarity_scores(index, tokens, word_starts(tokens, starts), clue_cfg)
-                clues += sample_clues(index, tokens, question_ids, f"{qid}:{pid}", starts, clue_cfg, rarity[row])
+                clues += sample_clues(index, tokens, question_ids, f"{qid}:{pid}", starts, clue_cfg, rarity[row],
+                                      answers)
             clues = clues[: clue_cfg.num_clues]
         elif isinstance(q["output"], str):
             clues = [tokenizer(q["output"], add_special_tokens=False)["input_ids"]]
@@ -73,7 +75,7 @@ class KnowledgeCluesBuilder(Builder):
         "index_path": None,
         "verify_index": True,
         "region_store": None,
-        "clues": {"num_clues": 3, "clue_len": 8, "rarity_ngram": 3, "overlap_weight": 1.0,
+        "clues": {"num_clues": 3, "clue_len": 8, "rarity_ngram": 3, "answer_weight": 1.0, "overlap_weight": 1.0,
                   "rarity_weight": 1.0, "temperature": 0.25, "seed": 0},
     }
 

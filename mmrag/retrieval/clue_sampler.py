@@ -3,8 +3,9 @@
 GeMKR's released code has no sampler; following the paper and SEAL, a clue is a span of the gold
 passage that identifies it. Start positions are word starts (so the span re-tokenises to itself)
 and are drawn with probability softmax(score / temperature), where a span scores high when it is
-RARE in the corpus (its leading n-gram has few occurrences, so it points at few passages) and when
-it OVERLAPS the question's tokens. Deterministic for a given seed and question id.
+RARE in the corpus (it holds an n-gram found in few places, so it points at few passages), when it
+CONTAINS a gold answer (it leads to passages that state the answer) and when it OVERLAPS the
+question's tokens. Deterministic for a given seed and question id.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import numpy as np
 class ClueSamplerConfig:
     num_clues: int = 3          # clues per question (each a training sample)
     clue_len: int = 8           # tokens per clue (shorter at the passage end)
-    rarity_ngram: int = 3       # leading tokens whose corpus count measures rarity
+    rarity_ngram: int = 3       # n-gram size whose corpus count measures rarity
+    answer_weight: float = 1.0
     overlap_weight: float = 1.0
     rarity_weight: float = 1.0
     temperature: float = 0.25
@@ -38,9 +40,24 @@ def word_starts(tokens: Sequence[int], is_word_start: np.ndarray) -> np.ndarray:
 
 
 def rarity_scores(index, tokens: np.ndarray, starts: np.ndarray, cfg: ClueSamplerConfig) -> np.ndarray:
-    """1 / log2(1 + corpus count of the span's leading n-gram), per start: rare spans point at few passages."""
-    counts = [max(1, index.count(tokens[s:s + cfg.rarity_ngram].tolist())) for s in starts]
-    return 1.0 / np.log2(1 + np.asarray(counts, dtype=np.float64))
+    """1 / log2(1 + count of the span's RAREST n-gram) per start, in (0, 1]: a span holding an
+    n-gram found in few places (an entity name, a specific fact) points at few passages; template
+    phrasing ('one of the best documented') occurs everywhere."""
+    n = cfg.rarity_ngram
+    counts = np.array([index.count(tokens[i:i + n].tolist()) for i in range(max(1, len(tokens) - n + 1))])
+    first = np.minimum(starts, len(counts) - 1)  # spans shorter than n at the passage end
+    best = [counts[f:max(f + 1, s + cfg.clue_len - n + 1)].min() for f, s in zip(first, starts)]
+    return 1.0 / np.log2(1 + np.maximum(best, 1))
+
+
+def answer_scores(tokens: np.ndarray, starts: np.ndarray, answers: Sequence[Sequence[int]], clue_len: int) -> np.ndarray:
+    """1 where the span contains a whole answer (as tokens), else 0: such a clue leads to passages
+    that state the answer, which is what makes a retrieved passage relevant."""
+    out = np.zeros(len(starts))
+    for i, s in enumerate(starts):
+        span = tokens[s:s + clue_len].tolist()
+        out[i] = any(a and any(span[j:j + len(a)] == list(a) for j in range(len(span) - len(a) + 1)) for a in answers)
+    return out
 
 
 def overlap_scores(tokens: np.ndarray, starts: np.ndarray, question: set, clue_len: int) -> np.ndarray:
@@ -50,11 +67,12 @@ def overlap_scores(tokens: np.ndarray, starts: np.ndarray, question: set, clue_l
 
 
 def sample_clues(index, passage_tokens: np.ndarray, question_tokens: Sequence[int], key: str,
-                 is_word_start: np.ndarray, cfg: ClueSamplerConfig, rarity: np.ndarray = None) -> List[List[int]]:
+                 is_word_start: np.ndarray, cfg: ClueSamplerConfig, rarity: np.ndarray = None,
+                 answers: Sequence[Sequence[int]] = ()) -> List[List[int]]:
     """Up to `cfg.num_clues` distinct clue spans (token id lists) from one gold passage.
 
     `rarity` (from `rarity_scores`, per word start of this passage) may be passed in to reuse it
-    across the many questions that share a gold passage.
+    across the many questions that share a gold passage; `answers` are the gold answers as tokens.
     """
     tokens = np.asarray(passage_tokens, dtype=np.int64)
     starts = word_starts(tokens, is_word_start)
@@ -63,7 +81,8 @@ def sample_clues(index, passage_tokens: np.ndarray, question_tokens: Sequence[in
     if rarity is None:
         rarity = rarity_scores(index, tokens, starts, cfg)
     overlap = overlap_scores(tokens, starts, set(int(t) for t in question_tokens), cfg.clue_len)
-    scores = cfg.rarity_weight * rarity + cfg.overlap_weight * overlap
+    scores = (cfg.rarity_weight * rarity + cfg.overlap_weight * overlap
+              + cfg.answer_weight * answer_scores(tokens, starts, answers, cfg.clue_len))
     logits = (scores - scores.max()) / cfg.temperature
     p = np.exp(logits) / np.exp(logits).sum()
     n = min(cfg.num_clues, len(starts))

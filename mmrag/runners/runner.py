@@ -95,7 +95,8 @@ class Runner:
         from accelerate.utils import FullyShardedDataParallelPlugin
 
         fsdp = FullyShardedDataParallelPlugin() if self.run.distributed == "fsdp" else None
-        return Accelerator(mixed_precision=self.run.amp, cpu=self.run.device == "cpu", fsdp_plugin=fsdp)
+        cpu = self.run.device == "cpu" or not torch.cuda.is_available()
+        return Accelerator(mixed_precision=self.run.amp, cpu=cpu, fsdp_plugin=fsdp)
 
     def _total_steps(self, sizes: Dict[str, int]) -> int:
         if self.run.max_steps:

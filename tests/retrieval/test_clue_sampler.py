@@ -53,3 +53,13 @@ def test_rare_spans_are_preferred(setup):
     clue = sample_clues(index, gold, [], "q", starts, cfg)[0]
     assert index.count(clue) == 1  # the rarest start: a span found in this passage only
     assert tok.decode(clue).split()[0] not in ("The", "and", "in")
+
+
+def test_spans_holding_the_answer_are_preferred(setup):
+    tok, index, starts = setup
+    gold = index.passage_tokens(0)
+    answer = tok("amber moss", add_special_tokens=False)["input_ids"]
+    cfg = ClueSamplerConfig(num_clues=1, clue_len=4, temperature=1e-3, rarity_weight=0.0, overlap_weight=0.0,
+                            answer_weight=1.0)
+    clue = sample_clues(index, gold, [], "q", starts, cfg, answers=[answer])[0]
+    assert _contains(clue, answer)
