@@ -118,7 +118,8 @@ def run_step(step: Step, args: argparse.Namespace, timings: Dict[str, float]) ->
         print("  $ " + " ".join(command[1:] if command[0] == PY else command), flush=True)
         subprocess.run(command, cwd=REPO, check=True)
     timings[step.name] = round(time.time() - start, 1)
-    save_json(REPO / OUT / "timings.json", timings)
+    # merge with the file: another run_surf.py process may have recorded other steps meanwhile
+    save_json(REPO / OUT / "timings.json", {**load_json(REPO / OUT / "timings.json", {}), step.name: timings[step.name]})
 
 
 def save_json(path: Path, obj) -> None:

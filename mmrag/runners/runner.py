@@ -119,10 +119,10 @@ class Runner:
     def train(self) -> Dict[str, Any]:
         from accelerate.utils import set_seed
 
-        acc = self._accelerator()
         set_seed(self.run.seed)  # before building: frozen random weights must match on resume
-        model = self.task.build_model(self.cfg)
+        model = self.task.build_model(self.cfg)  # first: a missing weight path fails before any set-up
         datasets, ratios = self.task.build_train_datasets(self.cfg, model)
+        acc = self._accelerator()
         world, accum = acc.num_processes, self.run.accum_grad_iters
         check_divisible(self.run.batch_size, world, accum)
         sizes = {n: len(d) for n, d in datasets.items()}
