@@ -9,6 +9,7 @@ Boxes come in COCO detection-results format ({image_id, bbox [x,y,w,h], score});
 converted to that format works the same. Interrupted runs resume at the first missing shard.
 """
 import argparse
+import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -51,6 +52,7 @@ def main(argv=None) -> None:
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--shard-size", type=int, default=1024)
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="image decoding processes")
     args = p.parse_args(argv)
     cfg = build_config(args.cfg_path)
     tower = build_vision_tower(OmegaConf.to_container(cfg.model.vision_tower, resolve=True))
@@ -62,7 +64,8 @@ def main(argv=None) -> None:
     for split in args.splits:
         items = region_items(Path(args.detections.format(split=split)), Path(args.instances.format(split=split)),
                              Path(args.image_root), args.top_k)
-        new = encode_regions(tower, processor, items, writer, args.batch_size, args.shard_size)
+        new = encode_regions(tower, processor, items, writer, args.batch_size, args.shard_size,
+                             num_workers=args.workers)
         print(f"{split}: {new} images encoded ({len(items) - new} already in {args.out})")
 
 

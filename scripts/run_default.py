@@ -2,9 +2,10 @@
 prepare the synthetic world and its indexes, train the tiny GeMKR and its ablations, evaluate them
 and the baselines on the same test questions, and print the results table.
 
-    python scripts/run_default.py [--quick]
+    python scripts/run_default.py [--quick] [--setting large]
 
-`--quick` trains fewer steps and evaluates fewer questions (a smoke run, minutes less).
+`--quick` trains fewer steps and evaluates fewer questions (a smoke run, minutes less);
+`--setting large` runs the same table on the `large` world with bigger tiny models (a GPU machine).
 """
 import argparse
 import json
@@ -16,7 +17,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TRAIN_CFG = "train_configs/gemkr_tiny_world.yaml"
+SETTINGS = {
+    "default": {"world": "world_small", "preset": "small", "tower": "tiny", "cfg_path": "train_configs/gemkr_tiny_world.yaml"},
+    "large": {"world": "world_large", "preset": "large", "tower": "large", "cfg_path": "train_configs/gemkr_large_world.yaml",
+              "workers": 16},
+}
 # (row label, training run or None, overrides of training + evaluation, evaluation-only overrides)
 RUNS = [
     ("GeMKR (constrained)", "gemkr", [], []),
@@ -40,32 +45,43 @@ def main(argv=None) -> None:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", default="output/default")
+    p.add_argument("--setting", choices=sorted(SETTINGS), default="default")
+    p.add_argument("--out", default=None, help="default: output/<setting>")
     args = p.parse_args(argv)
-    out = ROOT / args.out
+    setting = SETTINGS[args.setting]
+    train_cfg = setting["cfg_path"]
+    out = ROOT / (args.out or f"output/{args.setting}")
     out.mkdir(parents=True, exist_ok=True)
     budget = ["run.max_steps=40", "evaluation.max_samples=40"] if args.quick else []
     t0 = time.time()
-    ensure_default_inputs()
+    ensure_default_inputs(**setting)
     trained = {}
     rows = []
     for label, run, overrides, eval_only in RUNS:
         if run and run not in trained:
-            folder = out / run
-            print(f"[{time.time() - t0:6.0f}s] train {run} -> {folder}", flush=True)
-            _python(["train.py", "--cfg-path", TRAIN_CFG, f"run.output_dir={folder}", "run.evaluate=false",
-                     *overrides, *budget], out / f"train_{run}.log")
-            trained[run] = folder
+            trained[run] = train_once(train_cfg, out, run, overrides + budget, t0)
         folder = out / "eval" / label.split(" (")[0].replace(" ", "_").replace(",", "").lower()
         ckpt = [f"model.checkpoint={trained[run] / 'final'}"] if run else []
         print(f"[{time.time() - t0:6.0f}s] evaluate: {label}", flush=True)
-        _python(["eval.py", "--cfg-path", TRAIN_CFG, f"run.output_dir={folder}", *ckpt, *overrides, *eval_only,
-                 *budget], folder.with_suffix(".log"))
+        if not (folder / "retrieval_summary.json").is_file():  # resumable: a finished evaluation is kept
+            _python(["eval.py", "--cfg-path", train_cfg, f"run.output_dir={folder}", *ckpt, *overrides, *eval_only,
+                     *budget], folder.with_suffix(".log"))
         rows.append((label, json.loads((folder / "retrieval_summary.json").read_text())))
     table = results_table(rows)
     (out / "results.md").write_text(table + "\n")
     print(table)
+    (out / "timing.json").write_text(json.dumps({"seconds": round(time.time() - t0, 1), "setting": args.setting}))
     print(f"\n{time.time() - t0:.0f} s in all; per-query results, summaries and recall@k plots under {out}")
+
+
+def train_once(train_cfg: str, out: Path, run: str, overrides, t0: float) -> Path:
+    """Train one variant unless its final weights exist (resumable); returns its output folder."""
+    folder = out / run
+    if not (folder / "final" / "trainable.safetensors").is_file():
+        print(f"[{time.time() - t0:6.0f}s] train {run} -> {folder}", flush=True)
+        _python(["train.py", "--cfg-path", train_cfg, f"run.output_dir={folder}", "run.evaluate=false",
+                 "run.resume=auto", *overrides], out / f"train_{run}.log")
+    return folder
 
 
 def results_table(rows) -> str:

@@ -18,20 +18,22 @@ def _run(args) -> None:
     subprocess.run([sys.executable, *map(str, args)], check=True, cwd=REPO_ROOT)
 
 
-def ensure_default_inputs(world: str = WORLD, preset: str = "small",
-                          cfg_path: str = "train_configs/gemkr_tiny_world.yaml") -> None:
+def ensure_default_inputs(world: str = WORLD, preset: str = "small", tower: str = "tiny",
+                          cfg_path: str = "train_configs/gemkr_tiny_world.yaml", workers: int = 1) -> None:
     root = REPO_ROOT
     world_dir = root / "dataset" / world
     if not (world_dir / "world.json").is_file():
-        _run(["data_process/make_world.py", "--preset", preset, "--seed", "0", "--out", world_dir])
-    if not (root / "index" / "tiny_clip_vision" / "config.json").is_file():
-        _run(["data_process/make_tiny_backbones.py", "--out", root / "index" / "tiny_clip_vision"])
+        _run(["data_process/make_world.py", "--preset", preset, "--seed", "0", "--out", world_dir,
+              "--workers", workers])
+    tower_dir = root / "index" / f"{tower}_clip_vision"
+    if not (tower_dir / "config.json").is_file():
+        _run(["data_process/make_tiny_backbones.py", "--out", tower_dir, "--size", tower])
     corpus_index = root / "index" / world / "corpus"
     if not (corpus_index / "header.json").is_file() and not (corpus_index / "shards.json").is_file():
         _run(["data_process/build_index.py", "--corpus", world_dir / "corpus.csv", "--tokenizer",
               llama_tokenizer_dir(), "--out", corpus_index])
     regions = root / "index" / world / "regions"
-    if not (regions / "index.json").is_file() or not _regions_complete(world_dir, regions):
+    if not (regions / "index.json").is_file() or not _regions_complete(world_dir, regions):  # resumable
         _run(["data_process/encode_region.py", "--cfg-path", cfg_path,
               "--detections", world_dir / "annotations" / "detections_{split}.json",
               "--instances", world_dir / "annotations" / "instances_{split}.json",

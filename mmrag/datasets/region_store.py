@@ -103,38 +103,55 @@ def crop(image, box) -> "Image.Image":
     return image.crop((left, top, right, bottom))
 
 
+class _Crops(torch.utils.data.Dataset):
+    """Item i = the preprocessed crops of image i (decoded in DataLoader workers)."""
+
+    def __init__(self, items: List[dict], processor, top_k: int) -> None:
+        self.items, self.processor, self.top_k = items, processor, top_k
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from mmrag.models.image_processing import open_rgb
+
+        image = open_rgb(self.items[i]["path"])
+        crops = [self.processor(crop(image, box)) for box in self.items[i]["boxes"][: self.top_k]]
+        return torch.stack(crops) if crops else torch.zeros(0, 3, 1, 1)
+
+
+def _pad(rows: torch.Tensor, scores, top_k: int, dim: int):
+    padded, sc = torch.zeros(top_k, dim), torch.zeros(top_k)
+    padded[: len(rows)] = rows
+    sc[: len(rows)] = torch.tensor(scores[: len(rows)], dtype=torch.float32)
+    return padded, sc
+
+
 @torch.no_grad()
 def encode_regions(tower, processor, items: List[dict], writer: RegionStoreWriter, batch_size: int = 64,
-                   shard_size: int = 512, progress: bool = True) -> int:
+                   shard_size: int = 512, progress: bool = True, num_workers: int = 0) -> int:
     """Encode every item {"key", "path", "boxes", "scores"} not yet in the store; returns how many were new.
 
     A region's feature is the CLS token of the tower's last block (before any final norm), as GeMKR uses.
     """
     from tqdm import tqdm
 
-    from mmrag.models.image_processing import open_rgb
-
+    top_k, dim = writer.index["top_k"], writer.index["dim"]
     done = writer.done
     todo = [it for it in items if it["key"] not in done]
     device = next(tower.parameters()).device
     for start in tqdm(range(0, len(todo), shard_size), desc="encode regions", disable=not progress):
         chunk = todo[start:start + shard_size]
-        crops, owners = [], []
-        for i, it in enumerate(chunk):
-            image = open_rgb(it["path"])
-            for box in it["boxes"][: writer.index["top_k"]]:
-                crops.append(processor(crop(image, box)))
-                owners.append(i)
-        cls = [tower.hidden_states(torch.stack(crops[b:b + batch_size]).to(device))[-1][:, 0].float().cpu()
-               for b in range(0, len(crops), batch_size)]
-        cls = torch.cat(cls) if cls else torch.zeros(0, writer.index["dim"])
-        feats, scores = {}, {}
-        for i, it in enumerate(chunk):
-            rows = cls[[j for j, o in enumerate(owners) if o == i]]
-            padded = torch.zeros(writer.index["top_k"], writer.index["dim"])
-            padded[: len(rows)] = rows
-            sc = torch.zeros(writer.index["top_k"])
-            sc[: len(rows)] = torch.tensor(it["scores"][: len(rows)], dtype=torch.float32)
-            feats[it["key"]], scores[it["key"]] = padded, sc
+        loader = torch.utils.data.DataLoader(_Crops(chunk, processor, top_k), batch_size=None,
+                                             num_workers=num_workers)
+        per_image = list(loader)
+        crops = torch.cat([c for c in per_image if len(c)]) if any(len(c) for c in per_image) else None
+        cls = torch.zeros(0, dim) if crops is None else torch.cat([
+            tower.hidden_states(crops[b:b + batch_size].to(device))[-1][:, 0].float().cpu()
+            for b in range(0, len(crops), batch_size)])
+        feats, scores, at = {}, {}, 0
+        for it, c in zip(chunk, per_image):
+            feats[it["key"]], scores[it["key"]] = _pad(cls[at:at + len(c)], it["scores"], top_k, dim)
+            at += len(c)
         writer.write_shard(feats, scores)
     return len(todo)
