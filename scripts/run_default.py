@@ -36,6 +36,7 @@ RUNS = [
 
 
 def _python(args, log: Path) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
         subprocess.run([sys.executable, *args], cwd=ROOT, check=True, stdout=f, stderr=subprocess.STDOUT)
 
@@ -46,6 +47,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--setting", choices=sorted(SETTINGS), default="default")
+    p.add_argument("--no-ablations", action="store_true", help="skip the trained ablations (no regions / no prefix)")
     p.add_argument("--out", default=None, help="default: output/<setting>")
     args = p.parse_args(argv)
     setting = SETTINGS[args.setting]
@@ -57,7 +59,8 @@ def main(argv=None) -> None:
     ensure_default_inputs(**setting)
     trained = {}
     rows = []
-    for label, run, overrides, eval_only in RUNS:
+    runs = [r for r in RUNS if not (args.no_ablations and r[1] not in (None, "gemkr"))]
+    for label, run, overrides, eval_only in runs:
         if run and run not in trained:
             trained[run] = train_once(train_cfg, out, run, overrides + budget, t0)
         folder = out / "eval" / label.split(" (")[0].replace(" ", "_").replace(",", "").lower()

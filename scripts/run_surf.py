@@ -263,7 +263,8 @@ def write_report(root: Path, out: str, all_steps: Sequence[Step], timings: Dict[
     text = "\n".join([
         "## SURf on the small world: POPE and knowledge-VQA with retrieval", "",
         "Made by `python scripts/run_surf.py` (resumable; every command below, in order) on a 2-core CPU "
-        "shared with other jobs, no GPU. Tiny random-initialised models (vision tower 64 px / width 64, "
+        "shared with other jobs (two to three other training / test processes ran alongside, so the seconds "
+        "below are upper bounds), no GPU. Tiny random-initialised models (vision tower 64 px / width 64, "
         "LLM width 128, 2 layers, the 32k LLaMA tokenizer) -- the numbers show the pipeline works end to "
         "end, not what SURf does at 7B.", "",
         "### POPE (accuracy / F1 / yes-ratio, %; yes = positive class, official scoring)", "",

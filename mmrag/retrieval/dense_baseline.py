@@ -47,10 +47,17 @@ def image_features(cfg, paths: List[str], batch_size: int = 64) -> torch.Tensor:
     from mmrag.models.vision_tower import build_vision_tower
 
     tower = build_vision_tower(OmegaConf.to_container(cfg.model.vision_tower, resolve=True)).eval()
+    device = "cuda" if torch.cuda.is_available() and cfg.run.device != "cpu" else "cpu"
+    tower = tower.to(device)
     proc = ImageProcessor(tower.image_size, tower.image_mean, tower.image_std, cfg.model.pad_to_square)
-    feats = [tower.hidden_states(torch.stack([proc(p) for p in paths[i:i + batch_size]]))[-1][:, 0]
-             for i in tqdm(range(0, len(paths), batch_size), desc="dense: image features")]
-    return torch.cat(feats)
+    cache = {}  # many questions share an image
+    for p in tqdm(sorted(set(paths)), desc="dense: image features"):
+        cache[p] = proc(p)
+    unique = sorted(cache)
+    feats = [tower.hidden_states(torch.stack([cache[p] for p in unique[i:i + batch_size]]).to(device))[-1][:, 0].float().cpu()
+             for i in range(0, len(unique), batch_size)]
+    row = {p: i for i, p in enumerate(unique)}
+    return torch.cat(feats)[[row[p] for p in paths]]
 
 
 def _train(query_enc, passage_enc, q_tokens, img, p_tokens, pairs, opts) -> List[float]:

@@ -1,0 +1,270 @@
+"""Benchmark constrained clue decoding: queries/s and the share of decode time the corpus constraint costs.
+
+    python bench/bench_generative_retrieval.py --toy               # CPU, tiny LLM + 20k-token corpus, seconds
+    python bench/bench_generative_retrieval.py                     # GPU: LLaMA-7B shape bf16, 10M-token corpus
+
+A LLaMA-7B-shaped causal LM (random weights, built on the device in bf16 through the project's
+`load_llm`) is fed prompts of `--prompt-len` random embeddings (inputs_embeds, as GeMKR feeds its
+spliced prompt), `--queries` prompts a batch. Clues of up to `--clue-len` tokens (+ EOS) are decoded
+with `--beams` beams against an in-memory corpus index of Zipf-distributed token ids. Modes (`--modes`):
+  ours          the project's group_beam_search (beams/groups = 10/10, diversity 0.5) + CorpusConstrainedLogitsProcessor
+  ours_noop     the same search with a processor that changes nothing: the unconstrained decode cost
+  hf_prefix_fn  the reference mechanism: HF generate beam search with PrefixConstrainedLogitsProcessor
+                (what `prefix_allowed_tokens_fn=` installs; passed as logits_processor so it can be timed)
+                and a prefix function that returns per-beam Python lists from index lookups from scratch
+  hf_plain      HF generate beam search, no constraint
+HF transformers 5 moved diverse (group) beam search to a hub repository; where `generate` refuses
+num_beam_groups, the HF modes run plain beam search (the field `hf_search` says which).
+Constraint share = (t_constrained - t_unconstrained) / t_constrained per query; the processor's own time
+is summed by a wrapper that synchronises the device before and after each call.
+Random weights make the model's choices near-uniform among allowed tokens: beams follow rarer
+continuations than a trained model would, so per-step allowed sets are smaller than in a real run.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+from transformers import LogitsProcessorList
+from transformers.generation.logits_process import PrefixConstrainedLogitsProcessor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from bench.common import (DTYPES, BenchError, TimedCall, build_on, emit, machine_info, pick_device,  # noqa: E402
+                          sync, zipf_passages)
+from mmrag.models.llm import LLM_DEFAULTS, load_llm  # noqa: E402
+from mmrag.retrieval.constrained_decoding import CorpusConstrainedLogitsProcessor, group_beam_search  # noqa: E402
+from mmrag.retrieval.corpus_index import CorpusIndex  # noqa: E402
+
+BOS, EOS, PAD = 1, 2, 0
+OKVQA_GS112K_TEST_QUERIES = 5046
+LLAMA_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+            "num_key_value_heads": 32, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6}
+TOY_LLM = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "num_key_value_heads": 4, "max_position_embeddings": 256}
+MODES = ("ours", "ours_noop", "hf_prefix_fn", "hf_plain")
+
+
+class NoOpProcessor:
+    """Same interface as CorpusConstrainedLogitsProcessor, changes nothing: the decode cost alone."""
+
+    def reset(self) -> None:
+        pass
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return scores
+
+
+def reference_prefix_fn(index: CorpusIndex, vocab: int, min_clue_len: int, max_clue_len: int) -> Callable:
+    """The reference's prefix_allowed_tokens_fn: per beam a Python list, the generated prefix looked up in
+    the index from the root at every step (step 0: every token in the corpus; EOS once long enough)."""
+    root = [int(t) for t in index.occurring_tokens() if t < vocab]
+
+    def allowed(batch_id: int, generated: torch.Tensor) -> List[int]:
+        clue = generated.tolist()  # inputs_embeds prompts: generate passes the new tokens only
+        if not clue:
+            return root
+        if EOS in clue or len(clue) >= max_clue_len:
+            return [EOS]
+        tokens, _ = index.continuations(clue)
+        listed = [int(t) for t in tokens if t < vocab]
+        return listed + [EOS] if len(clue) >= min_clue_len or not listed else listed
+
+    return allowed
+
+
+class ForwardCounter:
+    """Counts the model's forward calls and the batch sizes of prompt (prefill) and decode calls."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.prefill_batches: List[int] = []
+        self.decode_calls = 0
+        self._handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs) -> None:
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is not None and embeds.shape[1] > 1:
+            self.prefill_batches.append(int(embeds.shape[0]))
+        else:
+            self.decode_calls += 1
+
+    def clear(self) -> None:
+        self.prefill_batches, self.decode_calls = [], 0
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def build_corpus_index(args, out_dir: Path) -> Dict[str, Any]:
+    passages = zipf_passages(args.corpus_tokens, args.vocab, args.zipf, args.passage_len, args.seed)
+    fingerprint = {"name": "synthetic-zipf", "vocab_size": args.vocab, "vocab_sha256": "synthetic"}
+    start = time.perf_counter()
+    index = CorpusIndex.build_from_token_ids([str(i) for i in range(len(passages))], passages, out_dir, fingerprint)
+    return {"index": index, "build_s": round(time.perf_counter() - start, 2), "passages": len(passages)}
+
+
+def build_model(args, device: torch.device):
+    cfg = {**LLM_DEFAULTS, "config": dict(TOY_LLM if args.toy else LLAMA_7B), "dtype": args.dtype,
+           "attn_implementation": args.attn}
+    if args.llm_layers is not None:
+        cfg["config"]["num_hidden_layers"] = args.llm_layers
+    with build_on(device, DTYPES[args.dtype]):
+        model = load_llm(cfg, vocab_size=args.vocab)
+    return model.eval().requires_grad_(False)
+
+
+def random_prompts(args, model, device: torch.device, batches: int) -> List[torch.Tensor]:
+    """`batches` tensors [queries, prompt_len, hidden], scaled like the model's token embeddings."""
+    gen = torch.Generator().manual_seed(args.seed)
+    emb = model.get_input_embeddings().weight
+    scale = float(emb[:1000].float().std())
+    shape = (args.queries, args.prompt_len, emb.shape[1])
+    return [(torch.randn(shape, generator=gen) * scale).to(device, emb.dtype) for _ in range(batches)]
+
+
+def hf_supports_group_beam(model, prompt: torch.Tensor) -> bool:
+    """Whether this transformers' generate runs num_beam_groups > 1 offline (5.x moved it to the hub)."""
+    try:
+        model.generate(inputs_embeds=prompt[:1], num_beams=2, num_beam_groups=2, diversity_penalty=0.5,
+                       max_new_tokens=1, pad_token_id=PAD, eos_token_id=EOS, do_sample=False)
+    except ValueError as err:  # "Group Beam Search requires trust_remote_code=True ..."
+        print(f"HF group beam search unavailable, HF modes use plain beam search: {str(err)[:120]}", flush=True)
+        return False
+    return True
+
+
+def decoders(args, model, index: Optional[CorpusIndex], device: torch.device, group_hf: bool) -> Dict[str, Any]:
+    """mode -> (decode function of one prompt batch, timed processor or None)."""
+    beams, new_tokens = args.beams, args.clue_len + 1  # the clue, then EOS
+    ours_kw = {"eos_token_id": EOS, "num_beams": beams, "num_beam_groups": beams, "diversity_penalty": args.diversity,
+               "length_penalty": 1.5, "max_new_tokens": new_tokens}
+    hf_kw = {"num_beams": beams, "num_return_sequences": beams, "max_new_tokens": new_tokens, "length_penalty": 1.5,
+             "do_sample": False, "eos_token_id": EOS, "pad_token_id": PAD}
+    if group_hf:
+        hf_kw.update(num_beam_groups=beams, diversity_penalty=args.diversity)
+    out: Dict[str, Any] = {}
+    if index is not None:
+        ours_proc = TimedCall(CorpusConstrainedLogitsProcessor(index, EOS, args.min_clue_len, args.clue_len), device)
+        out["ours"] = (lambda e: group_beam_search(model, e, ours_proc, **ours_kw), ours_proc)
+        prefix_fn = reference_prefix_fn(index, args.vocab, args.min_clue_len, args.clue_len)
+        hf_proc = TimedCall(PrefixConstrainedLogitsProcessor(prefix_fn, beams), device)
+        constrained = LogitsProcessorList([hf_proc])
+        out["hf_prefix_fn"] = (lambda e: model.generate(inputs_embeds=e, logits_processor=constrained, **hf_kw), hf_proc)
+    noop = TimedCall(NoOpProcessor(), device)
+    out["ours_noop"] = (lambda e: group_beam_search(model, e, noop, **ours_kw), noop)
+    out["hf_plain"] = (lambda e: model.generate(inputs_embeds=e, **hf_kw), None)
+    return out
+
+
+def time_mode(decode: Callable, processor: Optional[TimedCall], prompts: List[torch.Tensor],
+              counter: ForwardCounter, device: torch.device) -> Dict[str, Any]:
+    """Queries/s over all prompt batches after one warm-up batch; processor seconds and forward counts."""
+    decode(prompts[0])
+    if processor is not None:
+        processor.clear()
+    counter.clear()
+    sync(device)
+    start = time.perf_counter()
+    for batch in prompts[1:]:
+        decode(batch)
+    sync(device)
+    seconds = time.perf_counter() - start
+    queries = sum(len(b) for b in prompts[1:])
+    fig = {"queries": queries, "seconds": round(seconds, 3), "queries_per_s": round(queries / seconds, 3),
+           "ms_per_query": round(1e3 * seconds / queries, 3),
+           "projected_okvqa_gs112k_test_s": round(OKVQA_GS112K_TEST_QUERIES * seconds / queries, 1),
+           "prefill_batch_max": max(counter.prefill_batches, default=0),
+           "prefill_calls_per_batch": len(counter.prefill_batches) / (len(prompts) - 1),
+           "decode_forwards_per_batch": counter.decode_calls / (len(prompts) - 1)}
+    if processor is not None:
+        fig.update(processor_s=round(processor.seconds, 4), processor_calls=processor.calls,
+                   processor_share=round(processor.seconds / seconds, 4))
+    return fig
+
+
+def constraint_share(figures: Dict[str, Dict[str, Any]], constrained: str, plain: str) -> Optional[float]:
+    """(t_constrained - t_unconstrained) / t_constrained, per query; None when either mode was not run."""
+    if constrained not in figures or plain not in figures:
+        return None
+    t_c, t_p = figures[constrained]["ms_per_query"], figures[plain]["ms_per_query"]
+    return round((t_c - t_p) / t_c, 4)
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--toy", action="store_true", help="tiny LLM and corpus on the CPU (seconds)")
+    ap.add_argument("--modes", default=",".join(MODES), help=f"comma list of {', '.join(MODES)}")
+    ap.add_argument("--corpus-tokens", type=int, default=None, help="default 10M (toy 20k)")
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent of the corpus token distribution")
+    ap.add_argument("--passage-len", type=int, default=100, help="mean passage length in tokens")
+    ap.add_argument("--queries", type=int, default=None, help="prompts per batch (default 8, toy 2)")
+    ap.add_argument("--batches", type=int, default=None, help="timed batches per mode (default 3, toy 1)")
+    ap.add_argument("--prompt-len", type=int, default=None, help="prompt embeddings (default 100, toy 12)")
+    ap.add_argument("--beams", type=int, default=10)
+    ap.add_argument("--diversity", type=float, default=0.5)
+    ap.add_argument("--clue-len", type=int, default=10)
+    ap.add_argument("--min-clue-len", type=int, default=2)
+    ap.add_argument("--llm-layers", type=int, default=None, help="override the LLM depth (default 32)")
+    ap.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default bfloat16 (toy float32)")
+    ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    toy = args.toy
+    defaults = {"corpus_tokens": 20_000 if toy else 10_000_000, "queries": 2 if toy else 8,
+                "batches": 1 if toy else 3, "prompt_len": 12 if toy else 100, "dtype": "float32" if toy else "bfloat16"}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in MODES for m in modes):
+        raise BenchError(f"--modes {args.modes!r}: expected a comma list of {', '.join(MODES)}")
+    args.modes = modes
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    args = parse_args(argv)
+    device = pick_device("cpu" if args.toy and args.device is None else args.device)
+    torch.manual_seed(args.seed)
+    needs_index = any(m in ("ours", "hf_prefix_fn") for m in args.modes)
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = build_corpus_index(args, Path(tmp)) if needs_index else {"index": None, "build_s": None, "passages": 0}
+        start = time.perf_counter()
+        model = build_model(args, device)
+        build_model_s = time.perf_counter() - start
+        prompts = random_prompts(args, model, device, args.batches + 1)
+        group_hf = hf_supports_group_beam(model, prompts[0])
+        modes = decoders(args, model, corpus["index"], device, group_hf)
+        counter, figures = ForwardCounter(model), {}
+        for name in args.modes:
+            figures[name] = time_mode(*modes[name], prompts, counter, device)
+            print(f"{name}: {figures[name]}", flush=True)
+        counter.remove()
+    ours = figures.get("ours") or figures.get("ours_noop") or {}
+    result = {
+        "bench": "generative_retrieval", "toy": args.toy, **machine_info(device),
+        "llm_layers": model.config.num_hidden_layers, "hidden_size": model.config.hidden_size, "dtype": args.dtype,
+        "attn": args.attn, "beams": args.beams, "beam_groups_ours": args.beams, "diversity": args.diversity,
+        "clue_len": args.clue_len, "prompt_len": args.prompt_len, "queries_per_batch": args.queries,
+        "corpus_tokens": args.corpus_tokens, "corpus_passages": corpus["passages"], "index_build_s": corpus["build_s"],
+        "model_build_s": round(build_model_s, 2),
+        "hf_search": "group_beam_search" if group_hf else "beam_search (group beam search not in this transformers)",
+        "modes": figures,
+        "constraint_share_ours": constraint_share(figures, "ours", "ours_noop"),
+        "constraint_share_hf_prefix_fn": constraint_share(figures, "hf_prefix_fn", "hf_plain"),
+        "group_beam_search_one_prompt_at_a_time": bool(ours) and ours["prefill_batch_max"] == 1 < args.queries,
+        "okvqa_gs112k_test_queries": OKVQA_GS112K_TEST_QUERIES,
+    }
+    emit(result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,412 @@
+"""Benchmark the GeMKR training step at real shapes: the reference recipe and ours, side by side in one run.
+
+    python bench/bench_train_step.py --toy                                  # CPU, tiny shapes, seconds
+    python bench/bench_train_step.py                                        # GPU: CLIP ViT-L/14 @224 + LLaMA-7B
+    python bench/bench_train_step.py --image-size 336 --compile --recipes reference,ours,ours_fp32_master
+
+The model is the project's GeMKR class built from a config dict (random weights, created directly on
+the device in the recipe's dtype): frozen CLIP ViT-L/14 with the object-aware region prefix in its
+last 20 blocks (prefix 10, 10 region features), LayerNorm+Linear projector, LLaMA-7B shape with LoRA
+r=8/alpha 16 on q_proj/v_proj. Batch 12 x 360 tokens, the last `--target-tokens` (the clue + EOS)
+are the loss targets. Inputs are random tensors already on the device (data loading is not timed).
+
+Recipes (`--recipes`):
+  reference         fp16 frozen weights, fp32 trainable weights, autocast(fp16) + GradScaler, eager
+                    attention, AdamW (foreach), loss.item() every step (what a per-step logger does).
+  ours              bf16 everywhere (trainable weights too), SDPA (or --ours-attn flash_attention_2),
+                    fused AdamW, no .item() per step, optional --compile / --checkpointing.
+  ours_fp32_master  as `ours`, but trainable weights in fp32 under autocast(bf16): LoRA updates of
+                    lr ~1e-4 relative size are below bf16's resolution (2^-8), so pure-bf16 can lose them.
+
+FLOPs per step ("needed": what the step must compute; `step_flops` below):
+  LLM, frozen base + LoRA. A frozen matmul weight (d_in x d_out) costs 2*d_in*d_out FLOPs per token
+    forward and the same backward for the gradient w.r.t. its input; no weight gradient is needed:
+    4 * N_dec * T (N_dec = decoder matmul weights, T = batch * seq). Causal attention: the lower
+    triangle of QK^T and PV, 2 * s^2 * h FLOPs per layer and sample forward, 2x that backward.
+    LoRA adapters are trained: 6 * N_lora * T. The LM head runs at target positions only and needs
+    the gradient w.r.t. its input only: 4 * vocab * h * T_target.
+  Vision tower, frozen. The patch embedding and the first (layers - 20) blocks run forward only:
+    2 * N_block * n_img per image (n_img = patches + CLS) plus 4*d*n_img^2 attention. The 20 prefix-
+    tuned blocks need forward + backward w.r.t. activations (the gradient reaches the prefixes) for the
+    image tokens (2 + 2) * N_block * n_img, except that the first of them needs no backward for the
+    image tokens' q/k/v nor image->image attention; the prefix tokens need only their k/v projections,
+    except in the last block whose prefix outputs are the visual tokens (see `_adapted_block_flops`).
+    The prefix-query path the model also runs in the other 19 blocks is reported as
+    `vision_wasted_prefix_path`, not counted as needed. Attention: 4*d FLOPs per query-key pair
+    forward, 2x that backward. tests/bench checks the matmul part against torch's FlopCounterMode.
+  Projector (trained): 6 * N_proj * visual tokens.
+  Also printed: the usual "6 x params x tokens" convention, 6 * (N_dec * T + N_vit * n_img * batch)
+  (`mfu_6nd`), and 4 * N_dec * T alone (`mfu_4nd_llm`, the convention of issue 7's quick measurement).
+MFU = FLOPs per step / (mean step seconds * --peak-tflops), 989 TFLOP/s = H100/H200 dense bf16.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from bench.common import (DTYPES, BenchError, StepTimer, build_on, emit, free_memory,  # noqa: E402
+                          machine_info, peak_memory_gib, percentile_ms, pick_device, reset_peak_memory, sync)
+from mmrag.models.gemkr import GeMKR  # noqa: E402
+from mmrag.models.tokenization import IGNORE_INDEX, IMAGE_PLACEHOLDER_ID  # noqa: E402
+
+REAL_SHAPE: Dict[str, Any] = {
+    "vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+               "patch_size": 14, "image_size": 224, "hidden_act": "quick_gelu"},
+    "prefix": {"layers": 20, "prefix_len": 10, "num_output_tokens": 2, "regions": 10},
+    "llm": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+            "num_key_value_heads": 32, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6},
+    "batch": 12, "seq_len": 360, "target_tokens": 20, "warmup": 3, "steps": 10,
+}
+TOY_SHAPE: Dict[str, Any] = {
+    "vision": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4,
+               "patch_size": 8, "image_size": 32, "hidden_act": "quick_gelu"},
+    "prefix": {"layers": 2, "prefix_len": 10, "num_output_tokens": 2, "regions": 10},
+    "llm": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 4, "max_position_embeddings": 256},
+    "batch": 2, "seq_len": 48, "target_tokens": 8, "warmup": 1, "steps": 3,
+}
+IMAGE_AT = 32  # position of the first visual token: after the system prompt, as in the template
+LR = 6e-5      # GeMKR's peak learning rate (speed does not depend on it)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    frozen_dtype: str          # weights that are not trained (vision tower, LLM base)
+    master_dtype: str          # trained weights (LoRA, projector, region prefix) and their optimizer state
+    autocast_dtype: Optional[str]
+    grad_scaler: bool
+    attn: str                  # attn_implementation for the LLM and the CLIP blocks HF runs
+    fused_adamw: bool
+    item_every_step: bool      # a host sync per step, as a per-step loss logger does
+    compile_llm_layers: bool = False
+    checkpointing: bool = False
+
+
+def recipes_from_args(args) -> List[Recipe]:
+    known = {
+        "reference": Recipe("reference", "float16", "float32", "float16", True, "eager", False, True),
+        "ours": Recipe("ours", "bfloat16", "bfloat16", None, False, args.ours_attn, True, False,
+                       args.compile, args.checkpointing),
+        "ours_fp32_master": Recipe("ours_fp32_master", "bfloat16", "float32", "bfloat16", False, args.ours_attn,
+                                   True, False, args.compile, args.checkpointing),
+    }
+    names = [n.strip() for n in args.recipes.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise BenchError(f"--recipes {args.recipes!r}: unknown {unknown}; expected a comma list of {sorted(known)}")
+    return [known[n] for n in names]
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+def gemkr_config(shape: Dict[str, Any], recipe: Recipe) -> Dict[str, Any]:
+    """The model: section of a GeMKR run at `shape`, random weights, for `recipe`."""
+    prefix = shape["prefix"]
+    return {
+        "arch": "gemkr",
+        "vision_tower": {"type": "hf_clip", "config": {**shape["vision"], "attn_implementation": recipe.attn}},
+        "region_prefix": {"enabled": True, "layers": prefix["layers"], "prefix_len": prefix["prefix_len"],
+                          "num_output_tokens": prefix["num_output_tokens"]},
+        "llm": {"config": dict(shape["llm"]), "dtype": recipe.frozen_dtype, "attn_implementation": recipe.attn,
+                "gradient_checkpointing": recipe.checkpointing},
+        "lora": {"enabled": True, "r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]},
+        "max_txt_len": shape["seq_len"],
+    }
+
+
+def frozen_dtype(recipe: Recipe, device: torch.device) -> str:
+    """The recipe's frozen dtype; fp32 for autocast recipes on the CPU, whose autocast (unlike CUDA's) does
+    not run layer_norm in fp32 and so fails on the fp32 region prefix against a half-precision LayerNorm."""
+    return recipe.frozen_dtype if device.type == "cuda" or recipe.autocast_dtype is None else "float32"
+
+
+def build_model(shape: Dict[str, Any], recipe: Recipe, device: torch.device) -> GeMKR:
+    """GeMKR built on `device` in the frozen dtype; trained weights then cast to the master dtype."""
+    cfg = gemkr_config(shape, recipe)
+    with build_on(device, DTYPES[frozen_dtype(recipe, device)]):
+        model = GeMKR(OmegaConf.merge(GeMKR.default_config(cfg), cfg))
+    for p in model.parameters():
+        if p.requires_grad:  # peft keeps adapters in fp32 by default; the recipe decides
+            p.data = p.data.to(DTYPES[recipe.master_dtype])
+    if recipe.compile_llm_layers:
+        for layer in decoder_layers(model):
+            layer.compile()
+    return model.train()
+
+
+def causal_lm(model: GeMKR) -> nn.Module:
+    return model.llm.get_base_model() if hasattr(model.llm, "get_base_model") else model.llm
+
+
+def decoder_layers(model: GeMKR) -> nn.ModuleList:
+    return causal_lm(model).get_decoder().layers
+
+
+def random_batch(shape: Dict[str, Any], model: GeMKR, device: torch.device, dtype: torch.dtype,
+                 seed: int = 0) -> Dict[str, torch.Tensor]:
+    """Full-length rows: BOS, prompt tokens with the visual placeholders at IMAGE_AT, the clue + EOS as targets."""
+    gen = torch.Generator().manual_seed(seed)
+    batch, seq, n_target = shape["batch"], shape["seq_len"], shape["target_tokens"]
+    n_visual, vocab = model.num_visual_tokens, causal_lm(model).config.vocab_size
+    if IMAGE_AT + n_visual + n_target >= seq:
+        raise BenchError(f"--seq-len {seq} too short for {n_visual} visual tokens at {IMAGE_AT} + {n_target} targets")
+    ids = torch.randint(3, vocab, (batch, seq), generator=gen)
+    ids[:, 0], ids[:, -1] = 1, 2  # <s> ... </s>
+    ids[:, IMAGE_AT:IMAGE_AT + n_visual] = IMAGE_PLACEHOLDER_ID
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[:, -n_target:] = ids[:, -n_target:]
+    size, width = shape["vision"]["image_size"], shape["vision"]["hidden_size"]
+    pixels = torch.randn(batch, 3, size, size, generator=gen)
+    regions = torch.randn(batch, shape["prefix"]["regions"], width, generator=gen)
+    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": torch.ones_like(ids).to(device),
+            "pixel_values": pixels.to(device, dtype), "regions": regions.to(device, dtype)}
+
+
+# ---------------------------------------------------------------------------------------------- FLOPs
+
+def _matmul_params(module: nn.Module, lora: bool) -> int:
+    """Weights of the nn.Linear layers under `module`: frozen base layers, or (lora=True) the adapters."""
+    return sum(m.weight.numel() for name, m in module.named_modules()
+               if isinstance(m, nn.Linear) and (("lora_" in name) == lora))
+
+
+def _block_params(block: nn.Module) -> Dict[str, int]:
+    attn = block.self_attn
+    qkv = sum(getattr(attn, n).weight.numel() for n in ("q_proj", "k_proj", "v_proj"))
+    kv = attn.k_proj.weight.numel() + attn.v_proj.weight.numel()
+    return {"all": _matmul_params(block, lora=False), "qkv": qkv, "kv": kv}
+
+
+def _adapted_block_flops(w: Dict[str, int], n: int, p: int, d: int, first: bool, last: bool) -> Dict[str, float]:
+    """One prefix-tuned block, per image: forward + backward w.r.t. activations of what its outputs need.
+
+    n image tokens, p prefix tokens, width d. Only the last block's prefix outputs are used, so in the
+    others the prefix tokens need only their key/value projections (the prefix-query path they also run,
+    forward only, is counted as `wasted_*`: computed by the model, not needed). In the first adapted
+    block the image tokens' q/k/v need no backward (their input comes from frozen blocks) and neither
+    does the image->image attention.
+    """
+    image_att, prefix_att, query_att = 4.0 * d * n * n, 4.0 * d * n * p, 4.0 * d * p * (n + p)
+    fwd = 2.0 * w["all"] * n + 2.0 * w["kv"] * p
+    bwd = 2.0 * (w["all"] - (w["qkv"] if first else 0)) * n + 2.0 * w["kv"] * p
+    attention = image_att * (1 if first else 3) + prefix_att * 3
+    prefix_query_linear = 2.0 * (w["all"] - w["kv"]) * p  # q, out_proj and MLP of the prefix tokens
+    if last:  # its prefix outputs are the visual tokens: the full prefix path, forward and backward
+        return {"linear": fwd + bwd + 2 * prefix_query_linear, "attention": attention + 3 * query_att,
+                "wasted_linear": 0.0, "wasted_attention": 0.0}
+    return {"linear": fwd + bwd, "attention": attention, "wasted_linear": prefix_query_linear,
+            "wasted_attention": query_att}
+
+
+def vision_flops(model: GeMKR) -> Dict[str, float]:
+    """Per image: frozen blocks forward only, prefix-tuned blocks as in `_adapted_block_flops`."""
+    tower, prefix = model.vision_tower, model.region_prefix
+    patches = (tower.image_size // tower.patch_size) ** 2
+    n, p, d = patches + 1, prefix.prefix.shape[1], tower.hidden_size
+    conv = 2.0 * 3 * tower.patch_size ** 2 * d * patches  # the patch embedding, forward only
+    out = {"linear": conv, "attention": 0.0, "wasted_linear": 0.0, "wasted_attention": 0.0, "params": 0}
+    first, last = prefix.first_adapted, len(tower.blocks) - 1
+    for i, block in enumerate(tower.blocks):
+        w = _block_params(block)
+        out["params"] += w["all"]
+        if i < first:
+            part = {"linear": 2.0 * w["all"] * n, "attention": 4.0 * d * n * n}
+        else:
+            part = _adapted_block_flops(w, n, p, d, i == first, i == last)
+        for key, value in part.items():
+            out[key] += value
+    out["tokens"] = n
+    return out
+
+
+def step_flops(model: GeMKR, shape: Dict[str, Any]) -> Dict[str, Any]:
+    """FLOPs one training step needs, by part (see the module docstring for the formulas)."""
+    lm, batch, seq = causal_lm(model), shape["batch"], shape["seq_len"]
+    tokens, cfg = batch * seq, lm.config
+    layers = decoder_layers(model)
+    n_dec, n_lora = _matmul_params(layers, lora=False), _matmul_params(layers, lora=True)
+    causal_attn_fwd = 2.0 * seq * seq * cfg.hidden_size * cfg.num_hidden_layers * batch  # half of 4*s^2*h
+    head = lm.get_output_embeddings().weight.numel()
+    vision = vision_flops(model)
+    n_proj = _matmul_params(model.projector, lora=False)
+    linear = {"llm_decoder": 4.0 * n_dec * tokens, "lora": 6.0 * n_lora * tokens,
+              "lm_head_at_targets": 4.0 * head * batch * shape["target_tokens"],
+              "vision": batch * vision["linear"], "projector": 6.0 * n_proj * batch * model.num_visual_tokens}
+    attention = {"llm_causal": 3 * causal_attn_fwd, "vision": batch * vision["attention"]}
+    needed = sum(linear.values()) + sum(attention.values())
+    six_nd = 6.0 * (n_dec * tokens + vision["params"] * vision["tokens"] * batch)
+    return {"needed": needed, "six_nd": six_nd, "four_nd_llm": 4.0 * n_dec * tokens,
+            "linear": linear, "attention": attention,
+            "vision_wasted_prefix_path": {"linear": batch * vision["wasted_linear"],
+                                          "attention": batch * vision["wasted_attention"]},
+            "params": {"llm_decoder_matmul": n_dec, "lora": n_lora, "lm_head": head, "vision_blocks": vision["params"],
+                       "projector_matmul": n_proj, "trainable": model.num_trainable()}}
+
+
+# ---------------------------------------------------------------------------------------------- step
+
+class TrainStep:
+    """One optimiser step of `recipe` on a fixed batch; returns the loss as a device tensor."""
+
+    def __init__(self, model: GeMKR, recipe: Recipe, device: torch.device) -> None:
+        self.model, self.recipe = model, recipe
+        params = [p for p in model.parameters() if p.requires_grad]
+        kwargs = {"fused": True} if recipe.fused_adamw else {}
+        self.optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=0.05, **kwargs)
+        self.scaler = torch.amp.GradScaler(device.type) if recipe.grad_scaler else None
+        self.autocast = (torch.autocast(device.type, dtype=DTYPES[recipe.autocast_dtype])
+                         if recipe.autocast_dtype else nullcontext())
+        self.logged: List[float] = []
+
+    def __call__(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        with self.autocast:
+            out = self.model(batch)
+            loss = out["loss_sum"] / out["n_tokens"]
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)  # reads the inf/nan check on the host: a sync per step
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.recipe.item_every_step:
+            self.logged.append(loss.item())
+        return loss.detach()
+
+
+def count_host_syncs(step: TrainStep, batch: Dict[str, torch.Tensor], device: torch.device) -> Optional[int]:
+    """Host syncs in one step, counted by CUDA's sync debug mode (None on the CPU)."""
+    if device.type != "cuda":
+        return None
+    sync(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step(batch)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message).lower() for w in caught)
+
+
+def measure_recipe(recipe: Recipe, shape: Dict[str, Any], device: torch.device, peak_flops: float) -> Dict[str, Any]:
+    start = time.perf_counter()
+    model = build_model(shape, recipe, device)
+    batch = random_batch(shape, model, device, DTYPES[frozen_dtype(recipe, device)])
+    flops = step_flops(model, shape)
+    build_s = time.perf_counter() - start
+    step = TrainStep(model, recipe, device)
+    reset_peak_memory(device)
+    for _ in range(shape["warmup"]):
+        step(batch)
+    syncs = count_host_syncs(step, batch, device)
+    timer, losses = StepTimer(device), []
+    sync(device)
+    wall = time.perf_counter()
+    timer.mark()
+    for _ in range(shape["steps"]):
+        losses.append(step(batch))
+        timer.mark()
+    seconds = timer.step_seconds()
+    wall = time.perf_counter() - wall
+    final_loss = float(torch.stack(losses)[-1])  # the one host read, after timing
+    if not torch.isfinite(torch.tensor(final_loss)):
+        raise BenchError(f"recipe {recipe.name}: the loss became {final_loss}")
+    mean = float(seconds.mean())
+    result = {"samples_per_s": round(shape["batch"] / mean, 3),
+              "tokens_per_s": round(shape["batch"] * shape["seq_len"] / mean, 1),
+              "step_ms_mean": round(mean * 1e3, 3), "step_ms_p50": percentile_ms(seconds, 50),
+              "wall_s_timed_steps": round(wall, 3), "peak_memory_gib": peak_memory_gib(device),
+              "mfu": float(f"{flops['needed'] / (mean * peak_flops):.4g}"),
+              "mfu_6nd": float(f"{flops['six_nd'] / (mean * peak_flops):.4g}"),
+              "mfu_4nd_llm": float(f"{flops['four_nd_llm'] / (mean * peak_flops):.4g}"),
+              "host_syncs_per_step": syncs, "final_loss": round(final_loss, 4), "build_s": round(build_s, 2),
+              "settings": {**asdict(recipe), "frozen_dtype": frozen_dtype(recipe, device)}}
+    del step, model, batch
+    free_memory(device)
+    return {"result": result, "flops": flops}
+
+
+def run_recipe(recipe: Recipe, shape: Dict[str, Any], device: torch.device, peak_flops: float) -> Dict[str, Any]:
+    """measure_recipe, with an out-of-memory recorded as the recipe's result instead of ending the run."""
+    try:
+        return measure_recipe(recipe, shape, device, peak_flops)
+    except torch.OutOfMemoryError as err:
+        message = f"out of memory: {str(err).splitlines()[0]}"
+    free_memory(device)  # outside the except block: the traceback's frames no longer hold the model
+    return {"result": {"error": message, "settings": asdict(recipe)}, "flops": None}
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+def shape_from_args(args) -> Dict[str, Any]:
+    shape = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (TOY_SHAPE if args.toy else REAL_SHAPE).items()}
+    for key in ("batch", "seq_len", "target_tokens", "warmup", "steps"):
+        if getattr(args, key) is not None:
+            shape[key] = getattr(args, key)
+    if args.image_size is not None:
+        shape["vision"]["image_size"] = args.image_size
+    if args.llm_layers is not None:  # a quick look at a shallower LLM; MFU stays comparable
+        shape["llm"]["num_hidden_layers"] = args.llm_layers
+    if args.compile and args.warmup is None:
+        shape["warmup"] = max(shape["warmup"], 3)  # the first compiled steps compile
+    return shape
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--toy", action="store_true", help="tiny shapes on the CPU (seconds)")
+    ap.add_argument("--recipes", default="reference,ours", help="comma list: reference, ours, ours_fp32_master")
+    ap.add_argument("--image-size", type=int, default=None, help="224 (default) or 336")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--seq-len", dest="seq_len", type=int, default=None)
+    ap.add_argument("--target-tokens", dest="target_tokens", type=int, default=None,
+                    help="loss targets per row: the clue + EOS (default 20)")
+    ap.add_argument("--llm-layers", type=int, default=None, help="override the LLM depth (default 32)")
+    ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per recipe")
+    ap.add_argument("--compile", action="store_true", help="ours: torch.compile every LLM decoder layer")
+    ap.add_argument("--checkpointing", action="store_true", help="ours: activation checkpointing in the LLM")
+    ap.add_argument("--ours-attn", default="sdpa", choices=["sdpa", "flash_attention_2", "eager"])
+    ap.add_argument("--peak-tflops", type=float, default=989.0, help="peak dense bf16 TFLOP/s of the device")
+    ap.add_argument("--device", default=None, help="cuda (default when present) or cpu")
+    return ap.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    args = parse_args(argv)
+    device = pick_device("cpu" if args.toy and args.device is None else args.device)
+    shape, recipes = shape_from_args(args), recipes_from_args(args)
+    torch.manual_seed(0)
+    figures, flops = {}, None
+    for recipe in recipes:
+        out = run_recipe(recipe, shape, device, args.peak_tflops * 1e12)
+        figures[recipe.name], flops = out["result"], out["flops"] or flops
+        print(f"{recipe.name}: {figures[recipe.name]}", flush=True)
+    reference = figures.get("reference", {}).get("samples_per_s")
+    for name, fig in figures.items():
+        if reference and "samples_per_s" in fig and name != "reference":
+            fig["speedup_vs_reference"] = round(fig["samples_per_s"] / reference, 3)
+    result = {"bench": "train_step", "toy": args.toy, **machine_info(device), "peak_tflops": args.peak_tflops,
+              "shape": shape, "flops_per_step": flops, "recipes": figures,
+              "speedup_ours_vs_reference": figures.get("ours", {}).get("speedup_vs_reference")}
+    emit(result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Every benchmark script under bench/ runs at toy shape on the CPU and ends with its JSON line of figures;
+the training benchmark's FLOP formulas agree with what torch's FlopCounterMode sees autograd execute."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BENCH = REPO_ROOT / "bench"
+# the script's small-shape flags (bench_corpus_index.py predates --toy) and keys its JSON line must hold
+TOY_RUNS = {
+    "bench_train_step.py": (["--toy"], ["recipes", "flops_per_step", "speedup_ours_vs_reference", "device"]),
+    "bench_generative_retrieval.py": (["--toy"], ["modes", "constraint_share_ours", "constraint_share_hf_prefix_fn",
+                                                  "group_beam_search_one_prompt_at_a_time", "hf_search"]),
+    "bench_embedding.py": (["--toy", "--workers", "1"], ["images_per_s", "search_qps"]),
+    "bench_corpus_index.py": (["--tokens", "50000", "--queries", "50", "--searches", "5"],
+                              ["build_m_tokens_per_s", "step_cpu_ms", "continuations_p99_ms_max"]),
+}
+
+
+def _scripts():
+    return sorted(p.name for p in BENCH.glob("bench_*.py"))
+
+
+def test_every_bench_script_has_a_toy_run():
+    assert set(_scripts()) == set(TOY_RUNS), "add the new bench script's toy flags and JSON keys to TOY_RUNS"
+
+
+def _run(script: str) -> dict:
+    flags, keys = TOY_RUNS[script]
+    proc = subprocess.run([sys.executable, str(BENCH / script), *flags], capture_output=True, text=True,
+                          timeout=120, cwd=REPO_ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    missing = [k for k in keys if k not in result]
+    assert not missing, f"{script}: JSON line lacks {missing}"
+    return result
+
+
+@pytest.mark.parametrize("script", ["bench_embedding.py", "bench_corpus_index.py"])
+def test_existing_bench_scripts_print_json(script):
+    result = _run(script)
+    for key in TOY_RUNS[script][1]:
+        assert result[key] > 0
+
+
+def test_train_step_bench_toy():
+    result = _run("bench_train_step.py")
+    flops = result["flops_per_step"]
+    for name in ("reference", "ours"):
+        fig = result["recipes"][name]
+        assert fig["samples_per_s"] > 0 and math.isfinite(fig["final_loss"])
+        # MFU is the documented ratio of the printed figures
+        expected = flops["needed"] / (fig["step_ms_mean"] / 1e3 * result["peak_tflops"] * 1e12)
+        assert fig["mfu"] == pytest.approx(expected, rel=1e-3)
+        assert fig["tokens_per_s"] == pytest.approx(fig["samples_per_s"] * result["shape"]["seq_len"], rel=1e-3)
+    assert result["recipes"]["reference"]["settings"]["attn"] == "eager"
+    assert result["recipes"]["ours"]["settings"]["fused_adamw"] is True
+    ratio = result["recipes"]["ours"]["samples_per_s"] / result["recipes"]["reference"]["samples_per_s"]
+    assert result["speedup_ours_vs_reference"] == pytest.approx(ratio, rel=1e-2)
+
+
+def test_generative_retrieval_bench_toy():
+    result = _run("bench_generative_retrieval.py")
+    modes = result["modes"]
+    assert set(modes) == {"ours", "ours_noop", "hf_prefix_fn", "hf_plain"}
+    for fig in modes.values():
+        assert fig["queries_per_s"] > 0
+        assert fig["projected_okvqa_gs112k_test_s"] == pytest.approx(5046 / fig["queries_per_s"], rel=1e-2)
+    # each constrained mode charged time to its processor; the no-op one next to nothing
+    assert modes["ours"]["processor_s"] > modes["ours_noop"]["processor_s"] >= 0
+    assert modes["hf_prefix_fn"]["processor_calls"] > 0
+    # group_beam_search prefills one prompt per forward (2 prompts a batch in the toy run): a finding to report
+    assert modes["ours"]["prefill_batch_max"] == 1 and result["group_beam_search_one_prompt_at_a_time"] is True
+
+
+@pytest.fixture(scope="module")
+def train_bench():
+    sys.path.insert(0, str(REPO_ROOT))
+    from bench import bench_train_step
+
+    return bench_train_step
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_train_step_flops_match_flop_counter(train_bench, attn):
+    """Matmul FLOPs of one fwd+bwd = the formula's linear parts + the wasted prefix path, exactly;
+    with eager attention the LLM's full-square bmm FLOPs are twice the causal count we call needed."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    b = train_bench
+    shape = b.shape_from_args(b.parse_args(["--toy"]))
+    recipe = b.Recipe("probe", "float32", "float32", None, False, attn, False, False)
+    torch.manual_seed(0)
+    model = b.build_model(shape, recipe, torch.device("cpu"))
+    batch = b.random_batch(shape, model, torch.device("cpu"), torch.float32)
+    flops = b.step_flops(model, shape)
+    with FlopCounterMode(display=False) as counter:
+        out = model(batch)
+        (out["loss_sum"] / out["n_tokens"]).backward()
+    counted = {str(op).split(".")[-1]: n for op, n in counter.get_flop_counts()["Global"].items()}
+    matmul = counted.get("mm", 0) + counted.get("addmm", 0) + counted.get("convolution", 0)
+    assert matmul == sum(flops["linear"].values()) + flops["vision_wasted_prefix_path"]["linear"]
+    if attn == "eager":  # HF CLIP's eager blocks (the frozen ones) also use bmm: forward 4*d*n^2 per image
+        vision = shape["vision"]
+        n = (vision["image_size"] // vision["patch_size"]) ** 2 + 1
+        frozen = vision["num_hidden_layers"] - shape["prefix"]["layers"]
+        clip_bmm = 4 * vision["hidden_size"] * n * n * frozen * shape["batch"]
+        assert counted["bmm"] == 2 * flops["attention"]["llm_causal"] + clip_bmm
