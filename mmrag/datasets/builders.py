@@ -1,7 +1,6 @@
 """Dataset builders, registered by name: each reads one on-disk format into a ConversationDataset."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, List
 

@@ -95,7 +95,7 @@ def top_regions(detections: Iterable[dict], top_k: int) -> List[dict]:
     return sorted(detections, key=lambda d: -float(d.get("score", 1.0)))[:top_k]
 
 
-def crop(image, box) -> "Image.Image":
+def crop(image, box):
     """Crop a COCO [x, y, w, h] box (clamped to the image, at least 1 pixel)."""
     x, y, w, h = (float(v) for v in box)
     left, top = max(0, int(x)), max(0, int(y))

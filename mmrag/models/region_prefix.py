@@ -56,8 +56,10 @@ class RegionPrefixEncoder(nn.Module):
         pad = prefix.new_zeros(batch, prefix.shape[1] - n, prefix.shape[2])
         return prefix + torch.cat([regions[:, :n].to(prefix.dtype), pad], dim=1)
 
-    def _gated_block(self, block: nn.Module, h: torch.Tensor, prefix: torch.Tensor, gate: torch.Tensor):
-        """One CLIP block with gated prefix keys/values; returns (image tokens out, prefix tokens out)."""
+    def _gated_block(self, block: nn.Module, h: torch.Tensor, prefix: torch.Tensor, gate: torch.Tensor,
+                     prefix_outputs: bool):
+        """One CLIP block with gated prefix keys/values; returns (image tokens out, prefix tokens out or
+        None: only the last block's prefix outputs are used, so the others skip that path)."""
         attn, n_heads = block.self_attn, block.self_attn.num_heads
         x, p = block.layer_norm1(h), block.layer_norm1(prefix)
         q = _heads(attn.q_proj(x), n_heads)
@@ -68,6 +70,8 @@ class RegionPrefixEncoder(nn.Module):
         mixed = image_part + gate.view(1, -1, 1, 1).to(prefix_part.dtype) * prefix_part
         h = h + attn.out_proj(_merge(mixed))
         h = h + block.mlp(block.layer_norm2(h))
+        if not prefix_outputs:
+            return h, None
         # prefix tokens as queries over [image tokens; prefix]: the extra outputs GeMKR hands the LLM
         pq = _heads(attn.q_proj(p), n_heads)
         p_att = F.scaled_dot_product_attention(pq, torch.cat([k, pk], 2), torch.cat([v, pv], 2))
@@ -85,5 +89,6 @@ class RegionPrefixEncoder(nn.Module):
                 continue
             layer = i - self.first_adapted
             prefix = self._prefix_for(layer, regions, h.shape[0])
-            h, prefix_out = self._gated_block(block, h, prefix, self.gate[layer])
+            last = i == len(self.tower.blocks) - 1
+            h, prefix_out = self._gated_block(block, h, prefix, self.gate[layer], prefix_outputs=last)
         return torch.cat([h[:, :1], prefix_out[:, : self.num_output_tokens]], dim=1)

@@ -8,7 +8,7 @@ The global batch of a step is split into `accum` micro-batches x `world` process
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 

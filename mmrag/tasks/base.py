@@ -2,7 +2,6 @@
 collated, and how the trained model is evaluated. The runner owns the loop."""
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, Dict, Tuple
 
 from omegaconf import OmegaConf

@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List
 
-import torch
 from tqdm import tqdm
 
 from mmrag.common.registry import DATASETS, TASKS

@@ -5,7 +5,6 @@ registered clue scorer), or a baseline (`bm25`, `dense`) on the same questions a
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Dict, List

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mmrag.models.vision_tower import COMMON_DEFAULTS, build_vision_tower
+from mmrag.models.vision_tower import build_vision_tower
 from mmrag.common.registry import VISION_TOWERS
 import mmrag  # noqa: F401
 
