@@ -5,7 +5,10 @@
     python scripts/run_surf.py --only report      # just print the tables from existing outputs
 
 Steps (outputs under output/surf_world_small/ unless noted):
-  base_train      instruction-tune the tiny model on the world's LLaVA data (output/llava_tiny_world)
+  yesno_data      balanced POPE-style yes/no questions on the world's TRAIN images (and a held-out test
+                  file) -> dataset/world_small/llava/yesno_{train,test}.json, if missing
+  base_train      instruction-tune the tiny model on the world's LLaVA data mixed with the yes/no
+                  questions (output/llava_tiny_world)
   db              image-caption database of the world's TRAINING images (tiny CLIP trained first)
   pope_base_none  POPE zero-shot                  pope_base_rag   POPE with vanilla RAG
   surf_data       SURf data construction with the base model as answerer (a seeded subset of the
@@ -15,12 +18,18 @@ Steps (outputs under output/surf_world_small/ unless noted):
   vqa_*           the world's test VQA items (short answers), with and without retrieval
   report          the tables, commands and timings -> docs/RESULTS_SURF.md
 Wall-clock seconds of every step that ran are kept in output/surf_world_small/timings.json.
+A forced step first deletes its stale outputs that would otherwise be appended to or resumed from
+(a training log, SURf's model-dependent construction stages).
+After a change of the base model, rerun everything that depends on it:
+    python scripts/run_surf.py --force base_train pope_base_none pope_base_rag surf_data surf_train \
+        pope_surf_rag pope_surf_none vqa_base_none vqa_base_rag vqa_surf_rag vqa_surf_none
 """
 from __future__ import annotations
 
 import argparse
 import json
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +42,7 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 WORLD = "dataset/world_small"
 OUT = "output/surf_world_small"
 BASE_CKPT = "output/llava_tiny_world/final"
+YESNO = f"{WORLD}/llava/yesno_{{split}}.json"   # data_process/make_pope_style_train.py
 SURF_CKPT = f"{OUT}/surf_model/final"
 PY = sys.executable
 
@@ -43,6 +53,7 @@ class Step:
     outputs: List[str]
     commands: List[List[str]]
     prepare: Optional[Callable[[argparse.Namespace], None]] = None
+    stale: Sequence[str] = ()   # glob patterns (repo-relative) deleted before a forced rerun
 
 
 # ----------------------------------------------------------------------------- input preparation
@@ -68,6 +79,21 @@ def write_surf_subset(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------- the steps
+# the construction stages that hold the answering model's output (split / retrieve do not)
+SURF_MODEL_STAGES = ("initial.*", "reanswer.*", "evaluated.*", "grouped.jsonl", "surf_train.json")
+
+
+def remove_stale(patterns: Sequence[str]) -> None:
+    """Delete the files / folders matching repo-relative glob patterns (a forced step's old outputs)."""
+    for pattern in patterns:
+        for path in sorted(REPO.glob(pattern)):
+            print(f"  rm {path.relative_to(REPO)}")
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
 def eval_step(name: str, cfg: str, kind: str, extra: Sequence[str] = ()) -> Step:
     out = f"{OUT}/{name}"
     result = "pope_results.json" if kind == "pope" else "vqa_results.json"
@@ -85,17 +111,23 @@ def steps(args: argparse.Namespace) -> List[Step]:
               f"answerer.kwargs.checkpoint={BASE_CKPT}", "answerer.kwargs.max_new_tokens=24",
               "answerer.kwargs.batch_size=32", "answerer.kwargs.progress=false"]
     return [
+        Step("yesno_data", [YESNO.format(split="train"), YESNO.format(split="test")],
+             [[PY, "data_process/make_pope_style_train.py", "--world", WORLD, "--per-image", "2",
+               "--seed", str(args.seed)]]),
         Step("base_train", [f"{BASE_CKPT}/trainable.safetensors", "output/llava_tiny_world/metrics.json"],
-             [[PY, "train.py", "--cfg-path", "train_configs/llava_tiny_world.yaml", "run.progress=false"]]),
+             [[PY, "train.py", "--cfg-path", "train_configs/llava_tiny_world.yaml", "run.progress=false"]],
+             stale=["output/llava_tiny_world/metrics.jsonl"]),
         Step("db", [f"{OUT}/db/manifest.json"],
              [[PY, "data_process/create_index.py", f"captions={OUT}/db_captions.json", f"image_root={WORLD}",
                "--out", f"{OUT}/db", "--train-tiny-clip", str(args.clip_steps), "--no-progress"]],
              prepare=write_db_captions),
         eval_step("pope_base_none", "eval_configs/pope_zeroshot.yaml", "pope", pope_extra),
         eval_step("pope_base_rag", "eval_configs/pope_rag.yaml", "pope", pope_extra),
-        Step("surf_data", [f"{OUT}/surf_data/surf_train.json"], [surf_s], prepare=write_surf_subset),
+        Step("surf_data", [f"{OUT}/surf_data/surf_train.json"], [surf_s], prepare=write_surf_subset,
+             stale=[f"{OUT}/surf_data/{stage}" for stage in SURF_MODEL_STAGES]),
         Step("surf_train", [f"{SURF_CKPT}/trainable.safetensors"],
-             [[PY, "train.py", "--cfg-path", "train_configs/surf_tiny_world.yaml", "run.progress=false"]]),
+             [[PY, "train.py", "--cfg-path", "train_configs/surf_tiny_world.yaml", "run.progress=false"]],
+             stale=[f"{OUT}/surf_model/metrics.jsonl"]),
         eval_step("pope_surf_rag", "eval_configs/pope_surf_rag.yaml", "pope", pope_extra),
         eval_step("pope_surf_none", "eval_configs/pope_surf_rag.yaml", "pope", ["evaluation.retrieval.mode=none", *pope_extra]),
         eval_step("vqa_base_none", "eval_configs/pope_zeroshot.yaml", "vqa", vqa_extra),
@@ -113,6 +145,8 @@ def run_step(step: Step, args: argparse.Namespace, timings: Dict[str, float]) ->
         return
     print(f"[run ] {step.name}", flush=True)
     start = time.time()
+    if done:
+        remove_stale(step.stale)
     if step.prepare:
         step.prepare(args)
     for command in step.commands:
@@ -222,8 +256,11 @@ def world_facts(root: Path) -> Dict[str, float]:
             if question.startswith("What colour"):
                 colour_all += 1
                 colour_first += t == 0
+    extra = load_json(root / YESNO.format(split="train"), [])
     return {"is_there_no_share": sum(a == "no" for a in yes_no) / max(1, len(yes_no)), "is_there_n": len(yes_no),
-            "colour_first_turn": colour_first, "colour_n": colour_all}
+            "colour_first_turn": colour_first, "colour_n": colour_all, "yesno_n": len(extra),
+            "yesno_yes_share": sum(r["conversations"][1]["value"] == "Yes." for r in extra) / max(1, len(extra)),
+            "yesno_images": len({r["image"] for r in extra})}
 
 
 def command_lines(root: Path, all_steps: Sequence[Step], timings: Dict[str, float]) -> List[str]:
@@ -236,10 +273,70 @@ def command_lines(root: Path, all_steps: Sequence[Step], timings: Dict[str, floa
 
 
 def base_summary(metrics: Dict) -> str:
+    """The base model's own evaluation: the world's test conversations and the held-out yes/no questions."""
     m = metrics.get("llava_instruct")
     if not m:
         return "not run yet"
-    return f"short-answer accuracy {pct(m['short_answer_accuracy'])}% on the {m['n_short']} short answers of {m['n']}"
+    text = f"short-answer accuracy {pct(m['short_answer_accuracy'])}% on the {m['n_short']} short answers of {m['n']}"
+    yesno = metrics.get("pope_yesno")
+    if yesno:
+        text += (f"; held-out yes/no questions (yesno_test.json, test images, never trained on): "
+                 f"{pct(yesno['short_answer_accuracy'])}% of {yesno['n_short']}")
+    return text
+
+
+def mixture_ratios(root: Path) -> str:
+    """'llava_instruct 0.6 / pope_yesno 0.4': the base model's per-step dataset weights, from its config."""
+    from omegaconf import OmegaConf
+
+    datasets = OmegaConf.load(root / "train_configs/llava_tiny_world.yaml").datasets
+    return " / ".join(f"{name} {ds.get('sample_ratio', 1.0)}" for name, ds in datasets.items())
+
+
+def pope_accuracy(root: Path, name: str) -> Optional[Dict[str, float]]:
+    """split -> accuracy of one POPE row, None if not run."""
+    res = load_json(root / OUT / name / "pope_results.json")
+    return {s: res[s]["accuracy"] for s in SPLITS} if res else None
+
+
+def delta_line(root: Path, label: str, name: str, reference: str) -> str:
+    """'label: +x.x / +y.y / +z.z points' (random / popular / adversarial accuracy of name - reference)."""
+    new, ref = pope_accuracy(root, name), pope_accuracy(root, reference)
+    if not new or not ref:
+        return f"- {label}: not run yet"
+    return f"- {label}: " + " / ".join(f"{100 * (new[s] - ref[s]):+.1f}" for s in SPLITS) + " accuracy points"
+
+
+def reading_lines(root: Path, facts: Dict[str, float]) -> List[str]:
+    """The data facts behind the tables and the accuracy differences the tables imply (computed)."""
+    base = load_json(root / OUT / "pope_base_none" / "pope_results.json") or {}
+    yes_ratios = ", ".join(f"{s} {pct(base[s]['yes_ratio'])}%" for s in SPLITS if s in base) or "not run yet"
+    return [
+        f"- The world's training conversations answer {pct(facts['is_there_no_share'])}% of their "
+        f"{facts['is_there_n']} 'Is there ...?' questions with 'no'. Tuned on them alone (this pipeline's "
+        "first run), the tiny model said 'no' to every POPE question (accuracy 50.0, F1 0, yes-ratio 0 on all "
+        "three splits). The base model is "
+        f"now tuned on them mixed with {facts['yesno_n']} POPE-style questions on {facts['yesno_images']} "
+        f"training images ({pct(facts['yesno_yes_share'])}% 'Yes.'; `data_process/make_pope_style_train.py`). "
+        f"Its zero-shot POPE yes-ratio: {yes_ratios}.",
+        delta_line(root, "vanilla RAG vs zero-shot (base model), random / popular / adversarial", "pope_base_rag",
+                   "pope_base_none"),
+        delta_line(root, "SURf + RAG vs base + RAG", "pope_surf_rag", "pope_base_rag"),
+        delta_line(root, "SURf without retrieval vs base zero-shot", "pope_surf_none", "pope_base_none"),
+        f"- {facts['colour_first_turn']} of the {facts['colour_n']} training 'What colour' questions open a "
+        "conversation (the rest follow 'How many'); asked as single turns with the image, the base model often "
+        "answers them like a caption request.",
+    ]
+
+
+NOTES_MARKER = "<!-- Hand-written notes below: scripts/run_surf.py keeps everything after this line. -->"
+
+
+def kept_notes(target: Path) -> List[str]:
+    """The hand-written part of an existing report (from NOTES_MARKER on), or just the marker."""
+    if target.is_file() and NOTES_MARKER in target.read_text():
+        return [NOTES_MARKER + target.read_text().split(NOTES_MARKER, 1)[1].rstrip("\n")]
+    return [NOTES_MARKER]
 
 
 def recall_summary(clip: Dict) -> str:
@@ -263,8 +360,7 @@ def write_report(root: Path, out: str, all_steps: Sequence[Step], timings: Dict[
     text = "\n".join([
         "## SURf on the small world: POPE and knowledge-VQA with retrieval", "",
         "Made by `python scripts/run_surf.py` (resumable; every command below, in order) on a 2-core CPU "
-        "shared with other jobs (two to three other training / test processes ran alongside, so the seconds "
-        "below are upper bounds), no GPU. Tiny random-initialised models (vision tower 64 px / width 64, "
+        "shared with other jobs (the seconds below are upper bounds), no GPU. Tiny random-initialised models (vision tower 64 px / width 64, "
         "LLM width 128, 2 layers, the 32k LLaMA tokenizer) -- the numbers show the pipeline works end to "
         "end, not what SURf does at 7B.", "",
         "### POPE (accuracy / F1 / yes-ratio, %; yes = positive class, official scoring)", "",
@@ -276,17 +372,13 @@ def write_report(root: Path, out: str, all_steps: Sequence[Step], timings: Dict[
         "vanilla RAG 87.9/86.3/83.3, SURf 89.8/87.9/83.6.", "",
         "### Knowledge-VQA (the world's test `_vqa` items, single turns, short-answer exact match, %)", "",
         *vqa_table(root), "",
-        "### Reading the numbers", "",
-        f"- The world's training conversations answer {pct(facts['is_there_no_share'])}% of their "
-        f"{facts['is_there_n']} 'Is there ...?' questions with 'no'; a tiny model that learns this prior "
-        "answers POPE's balanced questions 'no' (yes-ratio near 0, accuracy near 50%).",
-        f"- {facts['colour_first_turn']} of the {facts['colour_n']} training 'What colour' questions open a "
-        "conversation (the rest follow 'How many'); asked as single turns with the image, the base model often "
-        "answers them like a caption request.",
+        "### Reading the numbers (computed)", "",
+        *reading_lines(root, facts),
         "- SURf keeps only questions whose labels differ between retrieved items; the tiny base model's answers "
         "rarely depend on the retrieved image, so few samples survive (see the construction counts below).", "",
         "### Inputs of the tables", "",
-        f"- Base model (`train_configs/llava_tiny_world.yaml`), its own evaluation on 200 test conversations "
+        f"- Base model (`train_configs/llava_tiny_world.yaml`: the world's conversations and the yes/no "
+        f"questions, sample ratio {mixture_ratios(root)} per step), its own evaluation on 200 test conversations "
         f"(multi-turn context, last answer generated): {base_summary(base_eval)}",
         f"- Database: the world's {clip.get('train_pairs', 0) + clip.get('held_out', 0)} training images with "
         f"their captions (no test image); tiny CLIP trained {clip.get('steps', '?')} steps of 64 pairs "
@@ -298,8 +390,9 @@ def write_report(root: Path, out: str, all_steps: Sequence[Step], timings: Dict[
         f"{surf_log[-1]['loss']:.3f}" if surf_log else "- SURf training: not run yet", "",
         "### Commands and wall-clock seconds", "", *command_lines(root, all_steps, timings), "",
     ])
-    print(text)
     target = root / "docs" / "RESULTS_SURF.md"
+    text = "\n".join([text, *kept_notes(target), ""])
+    print(text)
     target.write_text(text)
     return target
 
