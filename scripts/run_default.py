@@ -17,21 +17,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SETTINGS = {
-    "default": {"world": "world_small", "preset": "small", "tower": "tiny", "cfg_path": "train_configs/gemkr_tiny_world.yaml"},
-    "large": {"world": "world_large", "preset": "large", "tower": "large", "cfg_path": "train_configs/gemkr_large_world.yaml",
-              "workers": 16},
+SETTINGS = {  # inputs to prepare, and the prefix of the experiment configs
+    "default": ({"world": "world_small", "preset": "small", "tower": "tiny",
+                 "cfg_path": "train_configs/gemkr_tiny_world.yaml"}, "gemkr_tiny_world"),
+    "large": ({"world": "world_large", "preset": "large", "tower": "large",
+               "cfg_path": "train_configs/gemkr_large_world.yaml", "workers": 16}, "gemkr_large_world"),
 }
-# (row label, training run or None, overrides of training + evaluation, evaluation-only overrides)
+# (row label, training variant or None for a baseline without one, evaluation variant): variant ""
+# is the main model; the files are train_configs/<prefix><variant>.yaml and eval_configs/<prefix><variant>.yaml
 RUNS = [
-    ("GeMKR (constrained)", "gemkr", [], []),
-    ("GeMKR, no constraint", "gemkr", [], ["evaluation.constrained=false", "evaluation.name=unconstrained"]),
-    ("GeMKR, no region features", "gemkr_noregion", ["datasets.gemkr_knowledge.region_store=null"], []),
-    ("GeMKR, no prefix", "gemkr_noprefix",
-     ["model.region_prefix.enabled=false", "model.vision_tower.select_feature=cls",
-      "datasets.gemkr_knowledge.region_store=null"], []),
-    ("BM25 (question + caption)", None, [], ["evaluation.method=bm25"]),
-    ("Dense dual encoder", None, [], ["evaluation.method=dense"]),
+    ("GeMKR (constrained)", "", ""),
+    ("GeMKR, no constraint", "", "_unconstrained"),
+    ("GeMKR, no region features", "_noregion", "_noregion"),
+    ("GeMKR, no prefix", "_noprefix", "_noprefix"),
+    ("BM25 (question + caption)", None, "_bm25"),
+    ("Dense dual encoder", None, "_dense"),
 ]
 
 
@@ -50,8 +50,7 @@ def main(argv=None) -> None:
     p.add_argument("--no-ablations", action="store_true", help="skip the trained ablations (no regions / no prefix)")
     p.add_argument("--out", default=None, help="default: output/<setting>")
     args = p.parse_args(argv)
-    setting = SETTINGS[args.setting]
-    train_cfg = setting["cfg_path"]
+    setting, prefix = SETTINGS[args.setting]
     out = ROOT / (args.out or f"output/{args.setting}")
     out.mkdir(parents=True, exist_ok=True)
     budget = ["run.max_steps=40", "evaluation.max_samples=40"] if args.quick else []
@@ -59,16 +58,17 @@ def main(argv=None) -> None:
     ensure_default_inputs(**setting)
     trained = {}
     rows = []
-    runs = [r for r in RUNS if not (args.no_ablations and r[1] not in (None, "gemkr"))]
-    for label, run, overrides, eval_only in runs:
-        if run and run not in trained:
-            trained[run] = train_once(train_cfg, out, run, overrides + budget, t0)
+    runs = [r for r in RUNS if not (args.no_ablations and r[1])]
+    for label, train_variant, eval_variant in runs:
+        if train_variant is not None and train_variant not in trained:
+            trained[train_variant] = train_once(f"train_configs/{prefix}{train_variant}.yaml", out,
+                                                f"gemkr{train_variant}", budget, t0)
         folder = out / "eval" / label.split(" (")[0].replace(" ", "_").replace(",", "").lower()
-        ckpt = [f"model.checkpoint={trained[run] / 'final'}"] if run else []
+        ckpt = [f"model.checkpoint={trained[train_variant] / 'final'}"] if train_variant is not None else []
         print(f"[{time.time() - t0:6.0f}s] evaluate: {label}", flush=True)
         if not (folder / "retrieval_summary.json").is_file():  # resumable: a finished evaluation is kept
-            _python(["eval.py", "--cfg-path", train_cfg, f"run.output_dir={folder}", *ckpt, *overrides, *eval_only,
-                     *budget], folder.with_suffix(".log"))
+            _python(["eval.py", "--cfg-path", f"eval_configs/{prefix}{eval_variant}.yaml", f"run.output_dir={folder}",
+                     *ckpt, *budget], folder.with_suffix(".log"))
         rows.append((label, json.loads((folder / "retrieval_summary.json").read_text())))
     table = results_table(rows)
     (out / "results.md").write_text(table + "\n")

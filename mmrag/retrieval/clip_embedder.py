@@ -9,8 +9,17 @@ Three ways to get a CLIP, chosen by `type`:
   point at weights saved by `train_tiny_clip` (safetensors);
 - `hf_clip` with `path` = a local Hugging Face `CLIPModel` folder.
 
-Images are read and decoded by DataLoader workers (the reference read them one by one on the CPU),
-the model runs on the GPU under bf16 autocast when one is present, and every output row is an
+Two image paths, chosen by `decode`:
+
+- `cpu` (default): DataLoader workers open, decode (PIL) and preprocess each image; the main process
+  only runs the model. Bound by the workers' CPU time on a fast GPU (JPEG decode + bicubic resize).
+- `gpu`: workers only read the files' bytes; the main process decodes each batch on the GPU with
+  nvJPEG (`torchvision.io.decode_jpeg(list, device="cuda")`), then resizes, centre-crops and
+  normalises there as the CLIP preprocess does (`PixelSpec`). Files that are not JPEG (PNG, ...)
+  and JPEGs nvJPEG refuses (e.g. CMYK) are decoded on the CPU and moved to the GPU.
+- `torchvision_cpu`: the `gpu` path with the CPU as decode device (tests; machines without nvJPEG).
+
+The model runs on the GPU under bf16 autocast when one is present, and every output row is an
 L2-normalised float32 vector. Nothing here downloads anything.
 """
 from __future__ import annotations
@@ -48,7 +57,10 @@ DEFAULT_EMBEDDER_CFG: Dict[str, Any] = {
     "device": "auto",            # auto -> cuda when available, else cpu
     "bf16": True,                # autocast on CUDA only (CPU bf16 is slower on most CPUs)
     "seed": 0,                   # random init of model_cfg architectures is seeded: same config, same vectors
+    "decode": "cpu",             # cpu (PIL in workers) | gpu (nvJPEG + GPU resize) | torchvision_cpu
 }
+DECODE_MODES = ("cpu", "gpu", "torchvision_cpu")
+JPEG_MAGIC = [0xFF, 0xD8, 0xFF]  # every JPEG file starts with SOI + the next marker's 0xFF
 
 
 class EmbedderConfigError(ValueError):
