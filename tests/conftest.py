@@ -25,3 +25,23 @@ def tiny_model_cfg():
         "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0},
         "max_txt_len": 128,
     }
+
+
+def build_tiny_model(model_cfg: dict, seed: int = 0):
+    """A MultimodalLLM from a plain model-config dict (defaults merged), seeded, in eval mode."""
+    import copy
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from mmrag.models.multimodal_llm import MultimodalLLM
+
+    cfg = copy.deepcopy(model_cfg)
+    torch.manual_seed(seed)
+    return MultimodalLLM(OmegaConf.merge(MultimodalLLM.default_config(cfg), cfg)).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_model_cfg):
+    """The tiny mm_llm of `tiny_model_cfg`, built once per test module."""
+    return build_tiny_model(tiny_model_cfg)

@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence
 
+from mmrag.common.jsonl import read_jsonl as _read_jsonl
+
 NEGATIVE_WORDS = ("No", "not", "no")
 SPLITS = ("random", "popular", "adversarial")
 
@@ -65,15 +67,7 @@ def pope_metrics(answers: Sequence[str], labels: Sequence[str]) -> Dict[str, flo
 
 
 def read_jsonl(path: str | Path) -> List[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise PopeFileError(f"{path}:{n}: not valid JSON ({err.msg})") from err
-    return rows
+    return _read_jsonl(path, PopeFileError)
 
 
 def score_split(questions_file: str | Path, answers_file: str | Path, answer_key: str = "text") -> Dict[str, float]:

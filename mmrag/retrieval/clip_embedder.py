@@ -108,6 +108,151 @@ class _ImageFiles(Dataset):
         return self.preprocess(load_rgb(self.paths[i]))
 
 
+# ----------------------------------------------------------------------------- tensor (GPU) image path
+@dataclass(frozen=True)
+class PixelSpec:
+    """What a CLIP preprocess does to a decoded RGB image, replayed on uint8 tensors on any device."""
+
+    resize: Tuple[int, ...]           # (shortest_edge,) or (height, width), as torchvision's Resize takes it
+    crop: Optional[Tuple[int, int]]   # centre crop (height, width), or None
+    mean: Tuple[float, ...]           # per channel, on the 0..1 scale
+    std: Tuple[float, ...]
+    interpolation: str = "bicubic"    # bicubic | bilinear
+    antialias: bool = True
+
+
+# transforms of open_clip's eval preprocess that the tensor path does implicitly (RGB uint8 -> float)
+_IMPLICIT_TRANSFORMS = {"MaybeConvertMode", "MaybeToTensor", "ToTensor", "_convert_to_rgb", "function"}
+
+
+def pixel_spec_from_transform(transform: Any) -> PixelSpec:
+    """Read Resize / CenterCrop / Normalize off a torchvision Compose (open_clip's eval preprocess)."""
+    import torchvision.transforms as T
+
+    found: Dict[str, Any] = {}
+    for step in getattr(transform, "transforms", [transform]):
+        name = type(step).__name__
+        if isinstance(step, T.Resize):
+            size = [step.size] if isinstance(step.size, int) else list(step.size)
+            found.update(resize=tuple(size), interpolation=step.interpolation.value, antialias=bool(step.antialias))
+        elif isinstance(step, T.CenterCrop):
+            found["crop"] = tuple(step.size)
+        elif isinstance(step, T.Normalize):
+            found.update(mean=tuple(step.mean), std=tuple(step.std))
+        elif name not in _IMPLICIT_TRANSFORMS and getattr(step, "__name__", "") not in _IMPLICIT_TRANSFORMS:
+            raise EmbedderConfigError(f"embedder config: decode on tensors cannot replay the preprocess step {step!r}")
+    missing = [k for k in ("resize", "mean") if k not in found]
+    if missing:
+        raise EmbedderConfigError(f"embedder config: the image preprocess has no {missing[0]} step: {transform!r}")
+    return PixelSpec(crop=found.pop("crop", None), **found)
+
+
+def pixel_spec_from_hf(processor: Any) -> PixelSpec:
+    """The same for a Hugging Face CLIPImageProcessor (shortest-edge resize, centre crop, rescale, normalise)."""
+    size, crop = processor.size, processor.crop_size
+    shortest = size.get("shortest_edge") if hasattr(size, "get") else None
+    resize = (int(shortest),) if shortest else (int(size["height"]), int(size["width"]))
+    resample = int(getattr(processor.resample, "value", processor.resample))  # PIL enum: 2 bilinear, 3 bicubic
+    if resample not in (2, 3):
+        raise EmbedderConfigError(f"embedder config: decode on tensors supports bilinear/bicubic resampling, got {resample}")
+    return PixelSpec(resize=resize, crop=(int(crop["height"]), int(crop["width"])) if processor.do_center_crop else None,
+                     mean=tuple(processor.image_mean), std=tuple(processor.image_std),
+                     interpolation="bicubic" if resample == 3 else "bilinear")
+
+
+def _read_bytes(path: str) -> torch.Tensor:
+    from torchvision.io import read_file
+
+    try:
+        return read_file(path)
+    except RuntimeError as err:
+        raise ImageReadError(f"cannot read image {path}: {err}") from err
+
+
+class _ImageBytes(Dataset):
+    """The raw bytes of each file (uint8, 1-D); runs inside DataLoader workers, decodes nothing."""
+
+    def __init__(self, paths: Sequence[str | Path]) -> None:
+        self.paths = [str(p) for p in paths]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Tuple[str, torch.Tensor]:
+        return self.paths[i], _read_bytes(self.paths[i])
+
+
+def _named_blobs(items: List[Tuple[str, torch.Tensor]]) -> Tuple[List[str], List[torch.Tensor]]:
+    """Collate: file sizes differ, so a batch stays a list (module level: workers pickle it)."""
+    return [name for name, _ in items], [blob for _, blob in items]
+
+
+def _decode_on_cpu(blob: torch.Tensor, name: str) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        return decode_image(blob, mode=ImageReadMode.RGB)
+    except RuntimeError as err:
+        raise ImageReadError(f"cannot read image {name}: {err}") from err
+
+
+def _decode_jpegs(blobs: List[torch.Tensor], names: List[str], device: torch.device) -> List[torch.Tensor]:
+    """One batched decode on `device`; if it fails, image by image (CPU fallback) to name the bad file."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        return list(decode_jpeg(blobs, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError:
+        if len(blobs) == 1:
+            return [_decode_on_cpu(blobs[0], names[0]).to(device)]
+    return [image for blob, name in zip(blobs, names) for image in _decode_jpegs([blob], [name], device)]
+
+
+def decode_images(blobs: Sequence[torch.Tensor], names: Sequence[str], device: torch.device | str) -> List[torch.Tensor]:
+    """Decode file bytes to RGB uint8 (3, H, W) tensors on `device`, in order. JPEGs are decoded there
+    in one batch (nvJPEG on CUDA); other formats on the CPU, then moved. ImageReadError names a bad file."""
+    device = torch.device(device)
+    is_jpeg = [b.numel() > 3 and b[:3].tolist() == JPEG_MAGIC for b in blobs]
+    jpeg_at = [i for i, flag in enumerate(is_jpeg) if flag]
+    decoded = _decode_jpegs([blobs[i] for i in jpeg_at], [names[i] for i in jpeg_at], device) if jpeg_at else []
+    images: List[Optional[torch.Tensor]] = [None] * len(blobs)
+    for i, image in zip(jpeg_at, decoded):
+        images[i] = image
+    for i, flag in enumerate(is_jpeg):
+        if not flag:
+            images[i] = _decode_on_cpu(blobs[i], names[i]).to(device)
+    return images  # type: ignore[return-value]
+
+
+def preprocess_tensors(images: Sequence[torch.Tensor], spec: PixelSpec) -> torch.Tensor:
+    """RGB uint8 (3, H, W) tensors -> normalised float32 (B, 3, h, w) on their device, as `spec` says.
+
+    Images of the same size are resized together (one kernel per size, not per image). The resized
+    pixels are clamped and rounded to 0..255 because the PIL path resizes in uint8 (bicubic overshoots).
+    """
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    mode = InterpolationMode(spec.interpolation)
+    by_size: Dict[Tuple[int, int], List[int]] = {}
+    for i, image in enumerate(images):
+        by_size.setdefault(tuple(image.shape[-2:]), []).append(i)
+    groups = []
+    for indices in by_size.values():
+        group = torch.stack([images[i] for i in indices]).float()
+        group = TF.resize(group, list(spec.resize), interpolation=mode, antialias=spec.antialias).clamp_(0, 255).round_()
+        groups.append(TF.center_crop(group, list(spec.crop)) if spec.crop is not None else group)
+    if len(groups) == 1:
+        out = groups[0]
+    else:  # back to input order
+        out = groups[0].new_empty((len(images), *groups[0].shape[1:]))
+        for indices, group in zip(by_size.values(), groups):
+            out[indices] = group
+    mean = torch.tensor(spec.mean, device=out.device).view(1, -1, 1, 1) * 255.0
+    std = torch.tensor(spec.std, device=out.device).view(1, -1, 1, 1) * 255.0
+    return out.sub_(mean).div_(std)
+
+
 # ----------------------------------------------------------------------------- model backends
 @dataclass
 class _Backend:
@@ -118,6 +263,7 @@ class _Backend:
     tokenize: Callable[[List[str]], Dict[str, torch.Tensor]]
     encode_image: Callable[[torch.Tensor], torch.Tensor]
     encode_text: Callable[[Dict[str, torch.Tensor]], torch.Tensor]
+    pixel_spec: Callable[[], PixelSpec]  # `preprocess` as tensor ops (decode: gpu | torchvision_cpu)
 
 
 def _require_file(cfg: Dict[str, Any], key: str, want_dir: bool) -> Path:
@@ -173,6 +319,7 @@ def _open_clip_backend(cfg: Dict[str, Any]) -> _Backend:
         tokenize=lambda texts: {"text": tokenizer(texts)},
         encode_image=lambda pixels: model.encode_image(pixels),
         encode_text=lambda tokens: model.encode_text(tokens["text"]),
+        pixel_spec=lambda: pixel_spec_from_transform(preprocess),
     )
 
 
@@ -195,6 +342,7 @@ def _hf_clip_backend(cfg: Dict[str, Any]) -> _Backend:
         tokenize=tokenize,
         encode_image=lambda pixels: _as_tensor(model.get_image_features(pixel_values=pixels)),
         encode_text=lambda tokens: _as_tensor(model.get_text_features(**tokens)),
+        pixel_spec=lambda: pixel_spec_from_hf(processor),
     )
 
 
@@ -220,6 +368,20 @@ class ClipEmbedder:
         self.backend = _BACKENDS[kind](self.cfg)
         self.device = self._pick_device(self.cfg["device"])
         self.backend.model.to(self.device)
+        self._decode_device(self.cfg["decode"])  # a bad or impossible `decode` fails here, not mid-run
+
+    def _decode_device(self, decode: str) -> Optional[torch.device]:
+        """Where the tensor path decodes for `decode` (None: PIL in the workers)."""
+        if decode not in DECODE_MODES:
+            raise EmbedderConfigError(f"embedder config: 'decode' = {decode!r}; expected one of {list(DECODE_MODES)}")
+        if decode == "cpu":
+            return None
+        if decode == "torchvision_cpu":
+            return torch.device("cpu")
+        if not torch.cuda.is_available():
+            raise EmbedderConfigError("embedder config: 'decode' = 'gpu' needs a CUDA device and this machine has "
+                                      "none; use decode: cpu (PIL in DataLoader workers)")
+        return self.device if self.device.type == "cuda" else torch.device("cuda")
 
     @staticmethod
     def _pick_device(name: str) -> torch.device:
@@ -236,14 +398,24 @@ class ClipEmbedder:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use)
 
     @torch.inference_mode()
-    def _encode(self, fn: Callable, batch: Any) -> np.ndarray:
+    def _features(self, fn: Callable, batch: Any) -> torch.Tensor:
+        """L2-normalised float32 rows, left on the device (no host sync)."""
         with self._autocast():
             feats = fn(batch).float()
-        return torch.nn.functional.normalize(feats, dim=-1).cpu().numpy().astype(np.float32)
+        return torch.nn.functional.normalize(feats, dim=-1)
 
-    def image_batches(self, paths: Sequence[str | Path], num_workers: Optional[int] = None) -> Iterator[np.ndarray]:
-        """Yield embedding blocks of `batch_size` rows, in path order (workers decode in parallel)."""
+    def _encode(self, fn: Callable, batch: Any) -> np.ndarray:
+        return self._features(fn, batch).cpu().numpy().astype(np.float32)
+
+    def image_batches(self, paths: Sequence[str | Path], num_workers: Optional[int] = None,
+                      decode: Optional[str] = None) -> Iterator[np.ndarray]:
+        """Yield embedding blocks of `batch_size` rows, in path order. `decode` (default: the config's)
+        picks PIL in the workers (`cpu`) or the tensor path (`gpu`, `torchvision_cpu`)."""
         workers = self.cfg["num_workers"] if num_workers is None else num_workers
+        decode_device = self._decode_device(self.cfg["decode"] if decode is None else decode)
+        if decode_device is not None:
+            yield from self._tensor_image_batches(paths, workers, decode_device)
+            return
         loader = DataLoader(
             _ImageFiles(paths, self.backend.preprocess),
             batch_size=self.cfg["batch_size"],
@@ -256,11 +428,32 @@ class ClipEmbedder:
             pixels = pixels.to(self.device, non_blocking=True)
             yield self._encode(self.backend.encode_image, pixels)
 
-    def encode_images(self, paths: Sequence[str | Path], progress: bool = False, num_workers: Optional[int] = None) -> np.ndarray:
-        """(len(paths), dim) float32, L2-normalised."""
+    def _tensor_image_batches(self, paths: Sequence[str | Path], workers: int,
+                              decode_device: torch.device) -> Iterator[np.ndarray]:
+        """Workers read bytes; this process decodes + preprocesses each batch on `decode_device`.
+
+        Results are copied to the host one batch late: the copy waits for the GPU, and by then the
+        next batch's decode and forward are queued, so host work overlaps the GPU's.
+        """
+        spec = self.backend.pixel_spec()
+        loader = DataLoader(_ImageBytes(paths), batch_size=self.cfg["batch_size"], shuffle=False,
+                            num_workers=workers, collate_fn=_named_blobs, persistent_workers=False)
+        pending: Optional[torch.Tensor] = None
+        for names, blobs in loader:
+            pixels = preprocess_tensors(decode_images(blobs, names, decode_device), spec)
+            feats = self._features(self.backend.encode_image, pixels.to(self.device, non_blocking=True))
+            if pending is not None:
+                yield pending.cpu().numpy()
+            pending = feats
+        if pending is not None:
+            yield pending.cpu().numpy()
+
+    def encode_images(self, paths: Sequence[str | Path], progress: bool = False, num_workers: Optional[int] = None,
+                      decode: Optional[str] = None) -> np.ndarray:
+        """(len(paths), dim) float32, L2-normalised. `decode` overrides the config's (see `image_batches`)."""
         if not paths:
             return np.zeros((0, self.dim), dtype=np.float32)
-        blocks = self.image_batches(paths, num_workers)
+        blocks = self.image_batches(paths, num_workers, decode)
         total = math.ceil(len(paths) / self.cfg["batch_size"])
         blocks = tqdm(blocks, total=total, desc="embed images", unit="batch", disable=not progress)
         return np.concatenate(list(blocks), axis=0)

@@ -7,9 +7,9 @@ continuations of that range); a step only advances the parent's cursor by the ne
 range is ever searched from scratch. Cursors are keyed by the beam's generated tokens, which
 survives the beam reordering that generate does between steps.
 
-transformers 5 moved diverse (group) beam search out of the library into a hub "custom generate"
-repository, which cannot be used offline; `group_beam_search` below implements it (Hamming
-diversity between groups, as in the GeMKR evaluation: 10 beams, 10 groups, penalty 0.5).
+Rows of different prompts that hold the same clue share one cursor: the constraint depends only
+on the clue tokens, so `group_beam_search` (re-exported here from
+`mmrag.retrieval.group_beam_search`) can call the processor on a group's beams of all prompts at once.
 """
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ import torch
 from transformers import LogitsProcessor
 
 from mmrag.retrieval.clue_scoring import Clue
+from mmrag.retrieval.group_beam_search import group_beam_search
+
+__all__ = ["CorpusConstrainedLogitsProcessor", "clues_from_sequences", "group_beam_search"]
 
 
 class CorpusConstrainedLogitsProcessor(LogitsProcessor):
@@ -133,94 +136,3 @@ def clues_from_sequences(sequences: torch.Tensor, scores: Optional[torch.Tensor]
             tokens.append(token)
         clues.append(Clue(tuple(tokens), float(scores[i]) if scores is not None else 0.0))
     return clues
-
-
-@torch.no_grad()
-def group_beam_search(model, inputs_embeds: torch.Tensor, processor: CorpusConstrainedLogitsProcessor, *,
-                      eos_token_id: int, num_beams: int = 10, num_beam_groups: int = 10,
-                      diversity_penalty: float = 0.5, length_penalty: float = 1.5, max_new_tokens: int = 11,
-                      num_return_sequences: Optional[int] = None,
-                      attention_mask: Optional[torch.Tensor] = None) -> List[List[Clue]]:
-    """Diverse beam search (Vijayakumar et al.) for each prompt of `inputs_embeds` (batch, len, hidden).
-
-    Returns, per prompt, up to `num_return_sequences` clues sorted by length-normalised score
-    (sum of log-probs / clue_length ** length_penalty), with per-token log-probs attached.
-    """
-    if num_beams % num_beam_groups:
-        raise ValueError(f"num_beams ({num_beams}) must be a multiple of num_beam_groups ({num_beam_groups})")
-    results = []
-    for b in range(inputs_embeds.shape[0]):
-        mask = attention_mask[b:b + 1] if attention_mask is not None else None
-        finished = _group_beam_search_one(model, inputs_embeds[b:b + 1], mask, processor, eos_token_id, num_beams,
-                                          num_beam_groups, diversity_penalty, length_penalty, max_new_tokens)
-        results.append(finished[: num_return_sequences or num_beams])
-    return results
-
-
-def _group_beam_search_one(model, embeds, mask, processor, eos, num_beams, groups, penalty, length_penalty, steps):
-    if mask is not None:
-        keep = mask[0].bool()
-        embeds = embeds[:, keep]  # one prompt: drop padding instead of tracking positions
-    out = model(inputs_embeds=embeds, use_cache=True)
-    cache = out.past_key_values
-    cache.batch_repeat_interleave(num_beams)
-    logits = out.logits[:, -1].float().expand(num_beams, -1)
-    group_size = num_beams // groups
-    beam_scores = torch.full((num_beams,), float("-inf"))
-    beam_scores[::group_size] = 0.0  # start each group from one beam, or its beams would all be equal
-    seqs: List[List[int]] = [[] for _ in range(num_beams)]
-    token_lps: List[List[float]] = [[] for _ in range(num_beams)]
-    finished: List[Clue] = []
-    processor.reset()
-    for _ in range(steps):
-        logp = torch.log_softmax(logits, dim=-1).cpu()
-        chosen = _select_groups(processor, logp, beam_scores, seqs, groups, group_size, penalty, eos, finished,
-                                token_lps, length_penalty)
-        parents, tokens, beam_scores, seqs, token_lps = chosen
-        if not torch.isfinite(beam_scores).any():
-            break
-        cache.reorder_cache(torch.tensor(parents, device=embeds.device))
-        step = model(input_ids=torch.tensor(tokens, device=embeds.device)[:, None], past_key_values=cache,
-                     use_cache=True)
-        cache, logits = step.past_key_values, step.logits[:, -1].float()
-    for seq, lps, score in zip(seqs, token_lps, beam_scores.tolist()):  # unfinished beams count too
-        if np.isfinite(score) and seq:
-            finished.append(_finished_clue(seq, lps, score, length_penalty))
-    return sorted(finished, key=lambda c: -c.score)
-
-
-def _finished_clue(seq, lps, score, length_penalty) -> Clue:
-    return Clue(tuple(seq), score / (max(len(seq), 1) ** length_penalty), tuple(lps))
-
-
-def _select_groups(processor, logp, beam_scores, seqs, groups, group_size, penalty, eos, finished, token_lps,
-                   length_penalty):
-    """One decoding step for every group; earlier groups' picks at this step penalise later groups."""
-    vocab = logp.shape[-1]
-    picked = torch.zeros(vocab)
-    parents, tokens, new_scores, new_seqs, new_lps = [], [], [], [], []
-    for g in range(groups):
-        beams = list(range(g * group_size, (g + 1) * group_size))
-        ids = torch.tensor([seqs[i] for i in beams], dtype=torch.long).reshape(len(beams), -1)
-        processed = processor(ids, logp[beams].clone())
-        candidates = beam_scores[beams, None] + processed - penalty * picked
-        top = torch.topk(candidates.view(-1), min(2 * group_size, candidates.numel()))
-        kept = 0
-        for value, flat in zip(top.values.tolist(), top.indices.tolist()):
-            if not np.isfinite(value) or kept == group_size:
-                break
-            parent, token = beams[flat // vocab], flat % vocab
-            true_score = float(beam_scores[parent] + processed[flat // vocab, token])  # without the penalty
-            lps = token_lps[parent] + [float(logp[parent, token])]
-            if token == eos:
-                if seqs[parent]:
-                    finished.append(_finished_clue(seqs[parent], token_lps[parent], true_score, length_penalty))
-                continue
-            parents.append(parent), tokens.append(token), new_scores.append(true_score)
-            new_seqs.append(seqs[parent] + [token]), new_lps.append(lps)
-            picked[token] += 1
-            kept += 1
-        for _ in range(group_size - kept):  # a group the corpus cannot continue: dead beams
-            parents.append(beams[0]), tokens.append(eos), new_scores.append(float("-inf"))
-            new_seqs.append(seqs[beams[0]] + [eos]), new_lps.append(token_lps[beams[0]] + [0.0])
-    return parents, tokens, torch.tensor(new_scores), new_seqs, new_lps

@@ -16,6 +16,8 @@ from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
 
 from tqdm import tqdm
 
+from mmrag.common.jsonl import read_jsonl as _read_jsonl
+
 Record = Dict[str, Any]
 
 
@@ -38,15 +40,7 @@ def chunk_slice(items: Sequence[Any], index: int, count: int) -> Sequence[Any]:
 
 
 def read_jsonl(path: Path) -> List[Record]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise StageError(f"{path}:{n}: not valid JSON ({err.msg})") from err
-    return rows
+    return _read_jsonl(path, StageError)
 
 
 def write_jsonl(path: Path, rows: Iterable[Record]) -> None:

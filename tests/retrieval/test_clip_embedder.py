@@ -1,18 +1,23 @@
 """CLIP embedder: normalised float32 rows, reproducible random init, worker loading = in-process
-loading, config errors that name the key, a local HF CLIP folder, and tiny-CLIP training that
-actually improves retrieval."""
+loading, config errors that name the key, a local HF CLIP folder, tiny-CLIP training that
+actually improves retrieval, and the tensor decode path (the GPU path run with the CPU as device)
+giving the PIL path's pixels and vectors."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mmrag.retrieval.clip_embedder import (
     ClipEmbedder,
     EmbedderConfigError,
     ImageReadError,
+    decode_images,
+    load_rgb,
+    preprocess_tensors,
     recall_at_k,
     retrieval_recall,
     train_tiny_clip,
@@ -113,3 +118,97 @@ def test_training_the_tiny_clip_improves_text_to_image_recall(tmp_path):
     after = retrieval_recall(trained, paths, captions)
     assert result.weights.is_file() and np.isfinite(result.final_loss)
     assert after["text_to_image"]["R@1"] >= 0.75 > before["text_to_image"]["R@1"]
+
+
+# ----------------------------------------------------------------------------- tensor (GPU) decode path
+def smooth_images(folder, count=6, seed=0):
+    """Photos-like (smooth) images of different sizes: JPEGs, one greyscale JPEG, one RGBA PNG."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        height, width = (int(v) for v in rng.integers(40, 160, 2))
+        img = Image.fromarray((rng.random((6, 6, 4)) * 255).astype(np.uint8), "RGBA").resize((width, height), Image.BILINEAR)
+        if i == count - 1:
+            path = folder / f"img_{i}.png"
+            img.save(path)
+        else:
+            path = folder / f"img_{i}.jpg"
+            (img.convert("L") if i == 1 else img.convert("RGB")).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def _tensor_pixels(embedder, paths, device="cpu"):
+    from torchvision.io import read_file
+
+    blobs = [read_file(str(p)) for p in paths]
+    return preprocess_tensors(decode_images(blobs, [str(p) for p in paths], device), embedder.backend.pixel_spec())
+
+
+def _pil_pixels(embedder, paths):
+    return torch.stack([embedder.backend.preprocess(load_rgb(p)) for p in paths])
+
+
+@pytest.mark.parametrize("model_name", [None, "ViT-B-32"])
+def test_tensor_preprocess_matches_the_pil_preprocess(tmp_path, model_name):
+    paths = smooth_images(tmp_path)
+    embedder = ClipEmbedder({"num_workers": 0, "model_name": model_name})
+    ours, pil = _tensor_pixels(embedder, paths), _pil_pixels(embedder, paths)
+    assert ours.shape == pil.shape and ours.dtype == torch.float32
+    # normalised units (pixel std ~ 1/0.27 per 255 levels): under one 8-bit level on average
+    assert (ours - pil).abs().mean() < 0.01 and (ours - pil).abs().max() < 0.1
+
+
+def test_tensor_decode_gives_the_pil_embeddings(tmp_path):
+    """Same image -> (near) the same vector, far closer than to any other image's vector (a random CLIP maps
+    all images close together, so a bare cosine > 0.99 would also hold for different images)."""
+    paths = smooth_images(tmp_path)
+    embedder = ClipEmbedder({"num_workers": 0, "batch_size": 4})
+    pil = embedder.encode_images(paths)
+    ours = embedder.encode_images(paths, decode="torchvision_cpu")
+    cos = ours @ pil.T
+    own = 1 - np.diag(cos)
+    others = 1 - np.where(np.eye(len(paths), dtype=bool), -np.inf, cos).max(axis=1)
+    assert ours.shape == pil.shape and np.all(np.diag(cos) > 0.99)
+    assert np.all(own < 0.1 * others)
+    # the config key selects the same path, with DataLoader workers reading the bytes
+    via_cfg = ClipEmbedder({"num_workers": 2, "batch_size": 4, "decode": "torchvision_cpu"}).encode_images(paths)
+    np.testing.assert_allclose(via_cfg, ours, atol=1e-6)
+
+
+def test_tensor_decode_of_hf_clip_matches_pil(tmp_path):
+    _tiny_hf_clip(tmp_path / "hf")
+    paths = smooth_images(tmp_path / "img")
+    embedder = ClipEmbedder({"type": "hf_clip", "path": str(tmp_path / "hf"), "num_workers": 0})
+    ours, pil = _tensor_pixels(embedder, paths), _pil_pixels(embedder, paths)
+    assert ours.shape == pil.shape == (len(paths), 3, 32, 32)
+    assert (ours - pil).abs().mean() < 0.02
+
+
+def test_tensor_decode_names_a_bad_file_in_a_batch(tmp_path):
+    paths = smooth_images(tmp_path)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(bytes([0xFF, 0xD8, 0xFF]) + b"truncated")  # JPEG magic, no image
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        ClipEmbedder({"num_workers": 0}).encode_images([*paths[:2], bad], decode="torchvision_cpu")
+    with pytest.raises(ImageReadError, match="missing.jpg"):
+        ClipEmbedder({"num_workers": 0}).encode_images([tmp_path / "missing.jpg"], decode="torchvision_cpu")
+
+
+def test_decode_config_is_checked():
+    with pytest.raises(EmbedderConfigError, match="'decode' = 'nvjpeg'; expected one of"):
+        ClipEmbedder({"decode": "nvjpeg"})
+    if not torch.cuda.is_available():
+        with pytest.raises(EmbedderConfigError, match="'decode' = 'gpu' needs a CUDA device"):
+            ClipEmbedder({"decode": "gpu"})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="nvJPEG decode needs a CUDA device")
+def test_gpu_decode_matches_cpu_decode(tmp_path):
+    paths = smooth_images(tmp_path)
+    embedder = ClipEmbedder({"num_workers": 0, "bf16": False})
+    gpu, cpu = _tensor_pixels(embedder, paths, "cuda"), _tensor_pixels(embedder, paths, "cpu")
+    assert (gpu.cpu() - cpu).abs().mean() < 0.03  # nvJPEG's IDCT/upsampling differ slightly from libjpeg's
+    vectors = embedder.encode_images(paths, decode="gpu")
+    np.testing.assert_allclose(np.diag(vectors @ embedder.encode_images(paths).T), 1.0, atol=1e-2)

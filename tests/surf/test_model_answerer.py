@@ -1,15 +1,12 @@
 """ModelAnswerer: one answer per request, images spliced in request order, per-request system prompts."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 
 import mmrag  # noqa: F401
-from mmrag.models.multimodal_llm import MultimodalLLM
 from mmrag.surf.answerer import Answerer
 from mmrag.surf.model_answerer import AnswerRequestError, ModelAnswerer, template_system
 
@@ -17,10 +14,8 @@ COLOURS = {"red.png": (255, 0, 0), "green.png": (0, 255, 0), "blue.png": (0, 0, 
 
 
 @pytest.fixture(scope="module")
-def model(tiny_model_cfg):
-    cfg = copy.deepcopy(tiny_model_cfg)
-    torch.manual_seed(0)
-    return MultimodalLLM(OmegaConf.merge(MultimodalLLM.default_config(cfg), cfg)).eval()
+def model(tiny_model):
+    return tiny_model
 
 
 @pytest.fixture

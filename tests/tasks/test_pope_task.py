@@ -2,18 +2,15 @@
 pope_metrics of the answers it wrote; RAG mode puts retrieved images first and never the query."""
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
-import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
 import mmrag  # noqa: F401
 from mmrag.common.registry import TASKS
 from mmrag.metrics.pope import pope_metrics
-from mmrag.models.multimodal_llm import MultimodalLLM
 from mmrag.retrieval.clip_embedder import ClipEmbedder
 from mmrag.retrieval.dense_index import build_database
 from mmrag.surf.tool_eval import is_correct
@@ -28,10 +25,8 @@ QUESTIONS = [
 
 
 @pytest.fixture(scope="module")
-def model(tiny_model_cfg):
-    cfg = copy.deepcopy(tiny_model_cfg)
-    torch.manual_seed(0)
-    return MultimodalLLM(OmegaConf.merge(MultimodalLLM.default_config(cfg), cfg)).eval()
+def model(tiny_model):
+    return tiny_model
 
 
 @pytest.fixture

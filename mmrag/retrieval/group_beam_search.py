@@ -1,0 +1,225 @@
+"""Diverse (group) beam search over a whole batch of prompts at once.
+
+transformers 5 moved diverse beam search out of the library into a hub "custom generate" repository,
+which cannot be used offline, so the project decodes its clues here (Vijayakumar et al.: Hamming
+diversity between groups, as in the GeMKR evaluation: 10 beams, 10 groups, penalty 0.5).
+
+All prompts of a batch share one prefill (left-padded, explicit position ids) and then one forward a
+step over every beam of every prompt; the KV cache holds one row per beam. Rows are laid out
+(group, prompt, beam in group), so one group's beams of all prompts are a contiguous block of rows:
+the logits processor sees that block in one call, and the per-group choice (top-k, EOS bookkeeping,
+diversity penalty) runs as tensor operations over the prompts. A prompt's result does not depend on
+the other prompts of its batch (up to float rounding of the model's forward).
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from mmrag.retrieval.clue_scoring import Clue
+
+# (token ids [rows, clue_len] on the CPU, log-probs [rows, vocab]) -> scores with forbidden tokens at -inf
+LogitsProcessorLike = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def group_beam_search(model, inputs_embeds: torch.Tensor, processor: LogitsProcessorLike, *,
+                      eos_token_id: int, num_beams: int = 10, num_beam_groups: int = 10,
+                      diversity_penalty: float = 0.5, length_penalty: float = 1.5, max_new_tokens: int = 11,
+                      num_return_sequences: Optional[int] = None,
+                      attention_mask: Optional[torch.Tensor] = None) -> List[List[Clue]]:
+    """Diverse beam search for every prompt of `inputs_embeds` (batch, len, hidden), all prompts together.
+
+    `attention_mask` (batch, len) marks real prompt positions (any padding side; prompts are
+    left-aligned here). `processor` is called once per group and step with that group's clue tokens
+    of every prompt (CPU LongTensor [batch * group_size, clue_len]) and their log-probs; it must key
+    its state by the clue tokens only (as CorpusConstrainedLogitsProcessor does). Returns, per prompt,
+    up to `num_return_sequences` clues sorted by length-normalised score (sum of log-probs /
+    clue_length ** length_penalty), with per-token log-probs attached.
+    """
+    if num_beam_groups < 1 or num_beams % num_beam_groups:
+        raise ValueError(f"num_beams ({num_beams}) must be a multiple of num_beam_groups ({num_beam_groups})")
+    if inputs_embeds.dim() != 3:
+        raise ValueError(f"inputs_embeds must be (batch, len, hidden), got shape {tuple(inputs_embeds.shape)}")
+    batch = inputs_embeds.shape[0]
+    if batch == 0 or max_new_tokens < 1:
+        return [[] for _ in range(batch)]
+    embeds, mask = left_aligned(inputs_embeds, attention_mask)
+    search = _GroupSelection(processor, eos_token_id, batch, num_beam_groups, num_beams // num_beam_groups,
+                             diversity_penalty, length_penalty, embeds.device)
+    decoder = _BeamDecoder(model, search.row_prompt(), max_new_tokens)
+    logits = decoder.prefill(embeds, mask)
+    processor.reset()
+    for step in range(max_new_tokens):
+        parent_rows, tokens = search.step(torch.log_softmax(logits.float(), dim=-1))
+        if step == max_new_tokens - 1 or search.all_dead():  # the last step's logits would never be read
+            break
+        logits = decoder.step(parent_rows, tokens)
+    return [clues[: num_return_sequences or num_beams] for clues in search.results()]
+
+
+def left_aligned(embeds: torch.Tensor, mask: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Move every prompt's real positions to the right end (order kept) and drop all-padding columns.
+
+    Returns (embeds, mask); mask is None when no prompt has padding left.
+    """
+    if mask is None:
+        return embeds, None
+    if mask.shape != embeds.shape[:2]:
+        raise ValueError(f"attention_mask shape {tuple(mask.shape)} does not match inputs_embeds "
+                         f"{tuple(embeds.shape[:2])}")
+    mask = mask.to(embeds.device).long()
+    if bool(mask.all()):
+        return embeds, None
+    order = torch.sort(mask, dim=1, stable=True).indices  # padding (0) first, real positions in order
+    mask = mask.gather(1, order)
+    embeds = embeds.gather(1, order[..., None].expand_as(embeds))
+    longest = int(mask.sum(1).max())
+    if longest == 0:
+        raise ValueError("attention_mask: every prompt is empty (all zeros)")
+    embeds, mask = embeds[:, -longest:], mask[:, -longest:]
+    return embeds, (None if bool(mask.all()) else mask)
+
+
+class _BeamDecoder:
+    """The model side: one prefill for the batch, then one forward per step over all beam rows."""
+
+    def __init__(self, model, row_prompt: torch.Tensor, max_new_tokens: int) -> None:
+        self.model, self.row_prompt, self.max_new_tokens = model, row_prompt, max_new_tokens
+        self.cache = None
+        self.mask: Optional[torch.Tensor] = None  # (rows, prompt_len + max_new_tokens - 1), only with padding
+        self.next_position: Optional[torch.Tensor] = None  # (rows,) position of the next fed token
+        self.prompt_len, self.fed = 0, 0
+
+    def prefill(self, embeds: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """Run the prompts, expand the cache to one row per beam; last-position logits per row."""
+        kwargs = {}
+        if mask is not None:  # left padding: real positions count from 0 at each prompt's first token
+            positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+            kwargs = {"attention_mask": mask, "position_ids": positions}
+            rows_mask = mask[self.row_prompt]
+            self.mask = torch.cat([rows_mask, rows_mask.new_ones(len(rows_mask), self.max_new_tokens - 1)], dim=1)
+            self.next_position = mask.sum(1)[self.row_prompt]
+        out = self.model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1, **kwargs)
+        self.cache, self.prompt_len = out.past_key_values, embeds.shape[1]
+        self.cache.reorder_cache(self.row_prompt)  # index_select: prompt rows -> beam rows
+        return out.logits[:, -1][self.row_prompt]
+
+    def step(self, parent_rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed each beam's new token after its parent's cache; next-token logits per row."""
+        self.cache.reorder_cache(parent_rows)
+        kwargs = {}
+        if self.mask is not None:
+            kwargs = {"attention_mask": self.mask[:, : self.prompt_len + self.fed + 1],
+                      "position_ids": (self.next_position + self.fed)[:, None]}
+        out = self.model(input_ids=tokens[:, None], past_key_values=self.cache, use_cache=True, **kwargs)
+        self.cache, self.fed = out.past_key_values, self.fed + 1
+        return out.logits[:, -1]
+
+
+class _GroupSelection:
+    """The search side: beam scores and clues of every (group, prompt, beam) and the finished clues.
+
+    Scores live on the model's device (they meet the log-probs there); clue tokens and their
+    log-probs on the CPU (the processor reads them as lists; finished clues are Python objects).
+    """
+
+    def __init__(self, processor: LogitsProcessorLike, eos_token_id: int, batch: int, groups: int, group_size: int,
+                 diversity_penalty: float, length_penalty: float, device: torch.device) -> None:
+        self.processor, self.eos = processor, int(eos_token_id)
+        self.batch, self.groups, self.group_size = batch, groups, group_size
+        self.diversity_penalty, self.length_penalty = diversity_penalty, length_penalty
+        self.device = device
+        # summed log-probs; each group starts from one live beam, or its beams would all be equal
+        self.scores = torch.full((groups, batch, group_size), float("-inf"), device=device)
+        self.scores[:, :, 0] = 0.0
+        self.tokens = torch.zeros((groups, batch, group_size, 0), dtype=torch.long)
+        self.logprobs = torch.zeros((groups, batch, group_size, 0), dtype=torch.float32)
+        self.finished: List[List[Clue]] = [[] for _ in range(batch)]
+        self._host_scores = self.scores.cpu()
+
+    def row_prompt(self) -> torch.Tensor:
+        """(rows,) prompt index of every beam row, rows ordered (group, prompt, beam in group)."""
+        prompts = torch.arange(self.batch, device=self.device)
+        return prompts.view(1, -1, 1).expand(self.groups, -1, self.group_size).reshape(-1)
+
+    def all_dead(self) -> bool:
+        return not bool(torch.isfinite(self._host_scores).any())
+
+    def step(self, logp: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Choose every group's beams for one step; earlier groups' picks penalise later groups.
+
+        logp: (rows, vocab) next-token log-probs. Returns (parent row of each new beam, its token),
+        both (rows,) on the device.
+        """
+        vocab = logp.shape[-1]
+        picked = torch.zeros((self.batch, vocab), device=logp.device)  # tokens chosen this step, per prompt
+        blocks = logp.view(self.groups, self.batch * self.group_size, vocab)
+        picks = [self._choose_group(g, blocks[g], picked) for g in range(self.groups)]
+        parents, tokens, scores, token_lps, finishing, finish_parents, finish_scores = (
+            torch.stack(column) for column in zip(*picks))
+        self._record_finished(finishing.cpu().numpy(), finish_parents.cpu(), finish_scores.cpu())
+        self._extend(parents.cpu(), tokens.cpu(), token_lps.cpu())
+        self.scores, self._host_scores = scores, scores.cpu()
+        first_row = torch.arange(self.groups * self.batch, device=logp.device).view(self.groups, self.batch, 1)
+        return (first_row * self.group_size + parents).reshape(-1), tokens.reshape(-1)
+
+    def _choose_group(self, g: int, logp: torch.Tensor, picked: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """One group's choice for all prompts: the best `group_size` non-EOS continuations (dead beams
+        fill a group the corpus cannot continue); EOS candidates ranked above the last kept one finish
+        their parent's clue. Updates `picked` with the kept tokens."""
+        batch, size = self.batch, self.group_size
+        vocab = logp.shape[-1]
+        processed = self.processor(self.tokens[g].reshape(batch * size, -1), logp.clone()).view(batch, size * vocab)
+        candidates = (self.scores[g].unsqueeze(-1) + processed.view(batch, size, vocab)
+                      - self.diversity_penalty * picked.unsqueeze(1)).view(batch, size * vocab)
+        ranked, flat = torch.topk(candidates, min(2 * size, size * vocab), dim=1)
+        parent, token = flat // vocab, flat % vocab
+        true_score = self.scores[g].gather(1, parent) + processed.gather(1, flat)  # without the penalty
+        token_lp = logp.view(batch, size * vocab).gather(1, flat)
+        finite, is_eos = torch.isfinite(ranked), token == self.eos
+        continues = (finite & ~is_eos).long()
+        considered = finite & (continues.cumsum(1) - continues < size)  # before the group filled up
+        keep = considered & ~is_eos
+        order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices[:, :size]  # kept first, in rank
+        live = keep.gather(1, order)
+        new_parent = torch.where(live, parent.gather(1, order), 0)
+        new_token = torch.where(live, token.gather(1, order), self.eos)
+        new_score = torch.where(live, true_score.gather(1, order), float("-inf"))
+        new_lp = torch.where(live, token_lp.gather(1, order), 0.0)
+        picked.scatter_add_(1, new_token, live.to(picked.dtype))
+        return new_parent, new_token, new_score, new_lp, considered & is_eos, parent, true_score
+
+    def _record_finished(self, finishing: np.ndarray, parents: torch.Tensor, scores: torch.Tensor) -> None:
+        """Close the clues whose EOS was chosen; finishing/parents/scores are (groups, batch, candidates)."""
+        if self.tokens.shape[-1] == 0:  # EOS before any clue token finishes nothing
+            return
+        for g, b, i in zip(*np.nonzero(finishing)):  # group, then rank order within a prompt
+            parent = int(parents[g, b, i])
+            self.finished[b].append(self._clue(self.tokens[g, b, parent], self.logprobs[g, b, parent],
+                                               float(scores[g, b, i])))
+
+    def _extend(self, parents: torch.Tensor, tokens: torch.Tensor, token_lps: torch.Tensor) -> None:
+        """Clues of the new beams: the parent's clue plus the chosen token (dead beams: EOS, log-prob 0)."""
+        index = parents[..., None].expand(-1, -1, -1, self.tokens.shape[-1])
+        self.tokens = torch.cat([self.tokens.gather(2, index), tokens[..., None]], dim=-1)
+        self.logprobs = torch.cat([self.logprobs.gather(2, index), token_lps[..., None]], dim=-1)
+
+    def _clue(self, tokens: torch.Tensor, logprobs: torch.Tensor, score: float) -> Clue:
+        length = max(len(tokens), 1)
+        return Clue(tuple(tokens.tolist()), score / (length ** self.length_penalty), tuple(logprobs.tolist()))
+
+    def results(self) -> List[List[Clue]]:
+        """Per prompt: finished clues plus the live beams (unfinished clues count too), best first."""
+        out = []
+        for b in range(self.batch):
+            clues = list(self.finished[b])
+            for g in range(self.groups):
+                for j in range(self.group_size):
+                    score = float(self._host_scores[g, b, j])
+                    if np.isfinite(score) and self.tokens.shape[-1] > 0:
+                        clues.append(self._clue(self.tokens[g, b, j], self.logprobs[g, b, j], score))
+            out.append(sorted(clues, key=lambda c: -c.score))
+        return out
