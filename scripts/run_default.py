@@ -73,7 +73,10 @@ def main(argv=None) -> None:
     table = results_table(rows)
     (out / "results.md").write_text(table + "\n")
     print(table)
-    (out / "timing.json").write_text(json.dumps({"seconds": round(time.time() - t0, 1), "setting": args.setting}))
+    timing = out / "timing.json"  # a resumed invocation records its own time beside the earlier ones
+    runs_so_far = json.loads(timing.read_text()) if timing.is_file() else []
+    runs_so_far.append({"seconds": round(time.time() - t0, 1), "setting": args.setting, "quick": args.quick})
+    timing.write_text(json.dumps(runs_so_far, indent=1))
     print(f"\n{time.time() - t0:.0f} s in all; per-query results, summaries and recall@k plots under {out}")
 
 
