@@ -1,6 +1,7 @@
 """Experiment configuration: class defaults <- experiment YAML <- command-line overrides, validated.
 
-An experiment YAML has the sections `model:`, `datasets:`, `run:` and optionally `evaluation:`.
+An experiment YAML has the sections `model:`, `datasets:`, `run:` and optionally `evaluation:`; it
+may name a `base:` YAML (merged under it), and `datasets: {name: null}` drops a base file's dataset.
 Every registered class declares its defaults (`default_config`); the experiment file may only set
 keys that some default declares, with a value of the declared type. Errors name the file, the line,
 the dotted key and the closest valid key, and are raised before anything is built.
@@ -133,7 +134,9 @@ def collect_defaults(user: DictConfig) -> DictConfig:
     runner_cls = RUNNERS.get(run.get("runner", "runner_base"))
     datasets = {}
     for name, ds in (user.get("datasets") or {}).items():
-        builder = (ds or {}).get("builder", name)
+        if ds is None:  # dropped by the experiment
+            continue
+        builder = ds.get("builder", name)
         datasets[name] = DATASETS.get(builder).default_config(ds or {})
     task_defaults = task_cls.default_config(user)
     return OmegaConf.merge(
@@ -164,11 +167,18 @@ def build_config(cfg_path: str | Path, overrides: Sequence[str] = ()) -> DictCon
     """Load, merge and validate an experiment: defaults <- base YAMLs <- YAML <- overrides. Raises ConfigError."""
     chain = config_chain(Path(cfg_path))
     override = parse_overrides(overrides)
-    defaults = collect_defaults(OmegaConf.merge(*[cfg for _, cfg in chain], override))
+    user = OmegaConf.merge(*[cfg for _, cfg in chain], override)
+    # `datasets: {name: null}` drops a dataset that a base file declares
+    dropped = [n for n, v in (user.get("datasets") or {}).items() if v is None]
+    defaults = collect_defaults(user)
+    for name in dropped:
+        defaults.datasets[name] = {}
     for source, cfg in chain:
         check_against_defaults(cfg, defaults, "", source)
     check_against_defaults(override, defaults, "", None)
     merged = OmegaConf.merge(defaults, *[cfg for _, cfg in chain], override)
+    for name in dropped:
+        del merged.datasets[name]
     OmegaConf.resolve(merged)
     return merged
 

@@ -98,3 +98,12 @@ def test_base_file_is_merged_under_the_experiment(tmp_path, tiny_model_cfg):
     bad = _write(tmp_path, {"base": "train.yaml", "run": {"batch_sise": 2}}, "bad.yaml")
     with pytest.raises(ConfigError, match=r"bad.yaml:\d+: unknown config key 'run.batch_sise'"):
         build_config(bad)
+
+
+def test_a_null_dataset_drops_the_base_files_dataset(tmp_path, tiny_model_cfg):
+    base = _experiment(tiny_model_cfg)
+    base["datasets"]["extra"] = {"builder": "llava_instruct", "data_path": "y.json", "image_root": "."}
+    _write(tmp_path, base, "base.yaml")
+    path = _write(tmp_path, {"base": "base.yaml", "datasets": {"extra": None}}, "child.yaml")
+    assert list(build_config(path).datasets) == ["llava_instruct"]
+    assert list(build_config(tmp_path / "base.yaml").datasets) == ["llava_instruct", "extra"]
