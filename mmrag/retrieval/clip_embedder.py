@@ -119,6 +119,7 @@ class PixelSpec:
     std: Tuple[float, ...]
     interpolation: str = "bicubic"    # bicubic | bilinear
     antialias: bool = True
+    crop_floor: bool = False          # crop offset floor((h - crop) / 2) as transformers; else round() as torchvision
 
 
 # transforms of open_clip's eval preprocess that the tensor path does implicitly (RGB uint8 -> float)
@@ -157,7 +158,7 @@ def pixel_spec_from_hf(processor: Any) -> PixelSpec:
         raise EmbedderConfigError(f"embedder config: decode on tensors supports bilinear/bicubic resampling, got {resample}")
     return PixelSpec(resize=resize, crop=(int(crop["height"]), int(crop["width"])) if processor.do_center_crop else None,
                      mean=tuple(processor.image_mean), std=tuple(processor.image_std),
-                     interpolation="bicubic" if resample == 3 else "bilinear")
+                     interpolation="bicubic" if resample == 3 else "bilinear", crop_floor=True)
 
 
 def _read_bytes(path: str) -> torch.Tensor:
@@ -182,9 +183,13 @@ class _ImageBytes(Dataset):
         return self.paths[i], _read_bytes(self.paths[i])
 
 
-def _named_blobs(items: List[Tuple[str, torch.Tensor]]) -> Tuple[List[str], List[torch.Tensor]]:
-    """Collate: file sizes differ, so a batch stays a list (module level: workers pickle it)."""
-    return [name for name, _ in items], [blob for _, blob in items]
+def _named_blobs(items: List[Tuple[str, torch.Tensor]]) -> Tuple[List[str], torch.Tensor, List[int]]:
+    """Collate a batch's files into one flat byte tensor + their lengths (module level: workers pickle it).
+
+    One tensor a batch crosses the process boundary in one shared-memory block; a list of per-file
+    tensors would need one file descriptor each (and broke with 'Bad file descriptor' in testing).
+    """
+    return [name for name, _ in items], torch.cat([blob for _, blob in items]), [int(b.numel()) for _, b in items]
 
 
 def _decode_on_cpu(blob: torch.Tensor, name: str) -> torch.Tensor:
@@ -224,6 +229,16 @@ def decode_images(blobs: Sequence[torch.Tensor], names: Sequence[str], device: t
     return images  # type: ignore[return-value]
 
 
+def _center_crop(images: torch.Tensor, spec: PixelSpec) -> torch.Tensor:
+    from torchvision.transforms import functional as TF
+
+    (height, width), (crop_h, crop_w) = images.shape[-2:], spec.crop
+    if not spec.crop_floor or crop_h > height or crop_w > width:  # torchvision's rounding (and its padding)
+        return TF.center_crop(images, [crop_h, crop_w])
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    return images[..., top:top + crop_h, left:left + crop_w]
+
+
 def preprocess_tensors(images: Sequence[torch.Tensor], spec: PixelSpec) -> torch.Tensor:
     """RGB uint8 (3, H, W) tensors -> normalised float32 (B, 3, h, w) on their device, as `spec` says.
 
@@ -241,7 +256,7 @@ def preprocess_tensors(images: Sequence[torch.Tensor], spec: PixelSpec) -> torch
     for indices in by_size.values():
         group = torch.stack([images[i] for i in indices]).float()
         group = TF.resize(group, list(spec.resize), interpolation=mode, antialias=spec.antialias).clamp_(0, 255).round_()
-        groups.append(TF.center_crop(group, list(spec.crop)) if spec.crop is not None else group)
+        groups.append(_center_crop(group, spec) if spec.crop is not None else group)
     if len(groups) == 1:
         out = groups[0]
     else:  # back to input order
@@ -439,7 +454,8 @@ class ClipEmbedder:
         loader = DataLoader(_ImageBytes(paths), batch_size=self.cfg["batch_size"], shuffle=False,
                             num_workers=workers, collate_fn=_named_blobs, persistent_workers=False)
         pending: Optional[torch.Tensor] = None
-        for names, blobs in loader:
+        for names, flat, lengths in loader:
+            blobs = list(torch.split(flat, lengths))
             pixels = preprocess_tensors(decode_images(blobs, names, decode_device), spec)
             feats = self._features(self.backend.encode_image, pixels.to(self.device, non_blocking=True))
             if pending is not None:

@@ -20,6 +20,8 @@ TOY_RUNS = {
     "bench_embedding.py": (["--toy", "--workers", "1"], ["images_per_s", "search_qps"]),
     "bench_corpus_index.py": (["--tokens", "50000", "--queries", "50", "--searches", "5"],
                               ["build_m_tokens_per_s", "step_cpu_ms", "continuations_p99_ms_max"]),
+    # launched by torchrun with 2 processes (test_multi_gpu_bench_toy_two_processes)
+    "bench_multi_gpu.py": (["--toy"], ["strategies", "baseline_1gpu", "world_size", "global_batch"]),
 }
 
 
@@ -112,3 +114,27 @@ def test_train_step_flops_match_flop_counter(train_bench, attn):
         frozen = vision["num_hidden_layers"] - shape["prefix"]["layers"]
         clip_bmm = 4 * vision["hidden_size"] * n * n * frozen * shape["batch"]
         assert counted["bmm"] == 2 * flops["attention"]["llm_causal"] + clip_bmm
+
+
+def test_multi_gpu_bench_toy_two_processes():
+    """DDP and FSDP over 2 gloo processes on the CPU: figures for both, against a 1-process baseline
+    measured in the same launch; DDP keeps the replicas equal, FSDP holds about half the weights a rank."""
+    flags, keys = TOY_RUNS["bench_multi_gpu.py"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(BENCH / "bench_multi_gpu.py"), *flags]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=REPO_ROOT,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not [k for k in keys if k not in result]
+    assert result["world_size"] == 2 and result["backend"] == "gloo"
+    assert result["global_batch"] == 2 * result["per_gpu_batch"]
+    baseline = result["baseline_1gpu"]["samples_per_s"]
+    for name in ("ddp", "fsdp"):
+        fig = result["strategies"][name]
+        assert fig["gpus"] == 2 and math.isfinite(fig["final_loss"])
+        assert fig["samples_per_s"] == pytest.approx(2 * result["per_gpu_batch"] / (fig["step_ms_mean"] / 1e3), rel=1e-2)
+        assert fig["scaling_efficiency"] == pytest.approx(fig["samples_per_s"] / (2 * baseline), rel=1e-2)
+    assert result["strategies"]["ddp"]["trainable_replicas_equal"] is True
+    assert result["strategies"]["ddp"]["local_param_share"] == 1.0
+    assert 0.4 < result["strategies"]["fsdp"]["local_param_share"] < 0.6
