@@ -78,7 +78,9 @@ def test_generative_retrieval_bench_toy():
     assert modes["ours"]["processor_s"] > modes["ours_noop"]["processor_s"] >= 0
     assert modes["hf_prefix_fn"]["processor_calls"] > 0
     # group_beam_search prefills one prompt per forward (2 prompts a batch in the toy run): a finding to report
-    assert modes["ours"]["prefill_batch_max"] == 1 and result["group_beam_search_one_prompt_at_a_time"] is True
+    # all prompts of a batch decode together: one prefill, one forward per step, no extra last forward
+    assert modes["ours"]["prefill_batch_max"] == 2 and modes["ours"]["prefill_calls_per_batch"] == 1
+    assert modes["ours"]["decode_forwards_per_batch"] <= 10 and result["group_beam_search_one_prompt_at_a_time"] is False
 
 
 @pytest.fixture(scope="module")
