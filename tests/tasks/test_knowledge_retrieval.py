@@ -34,7 +34,7 @@ def tiny_inputs(tmp_path_factory):
     subprocess.run([sys.executable, "data_process/encode_region.py", "--cfg-path", CFG,
                     "--detections", f"{world}/annotations/detections_{{split}}.json",
                     "--instances", f"{world}/annotations/instances_{{split}}.json", "--image-root", world,
-                    "--out", index / "regions"], cwd=ROOT, check=True, capture_output=True)
+                    "--out", index / "regions", "--options", tower], cwd=ROOT, check=True, capture_output=True)
     return tmp, data
 
 
