@@ -7,19 +7,11 @@ from typing import List
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from mmrag.common.assets import llama_tokenizer_dir
 from mmrag.retrieval.clue_scoring import Clue
 from mmrag.retrieval.constrained_decoding import CorpusConstrainedLogitsProcessor, group_beam_search
-from mmrag.retrieval.corpus_index import CorpusIndex
 
-EOS, PAD, HIDDEN = 2, 0, 32
-TEXTS = ["The Eiffel Tower is a wrought-iron lattice tower in Paris, France.",
-         "Bananas are elongated edible fruits produced by flowering plants.",
-         "Zebras are African equines with distinctive black-and-white striped coats.",
-         "The tower in Paris is visited by millions of people every year.",
-         "Surfing is a surface water sport in which an individual rides a wave on a board."]
+EOS, HIDDEN = 2, 32  # as in tests/retrieval/conftest.py, which builds the `index` and `model` fixtures
 PROMPT_LENS = [6, 2, 4, 1]  # left padding differs per prompt
 SEARCH = dict(eos_token_id=EOS, num_beams=6, num_beam_groups=3, diversity_penalty=0.5, length_penalty=1.5,
               max_new_tokens=6)
@@ -52,20 +44,8 @@ class ForwardLog:
         self._handle.remove()
 
 
-@pytest.fixture(scope="module")
-def index(tmp_path_factory):
-    tokenizer = AutoTokenizer.from_pretrained(str(llama_tokenizer_dir()))
-    rows = [(f"p{i}", t) for i, t in enumerate(TEXTS)]
-    return CorpusIndex.build(rows, tokenizer, tmp_path_factory.mktemp("index"), progress=False)
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=32000, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, bos_token_id=1, eos_token_id=EOS,
-                         pad_token_id=PAD)
-    return LlamaForCausalLM(config).eval()
 
 
 def padded_prompts(left: bool = True):
