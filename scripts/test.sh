@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the pinned requirements and run the test suite (2 CPU cores: about 10 minutes).
+# Install the pinned requirements and run the test suite (2 CPU cores: about 2 minutes on a fresh clone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet -r requirements.txt
