@@ -17,7 +17,7 @@ class Builder:
         return {**BUILDER_DEFAULTS, **cls.DEFAULTS}
 
 
-def _split_path(cfg, split: str, key: str = "data_path") -> Path:
+def split_path(cfg, split: str, key: str = "data_path") -> Path:
     """`data_path` may hold `{split}`, e.g. dataset/world_small/llava/instruct_{split}.json."""
     return require_path(f"datasets.<name>.{key}", str(cfg[key]).format(split=split), "data file")
 
@@ -41,7 +41,7 @@ class LlavaInstructBuilder(Builder):
 
     @classmethod
     def build(cls, cfg, model, split: str, name: str) -> ConversationDataset:
-        path = _split_path(cfg, split)
+        path = split_path(cfg, split)
         root = require_path(f"datasets.{name}.image_root", cfg.image_root, "image folder")
         records = llava_records(path, root)
         if cfg.max_samples:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from mmrag.common.registry import DATASETS
-from mmrag.datasets.builders import Builder, _split_path
+from mmrag.datasets.builders import Builder, split_path
 from mmrag.datasets.multimodal_dataset import ConversationDataset, drop_missing_images
 from mmrag.models.paths import require_path
 from mmrag.retrieval.clue_sampler import (ClueSamplerConfig, rarity_scores, sample_clues, word_start_table,
@@ -83,7 +83,7 @@ class KnowledgeCluesBuilder(Builder):
     def build(cls, cfg, model, split: str, name: str) -> ConversationDataset:
         from mmrag.datasets.formats import read_knowledge_questions
 
-        path = _split_path(cfg, split)
+        path = split_path(cfg, split)
         image_root = require_path(f"datasets.{name}.image_root", cfg.image_root, "image folder")
         questions = read_knowledge_questions(path)
         if cfg.max_samples:

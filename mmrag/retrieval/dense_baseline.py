@@ -83,12 +83,12 @@ def _train(query_enc, passage_enc, q_tokens, img, p_tokens, pairs, opts) -> List
 def dense(model, questions, index, cfg, ds_cfg) -> List[Dict[str, Any]]:
     import faiss
 
-    from mmrag.datasets.builders import _split_path
+    from mmrag.datasets.builders import split_path
     from mmrag.datasets.formats import read_knowledge_questions
     from mmrag.datasets.knowledge import image_path
 
     opts, tok = cfg.evaluation.dense, model.tokenizer
-    train_q = [q for q in read_knowledge_questions(_split_path(ds_cfg, "train")) if q.get("gold_passage_ids")]
+    train_q = [q for q in read_knowledge_questions(split_path(ds_cfg, "train")) if q.get("gold_passage_ids")]
     row_of = {index.passage_id(r): r for r in range(index.n_passages)}
     p_tokens = [index.passage_tokens(r).tolist() for r in range(index.n_passages)]
     all_q = train_q + list(questions)

@@ -49,13 +49,13 @@ class KnowledgeRetrievalTask(Task):
 
     def evaluate(self, model, cfg, out_dir) -> Dict[str, Any]:
         from mmrag.datasets.formats import read_knowledge_questions
-        from mmrag.datasets.builders import _split_path
+        from mmrag.datasets.builders import split_path
         from mmrag.datasets.knowledge import load_corpus_index
 
         ev = cfg.evaluation
         name = ev.dataset or next(iter(cfg.datasets))
         ds_cfg = cfg.datasets[name]
-        questions = read_knowledge_questions(_split_path(ds_cfg, ev.split))[: ev.max_samples or None]
+        questions = read_knowledge_questions(split_path(ds_cfg, ev.split))[: ev.max_samples or None]
         index = load_corpus_index(ds_cfg, model.tokenizer)
         start = time.time()
         rankings = RETRIEVERS.get(ev.method)(model=model, questions=questions, index=index, cfg=cfg, ds_cfg=ds_cfg)
