@@ -20,7 +20,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np  # noqa: E402
 
 from mmrag.retrieval.corpus_index import (  # noqa: E402
-    CorpusIndex, CorpusIndexError, ShardedCorpusIndex, check_passage_ids, read_id_text_csv, write_shard_manifest)
+    CorpusIndex, CorpusIndexError, check_passage_ids, read_id_text_csv)
+from mmrag.retrieval.sharded_index import ShardedCorpusIndex, write_shard_manifest  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -29,7 +29,7 @@ def image_path(image_root: Path, image_id: str, ext: str) -> str:
 
 
 def load_corpus_index(cfg, tokenizer):
-    from mmrag.retrieval.corpus_index import load_index
+    from mmrag.retrieval.sharded_index import load_index
 
     path = require_path("datasets.<name>.index_path", cfg.index_path, "corpus index (data_process/build_index.py)")
     return load_index(path, tokenizer=tokenizer, verify_hash=cfg.verify_index)

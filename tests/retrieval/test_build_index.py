@@ -9,8 +9,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from mmrag.common.assets import llama_tokenizer_dir
-from mmrag.retrieval.corpus_index import (CorpusIndex, CorpusIndexError, ShardedCorpusIndex, load_index,
-                                          read_id_text_csv, tokenize_passages)
+from mmrag.retrieval.corpus_index import CorpusIndex, CorpusIndexError, read_id_text_csv, tokenize_passages
+from mmrag.retrieval.sharded_index import ShardedCorpusIndex, load_index
 
 REPO = Path(__file__).resolve().parents[2]
 PASSAGES = [("k1", "The Eiffel Tower is in Paris."), ("k2", "A banana is a yellow fruit."),

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from mmrag.retrieval.corpus_index import (CorpusIndex, CorpusIndexError, ShardedCorpusIndex, load_index,
-                                          write_shard_manifest)
+from mmrag.retrieval.corpus_index import CorpusIndex, CorpusIndexError
+from mmrag.retrieval.sharded_index import ShardedCorpusIndex, load_index, write_shard_manifest
 
 VOCAB = 6  # token ids 0..5; the separator is 6
 FINGERPRINT = {"name": "toy", "vocab_size": VOCAB, "vocab_sha256": "toy"}
