@@ -72,7 +72,7 @@ class Runner:
         "iters_per_epoch": None,     # default: largest dataset / batch_size
         "max_steps": None,           # iteration-based: overrides max_epoch x iters_per_epoch
         "num_workers": 0,
-        "log_every": 10,
+        "log_every": 10,             # steps between loss lines in the log (metrics.jsonl gets every step)
         "save_every": 0,             # steps between checkpoints; 0: at the end of every epoch
         "keep_checkpoints": 2,
         "resume": None,              # null | auto | <checkpoint folder>
@@ -143,7 +143,7 @@ class Runner:
         # which dropout uses and a resumed run restores
         loader = DataLoader(source, batch_size=None, shuffle=False, num_workers=self.run.num_workers,
                             generator=torch.Generator().manual_seed(self.run.seed + start))
-        history = self._loop(acc, model, optimizer, scheduler, loader, start, total, plan)
+        history = self._loop(acc, model, optimizer, scheduler, loader, start, total)
         acc.wait_for_everyone()
         result = {"steps": total, "history": history}
         if acc.is_main_process:
@@ -178,7 +178,7 @@ class Runner:
                 acc.backward(loss)
         return out["loss_sum"].detach()
 
-    def _loop(self, acc, model, optimizer, scheduler, loader, start, total, plan) -> List[Dict[str, float]]:
+    def _loop(self, acc, model, optimizer, scheduler, loader, start, total) -> List[Dict[str, float]]:
         history, writer = [], self._tensorboard(acc)
         bar = tqdm(total=total, initial=start, desc="train", disable=not (acc.is_main_process and self.run.progress))
         metrics_file = self.output_dir / "metrics.jsonl"
@@ -202,7 +202,9 @@ class Runner:
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.2e}")
             if acc.is_main_process:
                 self._log(metrics_file, record, writer, step + 1)
-            self._maybe_checkpoint(acc, model, optimizer, scheduler, step + 1, total, plan)
+                if self.run.log_every and (step + 1) % self.run.log_every == 0:
+                    log.info("step %d/%d loss %.4f lr %.2e", step + 1, total, loss, record["lr"])
+            self._maybe_checkpoint(acc, model, optimizer, scheduler, step + 1, total)
         bar.close()
         return history
 
@@ -220,7 +222,7 @@ class Runner:
 
         return SummaryWriter(str(self.output_dir / "tensorboard"))
 
-    def _maybe_checkpoint(self, acc, model, optimizer, scheduler, step: int, total: int, plan) -> None:
+    def _maybe_checkpoint(self, acc, model, optimizer, scheduler, step: int, total: int) -> None:
         every = self.run.save_every or max(1, total // max(1, self.run.max_epoch))
         if step % every and step != total:
             return
