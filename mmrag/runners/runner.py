@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from mmrag.common.config import save_config
+from mmrag.common.config import ConfigError, save_config
 from mmrag.common.registry import LR_SCHEDULES, RUNNERS
 from mmrag.runners import checkpoint as ckpt
 from mmrag.runners.batch_plan import BatchPlan, check_divisible
@@ -85,9 +85,15 @@ class Runner:
     def default_config(cls) -> Dict[str, Any]:
         return dict(cls.DEFAULTS)
 
+    CHOICES = {"amp": ("no", "bf16", "fp16"), "device": ("auto", "cpu"), "distributed": ("ddp", "fsdp")}
+
     def __init__(self, cfg, task) -> None:
         self.cfg, self.task, self.run = cfg, task, cfg.run
         self.output_dir = Path(self.run.output_dir)
+        for key, allowed in self.CHOICES.items():
+            if self.run[key] not in allowed:
+                raise ConfigError(f"run.{key}={self.run[key]!r} is not one of {', '.join(allowed)}")
+        LR_SCHEDULES.get(self.run.lr_sched)  # an unknown schedule fails here, before any model is built
 
     # ---------------------------------------------------------------- setup
     def _accelerator(self):

@@ -63,3 +63,12 @@ def test_two_process_gloo_matches_one_process(tmp_path):
     assert len(one) == 3 and two == pytest.approx(one, rel=1e-5)
     a, b = _final_weights(tmp_path / "p1"), _final_weights(tmp_path / "p2")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_bad_run_choices_fail_before_building(model_cfg, tmp_path):
+    from mmrag.common.config import ConfigError
+
+    with pytest.raises(ConfigError, match="run.amp='bf17' is not one of no, bf16, fp16"):
+        train(model_cfg, tmp_path / "run", tmp_path / "img", max_steps=1, amp="bf17")
+    with pytest.raises(KeyError, match="linear_warmup_cosine"):
+        train(model_cfg, tmp_path / "run", tmp_path / "img", max_steps=1, lr_sched="cosine_warmup")
