@@ -147,29 +147,40 @@ class MultimodalLLM(nn.Module):
         return self.projector(feats.to(next(self.projector.parameters()).dtype))
 
     def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, regions=None) -> torch.Tensor:
+        # decided from shapes and CPU tensors only: a check on GPU values would stall the host every step
+        if input_ids.device.type == "cpu":
+            self._check_image_positions(input_ids, pixel_values)
+        input_ids = input_ids.to(self.device, non_blocking=True)
         placeholders = input_ids == IMAGE_PLACEHOLDER_ID
         embeds = self.llm.get_input_embeddings()(input_ids.masked_fill(placeholders, 0))
-        if placeholders.any():
+        if pixel_values.shape[0]:
             visual = self.encode_images(pixel_values, regions).to(embeds.dtype)
-            if visual.shape[0] * visual.shape[1] != int(placeholders.sum()):
-                raise ValueError(f"{int(placeholders.sum())} image positions but {visual.shape[0]} images x {visual.shape[1]} tokens")
             embeds = embeds.masked_scatter(placeholders.unsqueeze(-1), visual.reshape(-1, visual.shape[-1]))
         return embeds
 
+    def _check_image_positions(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> None:
+        positions, expected = int((input_ids == IMAGE_PLACEHOLDER_ID).sum()), pixel_values.shape[0] * self.num_visual_tokens
+        if positions != expected:
+            raise ValueError(f"{positions} image positions but {pixel_values.shape[0]} images x "
+                             f"{self.num_visual_tokens} tokens")
+
     def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Summed token loss and the number of target tokens (the runner normalises over the global batch)."""
-        ids = batch["input_ids"].to(self.device)
-        embeds = self.embed(ids, batch["pixel_values"], batch.get("regions"))
+        embeds = self.embed(batch["input_ids"], batch["pixel_values"], batch.get("regions"))
         causal_lm = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
         hidden = causal_lm.get_decoder()(inputs_embeds=embeds,
                                          attention_mask=batch["attention_mask"].to(self.device)).last_hidden_state
-        labels = batch["labels"].to(self.device)[:, 1:]
-        targets = labels != IGNORE_INDEX
-        # the vocabulary projection only where a loss is taken: prompts are most of a sequence,
-        # and [tokens x 32k] logits dominate a small model's step
-        logits = causal_lm.get_output_embeddings()(hidden[:, :-1][targets]).float()
-        loss_sum = nn.functional.cross_entropy(logits, labels[targets], reduction="sum")
-        return {"loss_sum": loss_sum, "n_tokens": targets.sum()}
+        # the vocabulary projection only where a loss is taken: prompts are most of a sequence, and
+        # [tokens x 32k] logits dominate a small model's step. The target positions are found where
+        # the labels are (the collated batch: on the CPU, so finding them costs the GPU no sync).
+        labels = batch["labels"][:, 1:]
+        flat = torch.nonzero(labels.reshape(-1) != IGNORE_INDEX).squeeze(1)
+        targets = labels.reshape(-1)[flat].to(self.device, non_blocking=True)
+        width = hidden.shape[-1]
+        selected = hidden[:, :-1].reshape(-1, width).index_select(0, flat.to(self.device, non_blocking=True))
+        logits = causal_lm.get_output_embeddings()(selected).float()
+        loss_sum = nn.functional.cross_entropy(logits, targets, reduction="sum")
+        return {"loss_sum": loss_sum, "n_tokens": torch.tensor(flat.numel())}
 
     @staticmethod
     def loss_units(batch: Dict[str, torch.Tensor]) -> int:
@@ -179,8 +190,7 @@ class MultimodalLLM(nn.Module):
     @torch.no_grad()
     def generate(self, batch: Dict[str, torch.Tensor], **generate_kwargs) -> torch.Tensor:
         """New token ids for left-padded prompts (collate(..., generation=True))."""
-        ids = batch["input_ids"].to(self.device)
-        embeds = self.embed(ids, batch["pixel_values"], batch.get("regions"))
+        embeds = self.embed(batch["input_ids"], batch["pixel_values"], batch.get("regions"))
         generate_kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         generate_kwargs.setdefault("eos_token_id", self.tokenizer.eos_token_id)
         return self.llm.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(self.device),

@@ -54,7 +54,7 @@ def generative(model, questions, index, cfg, ds_cfg) -> List[Dict[str, Any]]:
         batch = model.collate(_question_samples(model, questions[start:start + ev.batch_size], ds_cfg, store),
                               generation=True)
         with torch.no_grad():
-            embeds = model.embed(batch["input_ids"].to(model.device), batch["pixel_values"], batch.get("regions"))
+            embeds = model.embed(batch["input_ids"], batch["pixel_values"], batch.get("regions"))
             clue_lists = group_beam_search(
                 model.llm, embeds, processor, eos_token_id=eos, num_beams=ev.num_beams,
                 num_beam_groups=ev.num_beam_groups, diversity_penalty=ev.diversity_penalty,
