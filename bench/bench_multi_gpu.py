@@ -43,7 +43,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from bench.bench_train_step import (Recipe, TrainStep, build_model, decoder_layers, frozen_dtype,  # noqa: E402
+from bench.bench_train_step import (Recipe, TrainStep, add_step_arguments, build_model, decoder_layers, frozen_dtype,  # noqa: E402
                                     random_batch, recipes_from_args, shape_from_args, step_flops)
 from bench.common import (DTYPES, BenchError, StepTimer, emit, free_memory, machine_info,  # noqa: E402
                           peak_memory_gib, percentile_ms, reset_peak_memory, sync)
@@ -244,18 +244,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     ap.add_argument("--baseline-json", default=None, help="1-GPU JSON line (this script with 1 process, or "
                     "bench_train_step.py); default: rank 0 measures the plain model first")
     ap.add_argument("--no-baseline", action="store_true", help="skip the 1-GPU figure (no scaling efficiency)")
-    ap.add_argument("--image-size", type=int, default=None, help="224 (default) or 336")
-    ap.add_argument("--batch", type=int, default=None, help="rows per GPU (default 12)")
-    ap.add_argument("--seq-len", dest="seq_len", type=int, default=None)
-    ap.add_argument("--target-tokens", dest="target_tokens", type=int, default=None)
-    ap.add_argument("--llm-layers", type=int, default=None, help="override the LLM depth (default 32)")
-    ap.add_argument("--warmup", type=int, default=None)
-    ap.add_argument("--steps", type=int, default=None, help="timed steps per strategy")
-    ap.add_argument("--compile", action="store_true", help="torch.compile every LLM decoder layer")
-    ap.add_argument("--checkpointing", action="store_true", help="activation checkpointing in the LLM")
-    ap.add_argument("--ours-attn", default="sdpa", choices=["sdpa", "flash_attention_2", "eager"])
-    ap.add_argument("--peak-tflops", type=float, default=989.0, help="peak dense bf16 TFLOP/s of one GPU")
-    ap.add_argument("--device", default=None, choices=["cuda", "cpu"], help="default: cuda when present")
+    add_step_arguments(ap)
     args = ap.parse_args(argv)
     args.recipes = args.recipe  # the names bench_train_step's helpers read
     return args

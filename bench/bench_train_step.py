@@ -368,10 +368,8 @@ def shape_from_args(args) -> Dict[str, Any]:
     return shape
 
 
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--toy", action="store_true", help="tiny shapes on the CPU (seconds)")
-    ap.add_argument("--recipes", default="reference,ours", help="comma list: reference, ours, ours_fp32_master")
+def add_step_arguments(ap) -> None:
+    """The model-shape and step options, shared with bench_multi_gpu.py."""
     ap.add_argument("--image-size", type=int, default=None, help="224 (default) or 336")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--seq-len", dest="seq_len", type=int, default=None)
@@ -379,12 +377,19 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                     help="loss targets per row: the clue + EOS (default 20)")
     ap.add_argument("--llm-layers", type=int, default=None, help="override the LLM depth (default 32)")
     ap.add_argument("--warmup", type=int, default=None)
-    ap.add_argument("--steps", type=int, default=None, help="timed steps per recipe")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per recipe / strategy")
     ap.add_argument("--compile", action="store_true", help="ours: torch.compile every LLM decoder layer")
     ap.add_argument("--checkpointing", action="store_true", help="ours: activation checkpointing in the LLM")
     ap.add_argument("--ours-attn", default="sdpa", choices=["sdpa", "flash_attention_2", "eager"])
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="peak dense bf16 TFLOP/s of the device")
     ap.add_argument("--device", default=None, help="cuda (default when present) or cpu")
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--toy", action="store_true", help="tiny shapes on the CPU (seconds)")
+    ap.add_argument("--recipes", default="reference,ours", help="comma list: reference, ours, ours_fp32_master")
+    add_step_arguments(ap)
     return ap.parse_args(argv)
 
 
