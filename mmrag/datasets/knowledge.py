@@ -71,7 +71,6 @@ class KnowledgeCluesBuilder(Builder):
     DEFAULTS: Dict[str, Any] = {
         "builder": "gemkr_knowledge",
         "image_ext": ".jpg",
-        "corpus_path": None,
         "index_path": None,
         "verify_index": True,
         "region_store": None,
