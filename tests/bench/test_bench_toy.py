@@ -15,6 +15,7 @@ BENCH = REPO_ROOT / "bench"
 # the script's small-shape flags (bench_corpus_index.py predates --toy) and keys its JSON line must hold
 TOY_RUNS = {
     "bench_train_step.py": (["--toy"], ["recipes", "flops_per_step", "speedup_ours_vs_reference", "device"]),
+    "bench_profile_train_step.py": (["--toy"], ["total_ms_per_step", "share", "top_ops"]),
     "bench_generative_retrieval.py": (["--toy"], ["modes", "constraint_share_ours", "constraint_share_hf_prefix_fn",
                                                   "group_beam_search_one_prompt_at_a_time", "hf_search"]),
     "bench_embedding.py": (["--toy", "--workers", "1"], ["images_per_s", "search_qps"]),
@@ -140,3 +141,10 @@ def test_multi_gpu_bench_toy_two_processes():
     assert result["strategies"]["ddp"]["trainable_replicas_equal"] is True
     assert result["strategies"]["ddp"]["local_param_share"] == 1.0
     assert 0.4 < result["strategies"]["fsdp"]["local_param_share"] < 0.6
+
+
+def test_profile_bench_toy():
+    result = _run("bench_profile_train_step.py")
+    assert result["total_ms_per_step"] > 0 and result["top_ops"]
+    assert sum(result["share"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert set(result["share"]) <= {"matmul", "attention", "other"}
