@@ -23,7 +23,7 @@ from bench.bench_train_step import (TrainStep, add_step_arguments, build_model, 
 from bench.common import DTYPES, emit, machine_info, pick_device, sync  # noqa: E402
 
 # operator-name fragments per kind (aten op names and CUDA kernel names both appear in a trace)
-KINDS = {"matmul": ("mm", "gemm", "linear", "matmul", "cutlass", "sm90_xmma"),
+KINDS = {"matmul": ("mm", "gemm", "linear", "matmul", "cutlass", "xmma", "nvjet"),
          "attention": ("attention", "flash", "fmha", "sdpa", "softmax")}
 
 
@@ -37,7 +37,12 @@ def kind_of(name: str) -> str:
 
 def summarise(events, steps: int, device_type: str, top: int) -> Dict[str, Any]:
     """Self time per operator (device time on a GPU, CPU time on the CPU), per step, and shares by kind."""
-    attr = "self_device_time_total" if device_type == "cuda" else "self_cpu_time_total"
+    if device_type == "cuda":
+        # GPU kernels only: an aten op's device time is its kernels' time, counting both would count twice
+        events = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        attr = "self_device_time_total"
+    else:
+        attr = "self_cpu_time_total"
     rows = sorted(((e.key, getattr(e, attr, 0.0) or 0.0, e.count) for e in events), key=lambda r: -r[1])
     total = sum(t for _, t, _ in rows) or 1.0
     share: Dict[str, float] = {}
