@@ -23,8 +23,9 @@ from bench.bench_train_step import (TrainStep, add_step_arguments, build_model, 
 from bench.common import DTYPES, emit, machine_info, pick_device, sync  # noqa: E402
 
 # operator-name fragments per kind (aten op names and CUDA kernel names both appear in a trace)
-KINDS = {"matmul": ("mm", "gemm", "linear", "matmul", "cutlass", "xmma", "nvjet"),
-         "attention": ("attention", "flash", "fmha", "sdpa", "softmax")}
+# (checked in this order: cuDNN's attention kernels also contain "wgmma")
+KINDS = {"attention": ("attention", "flash", "fmha", "sdpa", "softmax"),
+         "matmul": ("mm", "gemm", "linear", "matmul", "cutlass", "xmma", "nvjet")}
 
 
 def kind_of(name: str) -> str:
