@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
+from data_process import build_index as cli
 from mmrag.common.assets import llama_tokenizer_dir
 from mmrag.retrieval.corpus_index import CorpusIndex, CorpusIndexError, read_id_text_csv, tokenize_passages
 from mmrag.retrieval.sharded_index import ShardedCorpusIndex, load_index
@@ -88,18 +89,8 @@ def test_csv_reader_names_file_and_line(tmp_path):
         read_id_text_csv(write_csv(tmp_path / "c.csv", PASSAGES, header="title,body"))
 
 
-def load_cli():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("build_index_cli", REPO / "data_process" / "build_index.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cli_one_shard_per_node_then_manifest(tmp_path, tokenizer):
     corpus = write_csv(tmp_path / "corpus.csv", PASSAGES)
-    cli = load_cli()
     common = ["--corpus", str(corpus), "--tokenizer", str(llama_tokenizer_dir()), "--out", str(tmp_path / "idx")]
     for k in (1, 0):  # nodes may finish in any order
         assert cli.main(common + ["--shard-of", f"{k}/2"]) == 0

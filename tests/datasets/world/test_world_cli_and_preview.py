@@ -1,25 +1,17 @@
 """The make_world command line and the README picture."""
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from data_process import make_world
 from mmrag.datasets.world.preview import render_preview
 
 REPO = Path(__file__).resolve().parents[3]
 
 
-def _make_world_module():
-    spec = importlib.util.spec_from_file_location("make_world", REPO / "data_process" / "make_world.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_make_world_writes_a_world_and_refuses_a_different_one(tmp_path, capsys):
-    make_world = _make_world_module()
     out = tmp_path / "world_tiny"
     assert make_world.main(["--preset", "tiny", "--seed", "4", "--out", str(out), "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
