@@ -9,10 +9,12 @@ survives the beam reordering that generate does between steps.
 
 Rows of different prompts that hold the same clue share one cursor: the constraint depends only
 on the clue tokens, so `group_beam_search` (re-exported here from
-`mmrag.retrieval.group_beam_search`) can call the processor on a group's beams of all prompts at once.
+`mmrag.retrieval.group_beam_search`) prepares one step's mask for every beam of every prompt in one call
+(`prepare`, CPU index work) and applies it to that step's scores on the device (`apply`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -22,7 +24,7 @@ from transformers import LogitsProcessor
 from mmrag.retrieval.clue_scoring import Clue
 from mmrag.retrieval.group_beam_search import group_beam_search
 
-__all__ = ["CorpusConstrainedLogitsProcessor", "clues_from_sequences", "group_beam_search"]
+__all__ = ["CorpusConstrainedLogitsProcessor", "PreparedMask", "clues_from_sequences", "group_beam_search"]
 
 
 class CorpusConstrainedLogitsProcessor(LogitsProcessor):
@@ -56,11 +58,27 @@ class CorpusConstrainedLogitsProcessor(LogitsProcessor):
         if cur_len < self._last_len or self._last_len < 0:
             self._cursors, self._prompt_len = {}, cur_len
         self._last_len = cur_len
-        clues = [tuple(row) for row in input_ids[:, self._prompt_len:].tolist()]
+        return self.apply(self.prepare(input_ids[:, self._prompt_len:], scores.shape[-1], scores.device), scores)
+
+    def prepare(self, clue_tokens: torch.LongTensor, vocab: int, device: torch.device) -> "PreparedMask":
+        """The allowed (row, token) entries for clues (rows, clue_len) of one step, sent to `device`.
+
+        Index work only, on the CPU: `group_beam_search` runs it while the model's forward of the
+        same step runs on the GPU. The result goes to `apply` with that step's scores.
+        """
+        clues = [tuple(row) for row in clue_tokens.tolist()]
         cursors = [self._cursor(clue) for clue in clues]
         keep = len(clues[0]) - 1 if clues else 0  # parents of the next step's beams
         self._cursors = {k: v for k, v in self._cursors.items() if len(k) >= keep}
-        return self._apply(clues, cursors, scores)
+        roots = [b for b, clue in enumerate(clues) if not clue]
+        if len(roots) == len(clues):  # step 0 of a search: one broadcast add of a cached 0/-inf row
+            return PreparedMask(None, roots, vocab)
+        rows, cols = self.allowed_indices(clues, cursors, vocab)
+        keep_cols = cols < vocab
+        flat = torch.from_numpy(rows[keep_cols] * vocab + cols[keep_cols])
+        if device.type == "cuda":
+            flat = flat.pin_memory()
+        return PreparedMask(flat.to(device, non_blocking=True), roots, vocab)
 
     def _cursor(self, clue: Tuple[int, ...]):
         """Cursor of a generated clue, advanced from its parent's cursor (cached per clue prefix)."""
@@ -92,22 +110,22 @@ class CorpusConstrainedLogitsProcessor(LogitsProcessor):
                 cols.append(tokens)
         return np.concatenate(rows), np.concatenate(cols)
 
-    def _apply(self, clues, cursors, scores: torch.Tensor) -> torch.Tensor:
+    def apply(self, prepared: "PreparedMask", scores: torch.Tensor) -> torch.Tensor:
         """Scores of allowed tokens, -inf elsewhere: one gather/scatter on the scores' device.
 
         Only the allowed entries' flat indices travel to the device; a boolean mask + masked_fill
         measured several times slower on CPU.
         """
         vocab = scores.shape[-1]
-        roots = [b for b, clue in enumerate(clues) if not clue]
-        if len(roots) == len(clues):  # step 0 of a search: one broadcast add of a cached 0/-inf row
+        if vocab != prepared.vocab:
+            raise ValueError(f"scores have {vocab} columns, the mask was prepared for {prepared.vocab}")
+        if prepared.flat is None:
             return scores + self._root_penalty(scores.device, scores.dtype, vocab)
-        rows, cols = self.allowed_indices(clues, cursors, vocab)
-        keep = cols < vocab
-        flat = torch.from_numpy(rows[keep] * vocab + cols[keep]).to(scores.device, non_blocking=True)
         out = torch.full_like(scores, float("-inf"))
+        flat = prepared.flat
         out.view(-1).index_copy_(0, flat, scores.reshape(-1).index_select(0, flat))  # 1-D: 3x faster than 2-D
-        if roots:  # empty clues among longer ones (group beam search can mix them)
+        if prepared.roots:  # empty clues among longer ones (group beam search can mix them)
+            roots = prepared.roots
             out[roots] = scores[roots] + self._root_penalty(scores.device, scores.dtype, vocab)
         return out
 
@@ -122,6 +140,16 @@ class CorpusConstrainedLogitsProcessor(LogitsProcessor):
 
 
 _MISSING = object()
+
+
+@dataclass
+class PreparedMask:
+    """One step's allowed entries: flat indices row * vocab + token on the scores' device (None when
+    every row is an empty clue), rows holding an empty clue, and the vocabulary size they assume."""
+
+    flat: Optional[torch.Tensor]
+    roots: List[int]
+    vocab: int
 
 
 def clues_from_sequences(sequences: torch.Tensor, scores: Optional[torch.Tensor], eos_token_id: int,

@@ -5,11 +5,13 @@ which cannot be used offline, so the project decodes its clues here (Vijayakumar
 diversity between groups, as in the GeMKR evaluation: 10 beams, 10 groups, penalty 0.5).
 
 All prompts of a batch share one prefill (left-padded, explicit position ids) and then one forward a
-step over every beam of every prompt; the KV cache holds one row per beam. Rows are laid out
-(group, prompt, beam in group), so one group's beams of all prompts are a contiguous block of rows:
-the logits processor sees that block in one call, and the per-group choice (top-k, EOS bookkeeping,
-diversity penalty) runs as tensor operations over the prompts. A prompt's result does not depend on
-the other prompts of its batch (up to float rounding of the model's forward).
+step over every beam of every prompt (the model side lives in mmrag.retrieval.beam_decoders). Rows are
+laid out (group, prompt, beam in group), so one group's beams of all prompts are a contiguous block of
+rows and the per-group choice (top-k, EOS bookkeeping, diversity penalty) runs as tensor operations
+over the prompts. The constraint depends only on a beam's clue, which is fixed one step ahead, so the
+logits processor builds one step's mask for all rows at once while that step's forward runs; the host
+waits for the device once a step. A prompt's result does not depend on the other prompts of its batch
+(up to float rounding of the model's forward).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 import torch
 
+from mmrag.retrieval.beam_decoders import make_beam_decoder
 from mmrag.retrieval.clue_scoring import Clue
 
 # (token ids [rows, clue_len] on the CPU, log-probs [rows, vocab]) -> scores with forbidden tokens at -inf
@@ -29,14 +32,17 @@ def group_beam_search(model, inputs_embeds: torch.Tensor, processor: LogitsProce
                       eos_token_id: int, num_beams: int = 10, num_beam_groups: int = 10,
                       diversity_penalty: float = 0.5, length_penalty: float = 1.5, max_new_tokens: int = 11,
                       num_return_sequences: Optional[int] = None,
-                      attention_mask: Optional[torch.Tensor] = None) -> List[List[Clue]]:
+                      attention_mask: Optional[torch.Tensor] = None, decoder: str = "auto") -> List[List[Clue]]:
     """Diverse beam search for every prompt of `inputs_embeds` (batch, len, hidden), all prompts together.
 
     `attention_mask` (batch, len) marks real prompt positions (any padding side; prompts are
-    left-aligned here). `processor` is called once per group and step with that group's clue tokens
-    of every prompt (CPU LongTensor [batch * group_size, clue_len]) and their log-probs; it must key
-    its state by the clue tokens only (as CorpusConstrainedLogitsProcessor does). Returns, per prompt,
-    up to `num_return_sequences` clues sorted by length-normalised score (sum of log-probs /
+    left-aligned here). `processor` sees every beam row's clue tokens once per step (CPU LongTensor
+    [rows, clue_len], rows ordered (group, prompt, beam in group)); it must key its state by the clue
+    tokens only, as CorpusConstrainedLogitsProcessor does. A processor with `prepare(clue_tokens, vocab,
+    device)` + `apply(prepared, log_probs)` has its index work run while the model's forward runs;
+    any other is called as `processor(clue_tokens, log_probs)`. `decoder`: `auto` | `hf_cache` |
+    `shared_prompt` (see mmrag.retrieval.beam_decoders). Returns, per prompt, up to
+    `num_return_sequences` clues sorted by length-normalised score (sum of log-probs /
     clue_length ** length_penalty), with per-token log-probs attached.
     """
     if num_beam_groups < 1 or num_beams % num_beam_groups:
@@ -47,17 +53,63 @@ def group_beam_search(model, inputs_embeds: torch.Tensor, processor: LogitsProce
     if batch == 0 or max_new_tokens < 1:
         return [[] for _ in range(batch)]
     embeds, mask = left_aligned(inputs_embeds, attention_mask)
-    search = _GroupSelection(processor, eos_token_id, batch, num_beam_groups, num_beams // num_beam_groups,
-                             diversity_penalty, length_penalty, embeds.device)
-    decoder = _BeamDecoder(model, search.row_prompt(), max_new_tokens)
-    logits = decoder.prefill(embeds, mask)
-    processor.reset()
+    group_size = num_beams // num_beam_groups
+    search = _GroupSelection(eos_token_id, batch, num_beam_groups, group_size, diversity_penalty, length_penalty,
+                             embeds.device)
+    beams = make_beam_decoder(decoder, model, search.row_prompt(), num_beam_groups, group_size, max_new_tokens)
+    constraint = _two_phase(processor)
+    constraint.reset()
+    logits = beams.prefill(embeds, mask)
+    prepared = constraint.prepare(search.clue_rows(), logits.shape[-1], logits.device)
     for step in range(max_new_tokens):
-        parent_rows, tokens = search.step(torch.log_softmax(logits.float(), dim=-1))
-        if step == max_new_tokens - 1 or search.all_dead():  # the last step's logits would never be read
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        parent_rows, tokens = search.choose(logp, constraint.apply(prepared, logp))
+        last = step == max_new_tokens - 1  # the last step's logits would never be read
+        if not last:  # queued before the host waits for the choice, so the GPU never idles on it
+            logits = beams.step(parent_rows, tokens)
+        search.commit()
+        if last or search.all_dead():
             break
-        logits = decoder.step(parent_rows, tokens)
+        prepared = constraint.prepare(search.clue_rows(), logits.shape[-1], logits.device)
     return [clues[: num_return_sequences or num_beams] for clues in search.results()]
+
+
+class _CallProcessor:
+    """A plain `processor(clue_tokens, log_probs)` in the prepare/apply shape (nothing to overlap)."""
+
+    def __init__(self, processor: LogitsProcessorLike) -> None:
+        self.processor = processor
+
+    def reset(self) -> None:
+        if hasattr(self.processor, "reset"):
+            self.processor.reset()
+
+    def prepare(self, clue_tokens: torch.Tensor, vocab: int, device: torch.device) -> torch.Tensor:
+        return clue_tokens
+
+    def apply(self, clue_tokens: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+        return self.processor(clue_tokens, logp.clone())  # a processor may write into its scores
+
+
+def _two_phase(processor):
+    return processor if hasattr(processor, "prepare") and hasattr(processor, "apply") else _CallProcessor(processor)
+
+
+class _HostCopies:
+    """Device tensors copied to the host without blocking; `wait` blocks once for all of them."""
+
+    def __init__(self, **tensors: torch.Tensor) -> None:
+        self.host = {name: t.to("cpu", non_blocking=True) for name, t in tensors.items()}
+        device = next(iter(tensors.values())).device
+        self.event = None
+        if device.type == "cuda":
+            self.event = torch.cuda.Event()
+            self.event.record(torch.cuda.current_stream(device))
+
+    def wait(self) -> dict:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host
 
 
 def left_aligned(embeds: torch.Tensor, mask: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -83,52 +135,17 @@ def left_aligned(embeds: torch.Tensor, mask: Optional[torch.Tensor]) -> Tuple[to
     return embeds, (None if bool(mask.all()) else mask)
 
 
-class _BeamDecoder:
-    """The model side: one prefill for the batch, then one forward per step over all beam rows."""
-
-    def __init__(self, model, row_prompt: torch.Tensor, max_new_tokens: int) -> None:
-        self.model, self.row_prompt, self.max_new_tokens = model, row_prompt, max_new_tokens
-        self.cache = None
-        self.mask: Optional[torch.Tensor] = None  # (rows, prompt_len + max_new_tokens - 1), only with padding
-        self.next_position: Optional[torch.Tensor] = None  # (rows,) position of the next fed token
-        self.prompt_len, self.fed = 0, 0
-
-    def prefill(self, embeds: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """Run the prompts, expand the cache to one row per beam; last-position logits per row."""
-        kwargs = {}
-        if mask is not None:  # left padding: real positions count from 0 at each prompt's first token
-            positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
-            kwargs = {"attention_mask": mask, "position_ids": positions}
-            rows_mask = mask[self.row_prompt]
-            self.mask = torch.cat([rows_mask, rows_mask.new_ones(len(rows_mask), self.max_new_tokens - 1)], dim=1)
-            self.next_position = mask.sum(1)[self.row_prompt]
-        out = self.model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1, **kwargs)
-        self.cache, self.prompt_len = out.past_key_values, embeds.shape[1]
-        self.cache.reorder_cache(self.row_prompt)  # index_select: prompt rows -> beam rows
-        return out.logits[:, -1][self.row_prompt]
-
-    def step(self, parent_rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed each beam's new token after its parent's cache; next-token logits per row."""
-        self.cache.reorder_cache(parent_rows)
-        kwargs = {}
-        if self.mask is not None:
-            kwargs = {"attention_mask": self.mask[:, : self.prompt_len + self.fed + 1],
-                      "position_ids": (self.next_position + self.fed)[:, None]}
-        out = self.model(input_ids=tokens[:, None], past_key_values=self.cache, use_cache=True, **kwargs)
-        self.cache, self.fed = out.past_key_values, self.fed + 1
-        return out.logits[:, -1]
-
-
 class _GroupSelection:
     """The search side: beam scores and clues of every (group, prompt, beam) and the finished clues.
 
     Scores live on the model's device (they meet the log-probs there); clue tokens and their
     log-probs on the CPU (the processor reads them as lists; finished clues are Python objects).
+    A step is `choose` (device work, host copies queued) then `commit` (waits for the copies once).
     """
 
-    def __init__(self, processor: LogitsProcessorLike, eos_token_id: int, batch: int, groups: int, group_size: int,
+    def __init__(self, eos_token_id: int, batch: int, groups: int, group_size: int,
                  diversity_penalty: float, length_penalty: float, device: torch.device) -> None:
-        self.processor, self.eos = processor, int(eos_token_id)
+        self.eos = int(eos_token_id)
         self.batch, self.groups, self.group_size = batch, groups, group_size
         self.diversity_penalty, self.length_penalty = diversity_penalty, length_penalty
         self.device = device
@@ -139,46 +156,62 @@ class _GroupSelection:
         self.logprobs = torch.zeros((groups, batch, group_size, 0), dtype=torch.float32)
         self.finished: List[List[Clue]] = [[] for _ in range(batch)]
         self._host_scores = self.scores.cpu()
+        self._pending: Optional[_HostCopies] = None
 
     def row_prompt(self) -> torch.Tensor:
         """(rows,) prompt index of every beam row, rows ordered (group, prompt, beam in group)."""
         prompts = torch.arange(self.batch, device=self.device)
         return prompts.view(1, -1, 1).expand(self.groups, -1, self.group_size).reshape(-1)
 
+    def clue_rows(self) -> torch.Tensor:
+        """(rows, clue_len) clue tokens of every beam row, on the CPU."""
+        return self.tokens.reshape(self.groups * self.batch * self.group_size, self.tokens.shape[-1])
+
     def all_dead(self) -> bool:
         return not bool(torch.isfinite(self._host_scores).any())
 
-    def step(self, logp: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def choose(self, logp: torch.Tensor, processed: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Choose every group's beams for one step; earlier groups' picks penalise later groups.
 
-        logp: (rows, vocab) next-token log-probs. Returns (parent row of each new beam, its token),
-        both (rows,) on the device.
+        logp / processed: (rows, vocab) next-token log-probs before / after the constraint. Returns
+        (parent row of each new beam, its token), both (rows,) on the device; the host copies of the
+        choice are queued and read by `commit`.
         """
         vocab = logp.shape[-1]
         picked = torch.zeros((self.batch, vocab), device=logp.device)  # tokens chosen this step, per prompt
-        blocks = logp.view(self.groups, self.batch * self.group_size, vocab)
-        picks = [self._choose_group(g, blocks[g], picked) for g in range(self.groups)]
+        rows = self.batch * self.group_size
+        blocks, processed_blocks = logp.view(self.groups, rows, vocab), processed.view(self.groups, rows, vocab)
+        picks = [self._choose_group(g, blocks[g], processed_blocks[g], picked) for g in range(self.groups)]
         parents, tokens, scores, token_lps, finishing, finish_parents, finish_scores = (
             torch.stack(column) for column in zip(*picks))
-        self._record_finished(finishing.cpu().numpy(), finish_parents.cpu(), finish_scores.cpu())
-        self._extend(parents.cpu(), tokens.cpu(), token_lps.cpu())
-        self.scores, self._host_scores = scores, scores.cpu()
+        self.scores = scores
+        self._pending = _HostCopies(parents=parents, tokens=tokens, token_lps=token_lps, scores=scores,
+                                    finishing=finishing, finish_parents=finish_parents, finish_scores=finish_scores)
         first_row = torch.arange(self.groups * self.batch, device=logp.device).view(self.groups, self.batch, 1)
         return (first_row * self.group_size + parents).reshape(-1), tokens.reshape(-1)
 
-    def _choose_group(self, g: int, logp: torch.Tensor, picked: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    def commit(self) -> None:
+        """Wait for the last choice's host copies; record finished clues and extend the live ones."""
+        host = self._pending.wait()
+        self._pending = None
+        self._record_finished(host["finishing"].numpy(), host["finish_parents"], host["finish_scores"])
+        self._extend(host["parents"], host["tokens"], host["token_lps"])
+        self._host_scores = host["scores"]
+
+    def _choose_group(self, g: int, logp: torch.Tensor, processed: torch.Tensor, picked: torch.Tensor
+                      ) -> Tuple[torch.Tensor, ...]:
         """One group's choice for all prompts: the best `group_size` non-EOS continuations (dead beams
         fill a group the corpus cannot continue); EOS candidates ranked above the last kept one finish
         their parent's clue. Updates `picked` with the kept tokens."""
         batch, size = self.batch, self.group_size
         vocab = logp.shape[-1]
-        processed = self.processor(self.tokens[g].reshape(batch * size, -1), logp.clone()).view(batch, size * vocab)
+        processed = processed.reshape(batch, size * vocab)
         candidates = (self.scores[g].unsqueeze(-1) + processed.view(batch, size, vocab)
                       - self.diversity_penalty * picked.unsqueeze(1)).view(batch, size * vocab)
         ranked, flat = torch.topk(candidates, min(2 * size, size * vocab), dim=1)
         parent, token = flat // vocab, flat % vocab
         true_score = self.scores[g].gather(1, parent) + processed.gather(1, flat)  # without the penalty
-        token_lp = logp.view(batch, size * vocab).gather(1, flat)
+        token_lp = logp.reshape(batch, size * vocab).gather(1, flat)
         finite, is_eos = torch.isfinite(ranked), token == self.eos
         continues = (finite & ~is_eos).long()
         considered = finite & (continues.cumsum(1) - continues < size)  # before the group filled up

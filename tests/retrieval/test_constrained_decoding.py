@@ -13,10 +13,6 @@ from mmrag.retrieval.constrained_decoding import (CorpusConstrainedLogitsProcess
 EOS, PAD = 2, 0  # as in tests/retrieval/conftest.py, which builds the `index` and `model` fixtures
 
 
-
-
-
-
 def prompts(n: int = 3):
     torch.manual_seed(1)
     return torch.randn(n, 6, 32), torch.ones(n, 6, dtype=torch.long)
@@ -61,12 +57,11 @@ def test_group_beam_search_clues_all_occur(index, model):
 
 
 def test_group_beam_search_without_constraint_leaves_corpus(index, model):
-    class NoConstraint(CorpusConstrainedLogitsProcessor):
-        def __call__(self, input_ids, scores):
-            return scores
+    def no_constraint(clue_tokens, scores):  # a plain callable processor: called once a step
+        return scores
 
     embeds, _ = prompts(1)
-    clues = group_beam_search(model, embeds, NoConstraint(index, EOS), eos_token_id=EOS, num_beams=4,
+    clues = group_beam_search(model, embeds, no_constraint, eos_token_id=EOS, num_beams=4,
                               num_beam_groups=2, max_new_tokens=5)[0]
     assert occurring_share(index, clues) <= 0.25
 

@@ -1,0 +1,192 @@
+"""The model side of batched beam search: a prefill over the prompts, then one forward a step over every
+beam row. Two implementations with one interface (`prefill(embeds, mask)`, `step(parent_rows, tokens)`,
+both returning next-token logits per beam row):
+
+- `HFCacheDecoder` works with any causal LM: the prompt's keys/values are copied to every beam row
+  of the model's own cache, and every step re-gathers the whole cache by parent row.
+- `SharedPromptDecoder` (LLaMA-layout decoders: llama, mistral, qwen2) keeps each prompt's keys/values
+  once and only the generated tokens' keys/values per beam. With 10 beams and 100-token prompts the
+  per-step cache gather shrinks from ~prompt x beams to ~clue x beams, and the prompt part of the
+  attention is one matmul per prompt for all its beams. It runs the model's own submodules (norms,
+  projections, LoRA layers included, rotary, MLP), so the weights and their adapters are the model's.
+
+Rows are laid out (group, prompt, beam in group), as `group_beam_search` lays them out; a beam's
+parent is always a row of the same prompt.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+
+DECODERS = ("auto", "hf_cache", "shared_prompt")
+SHARED_PROMPT_MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+
+def causal_lm(model: nn.Module) -> nn.Module:
+    """The transformers causal LM inside a peft wrapper (the wrapper's LoRA layers stay in place)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def supports_shared_prompt(model: nn.Module) -> bool:
+    """Whether `model` has the LLaMA decoder layout that SharedPromptDecoder drives module by module."""
+    lm = causal_lm(model)
+    inner = getattr(lm, "model", None)
+    return (getattr(lm.config, "model_type", None) in SHARED_PROMPT_MODEL_TYPES and inner is not None
+            and all(hasattr(inner, name) for name in ("layers", "embed_tokens", "norm", "rotary_emb"))
+            and hasattr(lm, "lm_head"))
+
+
+def make_beam_decoder(kind: str, model: nn.Module, row_prompt: torch.Tensor, groups: int, group_size: int,
+                      max_new_tokens: int):
+    """`auto` picks the shared-prompt decoder where the model supports it, else the HF-cache decoder."""
+    if kind not in DECODERS:
+        raise ValueError(f"decoder {kind!r}: expected one of {', '.join(DECODERS)}")
+    if kind == "auto":
+        kind = "shared_prompt" if supports_shared_prompt(model) else "hf_cache"
+    if kind == "hf_cache":
+        return HFCacheDecoder(model, row_prompt, max_new_tokens)
+    if not supports_shared_prompt(model):
+        raise ValueError(f"decoder 'shared_prompt' needs a decoder of type {', '.join(SHARED_PROMPT_MODEL_TYPES)}, "
+                         f"got {getattr(causal_lm(model).config, 'model_type', type(model).__name__)!r}")
+    return SharedPromptDecoder(model, groups, group_size, max_new_tokens)
+
+
+def padded_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded prompts: real positions count from 0 at each prompt's first token."""
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+
+
+class HFCacheDecoder:
+    """Any causal LM through its own KV cache: one row per beam, re-gathered by parent row every step."""
+
+    def __init__(self, model: nn.Module, row_prompt: torch.Tensor, max_new_tokens: int) -> None:
+        self.model, self.row_prompt, self.max_new_tokens = model, row_prompt, max_new_tokens
+        self.cache = None
+        self.mask: Optional[torch.Tensor] = None  # (rows, prompt_len + max_new_tokens - 1), only with padding
+        self.next_position: Optional[torch.Tensor] = None  # (rows,) position of the next fed token
+        self.prompt_len, self.fed = 0, 0
+
+    def prefill(self, embeds: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """Run the prompts, expand the cache to one row per beam; last-position logits per row."""
+        kwargs = {}
+        if mask is not None:
+            kwargs = {"attention_mask": mask, "position_ids": padded_positions(mask)}
+            rows_mask = mask[self.row_prompt]
+            self.mask = torch.cat([rows_mask, rows_mask.new_ones(len(rows_mask), self.max_new_tokens - 1)], dim=1)
+            self.next_position = mask.sum(1)[self.row_prompt]
+        out = self.model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1, **kwargs)
+        self.cache, self.prompt_len = out.past_key_values, embeds.shape[1]
+        self.cache.reorder_cache(self.row_prompt)  # index_select: prompt rows -> beam rows
+        return out.logits[:, -1][self.row_prompt]
+
+    def step(self, parent_rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed each beam's new token after its parent's cache; next-token logits per row."""
+        self.cache.reorder_cache(parent_rows)
+        kwargs = {}
+        if self.mask is not None:
+            kwargs = {"attention_mask": self.mask[:, : self.prompt_len + self.fed + 1],
+                      "position_ids": (self.next_position + self.fed)[:, None]}
+        out = self.model(input_ids=tokens[:, None], past_key_values=self.cache, use_cache=True, **kwargs)
+        self.cache, self.fed = out.past_key_values, self.fed + 1
+        return out.logits[:, -1]
+
+
+def _cache_layers(cache) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """(keys, values) per layer, each (batch, kv_heads, len, head_dim), from a transformers cache."""
+    if hasattr(cache, "layers"):  # transformers >= 4.56
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))
+
+
+class SharedPromptDecoder:
+    """LLaMA-layout decoding with each prompt's keys/values stored once for all of its beams.
+
+    Attention of a beam row = softmax over [its prompt's keys ; its own generated keys], computed as
+    two matmuls (prompt part grouped per prompt, generated part per row) and one softmax over both,
+    in the model's dtype with a float32 softmax, as transformers' eager attention does.
+    """
+
+    def __init__(self, model: nn.Module, groups: int, group_size: int, max_new_tokens: int) -> None:
+        self.lm = causal_lm(model)
+        self.groups, self.group_size, self.max_new_tokens = groups, group_size, max_new_tokens
+        self.layers = self.lm.model.layers
+        attn = self.layers[0].self_attn
+        config = self.lm.config
+        self.head_dim = attn.head_dim
+        self.kv_heads = config.num_key_value_heads
+        self.heads_per_kv = config.num_attention_heads // self.kv_heads
+        self.scaling = attn.scaling
+        self.prompt_kv: List[Tuple[torch.Tensor, torch.Tensor]] = []
+        self.prompt_bias: Optional[torch.Tensor] = None  # (prompts, 1, 1, len): 0 real, -inf padding
+        self.gen_k = self.gen_v = None  # (layers, rows, kv_heads, max_new_tokens - 1, head_dim)
+        self.next_position: Optional[torch.Tensor] = None
+        self.prompts, self.fed = 0, 0
+
+    def prefill(self, embeds: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """The model's own forward over the prompts; keep its keys/values once per prompt."""
+        kwargs = {} if mask is None else {"attention_mask": mask, "position_ids": padded_positions(mask)}
+        out = self.lm(inputs_embeds=embeds, use_cache=True, logits_to_keep=1, **kwargs)
+        self.prompt_kv = _cache_layers(out.past_key_values)
+        self.prompts, length = embeds.shape[:2]
+        if mask is not None:
+            self.prompt_bias = torch.zeros(mask.shape, dtype=embeds.dtype, device=embeds.device).masked_fill(
+                mask == 0, float("-inf"))[:, None, None, :]
+        real = mask.sum(1) if mask is not None else torch.full((self.prompts,), length, device=embeds.device)
+        rows = self.groups * self.prompts * self.group_size
+        self.next_position = real.view(1, -1, 1).expand(self.groups, -1, self.group_size).reshape(rows)
+        shape = (len(self.layers), rows, self.kv_heads, max(self.max_new_tokens - 1, 1), self.head_dim)
+        self.gen_k = torch.zeros(shape, dtype=embeds.dtype, device=embeds.device)
+        self.gen_v = torch.zeros_like(self.gen_k)
+        logits = out.logits[:, -1]
+        return logits.view(1, -1, 1, logits.shape[-1]).expand(self.groups, -1, self.group_size, -1).reshape(rows, -1)
+
+    def step(self, parent_rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """One token per beam row through every layer; next-token logits per row."""
+        if self.fed:  # only the generated part follows the parents; the prompt part is shared
+            self.gen_k = self.gen_k.index_select(1, parent_rows)
+            self.gen_v = self.gen_v.index_select(1, parent_rows)
+        x = self.lm.model.embed_tokens(tokens)[:, None]
+        cos, sin = self.lm.model.rotary_emb(x, (self.next_position + self.fed)[:, None])
+        for i, layer in enumerate(self.layers):
+            x = x + self._attention(i, layer, layer.input_layernorm(x), cos, sin)
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        self.fed += 1
+        return self.lm.lm_head(self.lm.model.norm(x))[:, -1]
+
+    def _attention(self, i: int, layer: nn.Module, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+                   ) -> torch.Tensor:
+        """Self-attention of layer i for one new token per row: (rows, 1, hidden) -> (rows, 1, hidden)."""
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        attn, rows = layer.self_attn, h.shape[0]
+        q = attn.q_proj(h).view(rows, 1, -1, self.head_dim).transpose(1, 2)
+        k = attn.k_proj(h).view(rows, 1, -1, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(h).view(rows, 1, -1, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        self.gen_k[i, :, :, self.fed] = k[:, :, 0]
+        self.gen_v[i, :, :, self.fed] = v[:, :, 0]
+        q = (q * self.scaling).view(rows, self.kv_heads, self.heads_per_kv, self.head_dim)
+        prompt_k, prompt_v = self.prompt_kv[i]
+        gen_k, gen_v = self.gen_k[i, :, :, : self.fed + 1], self.gen_v[i, :, :, : self.fed + 1]
+        prompt_scores = torch.matmul(self._by_prompt(q), prompt_k.transpose(-1, -2))
+        if self.prompt_bias is not None:
+            prompt_scores = prompt_scores + self.prompt_bias
+        scores = torch.cat([self._by_row(prompt_scores), torch.matmul(q, gen_k.transpose(-1, -2))], dim=-1)
+        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        length = prompt_k.shape[2]
+        out = self._by_row(torch.matmul(self._by_prompt(weights[..., :length]), prompt_v))
+        out = out + torch.matmul(weights[..., length:], gen_v)
+        return attn.o_proj(out.reshape(rows, 1, -1))
+
+    def _by_prompt(self, t: torch.Tensor) -> torch.Tensor:
+        """(rows, kv_heads, n, X) -> (prompts, kv_heads, n * groups * group_size, X): a prompt's beams as queries."""
+        g, p, s, n = self.groups, self.prompts, self.group_size, t.shape[2]
+        return t.view(g, p, s, self.kv_heads, n, -1).permute(1, 3, 4, 0, 2, 5).reshape(p, self.kv_heads, n * g * s, -1)
+
+    def _by_row(self, t: torch.Tensor) -> torch.Tensor:
+        """Inverse of _by_prompt: (prompts, kv_heads, n * groups * group_size, X) -> (rows, kv_heads, n, X)."""
+        g, p, s = self.groups, self.prompts, self.group_size
+        n = t.shape[2] // (g * s)
+        return t.view(p, self.kv_heads, n, g, s, -1).permute(3, 0, 4, 1, 2, 5).reshape(g * p * s, self.kv_heads, n, -1)

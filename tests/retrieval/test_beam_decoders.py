@@ -1,0 +1,97 @@
+"""The shared-prompt beam decoder gives the logits of the model's own KV-cache decoding (the oracle),
+for grouped-query attention, left padding and LoRA-wrapped models; `auto` falls back where it must."""
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from mmrag.retrieval.beam_decoders import (HFCacheDecoder, SharedPromptDecoder, make_beam_decoder,
+                                           supports_shared_prompt)
+from mmrag.retrieval.group_beam_search import group_beam_search
+
+GROUPS, GROUP_SIZE, PROMPTS, STEPS = 3, 2, 3, 4
+ROWS = GROUPS * PROMPTS * GROUP_SIZE
+
+
+def tiny_llama(kv_heads: int = 2, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=64)
+    return LlamaForCausalLM(config).eval()
+
+
+def padded_prompts(lengths=(5, 2, 4), hidden: int = 32):
+    torch.manual_seed(3)
+    longest = max(lengths)
+    mask = torch.zeros(len(lengths), longest, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        mask[row, longest - length:] = 1
+    return torch.randn(len(lengths), longest, hidden), mask
+
+
+def row_prompt() -> torch.Tensor:
+    return torch.arange(PROMPTS).view(1, -1, 1).expand(GROUPS, -1, GROUP_SIZE).reshape(-1)
+
+
+def random_parents(gen: torch.Generator) -> torch.Tensor:
+    """A parent row for every row, drawn from the beams of the same (group, prompt) block."""
+    block = torch.arange(GROUPS * PROMPTS).repeat_interleave(GROUP_SIZE)
+    return block * GROUP_SIZE + torch.randint(0, GROUP_SIZE, (ROWS,), generator=gen)
+
+
+@pytest.mark.parametrize("kv_heads,padded", [(4, False), (2, True), (1, True)])
+def test_shared_prompt_logits_equal_the_kv_cache_decoder(kv_heads, padded):
+    model = tiny_llama(kv_heads)
+    embeds, mask = padded_prompts()
+    mask = mask if padded else None
+    oracle = HFCacheDecoder(model, row_prompt(), STEPS + 1)
+    shared = SharedPromptDecoder(model, GROUPS, GROUP_SIZE, STEPS + 1)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        expected, got = oracle.prefill(embeds, mask), shared.prefill(embeds, mask)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        for _ in range(STEPS):
+            parents, tokens = random_parents(gen), torch.randint(3, 97, (ROWS,), generator=gen)
+            torch.testing.assert_close(shared.step(parents, tokens), oracle.step(parents, tokens),
+                                       rtol=1e-5, atol=1e-5)
+
+
+def test_shared_prompt_runs_the_lora_layers_of_a_peft_model():
+    model = get_peft_model(tiny_llama(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero, which would make the adapter invisible
+            torch.nn.init.normal_(p, std=0.5)
+    embeds, mask = padded_prompts()
+    gen = torch.Generator().manual_seed(1)
+    parents, tokens = random_parents(gen), torch.randint(3, 97, (ROWS,), generator=gen)
+    outputs = {}
+    with torch.no_grad():
+        for adapters in (True, False):
+            for kind in ("hf_cache", "shared_prompt"):
+                decoder = make_beam_decoder(kind, model, row_prompt(), GROUPS, GROUP_SIZE, 3)
+                with (model.disable_adapter() if not adapters else contextlib.nullcontext()):
+                    decoder.prefill(embeds, mask)
+                    outputs[adapters, kind] = decoder.step(parents, tokens)
+    torch.testing.assert_close(outputs[True, "shared_prompt"], outputs[True, "hf_cache"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outputs[False, "shared_prompt"], outputs[False, "hf_cache"], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(outputs[True, "shared_prompt"], outputs[False, "shared_prompt"], atol=1e-3)
+
+
+def test_auto_falls_back_to_the_kv_cache_for_other_architectures():
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_positions=64)).eval()
+    assert supports_shared_prompt(tiny_llama()) and not supports_shared_prompt(gpt2)
+    assert isinstance(make_beam_decoder("auto", gpt2, row_prompt(), GROUPS, GROUP_SIZE, 3), HFCacheDecoder)
+    assert isinstance(make_beam_decoder("auto", tiny_llama(), row_prompt(), GROUPS, GROUP_SIZE, 3),
+                      SharedPromptDecoder)
+    with pytest.raises(ValueError, match="'gpt2'"):
+        make_beam_decoder("shared_prompt", gpt2, row_prompt(), GROUPS, GROUP_SIZE, 3)
+    with pytest.raises(ValueError, match="expected one of auto, hf_cache, shared_prompt"):
+        make_beam_decoder("static", gpt2, row_prompt(), GROUPS, GROUP_SIZE, 3)
+    embeds, _ = padded_prompts()
+    clues = group_beam_search(gpt2, embeds, lambda tokens, scores: scores, eos_token_id=2, num_beams=4,
+                              num_beam_groups=2, max_new_tokens=3)
+    assert [len(c) for c in clues] == [4, 4, 4]
