@@ -10,7 +10,8 @@ with `--beams` beams against an in-memory corpus index of Zipf-distributed token
   ours          the project's group_beam_search (beams/groups = 10/10, diversity 0.5) + CorpusConstrainedLogitsProcessor,
                 decoder `auto` (the shared-prompt decoder for the LLaMA layout)
   ours_noop     the same search with a processor that changes nothing: the unconstrained decode cost
-  ours_hf_cache `ours` with decoder `hf_cache` (the model's own KV cache, prompt copied to every beam)
+  ours_eager    `ours` without CUDA graphs (every step's kernels launched from Python)
+  ours_hf_cache `ours` with decoder `hf_cache` (the model's own KV cache, prompt copied to every beam; no graphs)
   hf_prefix_fn  the reference mechanism: HF generate beam search with PrefixConstrainedLogitsProcessor
                 (what `prefix_allowed_tokens_fn=` installs; passed as logits_processor so it can be timed)
                 and a prefix function that returns per-beam Python lists from index lookups from scratch
@@ -50,7 +51,7 @@ LLAMA_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers"
             "num_key_value_heads": 32, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6}
 TOY_LLM = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
            "num_key_value_heads": 4, "max_position_embeddings": 256}
-MODES = ("ours", "ours_noop", "ours_hf_cache", "hf_prefix_fn", "hf_plain")
+MODES = ("ours", "ours_noop", "ours_eager", "ours_hf_cache", "hf_prefix_fn", "hf_plain")
 
 
 class NoOpProcessor:
@@ -195,6 +196,8 @@ def decoders(args, model, index: Optional[CorpusIndex], device: torch.device, gr
         out["ours"] = (lambda e: group_beam_search(model, e, ours_proc, **ours_kw), ours_proc)
         kv_proc = HostTimedProcessor(CorpusConstrainedLogitsProcessor(index, EOS, args.min_clue_len, args.clue_len))
         out["ours_hf_cache"] = (lambda e: group_beam_search(model, e, kv_proc, decoder="hf_cache", **ours_kw), kv_proc)
+        eager_proc = HostTimedProcessor(CorpusConstrainedLogitsProcessor(index, EOS, args.min_clue_len, args.clue_len))
+        out["ours_eager"] = (lambda e: group_beam_search(model, e, eager_proc, cuda_graphs=False, **ours_kw), eager_proc)
         prefix_fn = reference_prefix_fn(index, args.vocab, args.min_clue_len, args.clue_len)
         hf_proc = TimedCall(PrefixConstrainedLogitsProcessor(prefix_fn, beams), device)
         constrained = LogitsProcessorList([hf_proc])
@@ -277,7 +280,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     device = pick_device("cpu" if args.toy and args.device is None else args.device)
     torch.manual_seed(args.seed)
-    needs_index = any(m in ("ours", "ours_hf_cache", "hf_prefix_fn") for m in args.modes)
+    needs_index = any(m in ("ours", "ours_eager", "ours_hf_cache", "hf_prefix_fn") for m in args.modes)
     with tempfile.TemporaryDirectory() as tmp:
         corpus = build_corpus_index(args, Path(tmp)) if needs_index else {"index": None, "build_s": None, "passages": 0}
         start = time.perf_counter()

@@ -39,8 +39,9 @@ def supports_shared_prompt(model: nn.Module) -> bool:
 
 
 def make_beam_decoder(kind: str, model: nn.Module, row_prompt: torch.Tensor, groups: int, group_size: int,
-                      max_new_tokens: int):
-    """`auto` picks the shared-prompt decoder where the model supports it, else the HF-cache decoder."""
+                      max_new_tokens: int, cuda_graphs: bool = True):
+    """`auto` picks the shared-prompt decoder where the model supports it, else the HF-cache decoder.
+    `cuda_graphs`: replay the shared-prompt decoder's steps from a CUDA graph on a GPU."""
     if kind not in DECODERS:
         raise ValueError(f"decoder {kind!r}: expected one of {', '.join(DECODERS)}")
     if kind == "auto":
@@ -50,7 +51,7 @@ def make_beam_decoder(kind: str, model: nn.Module, row_prompt: torch.Tensor, gro
     if not supports_shared_prompt(model):
         raise ValueError(f"decoder 'shared_prompt' needs a decoder of type {', '.join(SHARED_PROMPT_MODEL_TYPES)}, "
                          f"got {getattr(causal_lm(model).config, 'model_type', type(model).__name__)!r}")
-    return SharedPromptDecoder(model, groups, group_size, max_new_tokens)
+    return SharedPromptDecoder(model, groups, group_size, max_new_tokens, cuda_graphs)
 
 
 def padded_positions(mask: torch.Tensor) -> torch.Tensor:
@@ -93,6 +94,38 @@ class HFCacheDecoder:
         return out.logits[:, -1]
 
 
+class CudaGraphCall:
+    """`fn(*inputs)` replayed from a CUDA graph: the first call runs eagerly (it also warms up cuBLAS and
+    the allocator), the second captures the graph and replays it, later calls copy their inputs into
+    the captured input buffers and replay. Outputs are the graph's own tensors, overwritten by the next
+    call. `fn` must keep every shape fixed and never read a device value on the host; with `enabled`
+    false (or on the CPU) every call runs eagerly. A 7B decode step launches ~1,500 kernels: replaying
+    them as one graph takes the host (Python + launch time) out of the step.
+    """
+
+    def __init__(self, fn, enabled: bool) -> None:
+        self.fn, self.enabled = fn, enabled
+        self.calls = 0
+        self.graph: Optional[torch.cuda.CUDAGraph] = None
+        self.inputs: Tuple[torch.Tensor, ...] = ()
+        self.outputs = None
+
+    def __call__(self, *inputs: torch.Tensor):
+        self.calls += 1
+        if not self.enabled or self.calls == 1:
+            return self.fn(*inputs)
+        if self.graph is None:
+            self.inputs = tuple(x.clone() for x in inputs)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.outputs = self.fn(*self.inputs)
+        else:
+            for buffer, x in zip(self.inputs, inputs):
+                buffer.copy_(x)
+        self.graph.replay()
+        return self.outputs
+
+
 def _cache_layers(cache) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     """(keys, values) per layer, each (batch, kv_heads, len, head_dim), from a transformers cache."""
     if hasattr(cache, "layers"):  # transformers >= 4.56
@@ -105,12 +138,16 @@ class SharedPromptDecoder:
 
     Attention of a beam row = softmax over [its prompt's keys ; its own generated keys], computed as
     two matmuls (prompt part grouped per prompt, generated part per row) and one softmax over both,
-    in the model's dtype with a float32 softmax, as transformers' eager attention does.
+    in the model's dtype with a float32 softmax, as transformers' eager attention does. Every decode
+    step has the same shapes (the generated keys live in a fixed-size buffer, columns not yet written
+    are masked), so on a GPU the step is replayed from a CUDA graph (`cuda_graphs`).
     """
 
-    def __init__(self, model: nn.Module, groups: int, group_size: int, max_new_tokens: int) -> None:
+    def __init__(self, model: nn.Module, groups: int, group_size: int, max_new_tokens: int,
+                 cuda_graphs: bool = True) -> None:
         self.lm = causal_lm(model)
         self.groups, self.group_size, self.max_new_tokens = groups, group_size, max_new_tokens
+        self.cuda_graphs = cuda_graphs
         self.layers = self.lm.model.layers
         attn = self.layers[0].self_attn
         config = self.lm.config
@@ -121,8 +158,11 @@ class SharedPromptDecoder:
         self.prompt_kv: List[Tuple[torch.Tensor, torch.Tensor]] = []
         self.prompt_bias: Optional[torch.Tensor] = None  # (prompts, 1, 1, len): 0 real, -inf padding
         self.gen_k = self.gen_v = None  # (layers, rows, kv_heads, max_new_tokens - 1, head_dim)
-        self.next_position: Optional[torch.Tensor] = None
+        self.gen_bias: Optional[torch.Tensor] = None  # (max_new_tokens - 1,): 0 written, -inf not yet
+        self.write_at: Optional[torch.Tensor] = None  # (1,) column of the generated buffer this step writes
+        self.positions: Optional[torch.Tensor] = None  # (rows, 1) position id of the token fed this step
         self.prompts, self.fed = 0, 0
+        self._step = None
 
     def prefill(self, embeds: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         """The model's own forward over the prompts; keep its keys/values once per prompt."""
@@ -130,29 +170,42 @@ class SharedPromptDecoder:
         out = self.lm(inputs_embeds=embeds, use_cache=True, logits_to_keep=1, **kwargs)
         self.prompt_kv = _cache_layers(out.past_key_values)
         self.prompts, length = embeds.shape[:2]
+        device, dtype = embeds.device, embeds.dtype
         if mask is not None:
-            self.prompt_bias = torch.zeros(mask.shape, dtype=embeds.dtype, device=embeds.device).masked_fill(
+            self.prompt_bias = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(
                 mask == 0, float("-inf"))[:, None, None, :]
-        real = mask.sum(1) if mask is not None else torch.full((self.prompts,), length, device=embeds.device)
+        real = mask.sum(1) if mask is not None else torch.full((self.prompts,), length, device=device)
         rows = self.groups * self.prompts * self.group_size
-        self.next_position = real.view(1, -1, 1).expand(self.groups, -1, self.group_size).reshape(rows)
-        shape = (len(self.layers), rows, self.kv_heads, max(self.max_new_tokens - 1, 1), self.head_dim)
-        self.gen_k = torch.zeros(shape, dtype=embeds.dtype, device=embeds.device)
+        self.positions = real.view(1, -1, 1).expand(self.groups, -1, self.group_size).reshape(rows, 1).clone()
+        columns = max(self.max_new_tokens - 1, 1)
+        self.gen_k = torch.zeros((len(self.layers), rows, self.kv_heads, columns, self.head_dim),
+                                 dtype=dtype, device=device)
         self.gen_v = torch.zeros_like(self.gen_k)
+        self.gen_bias = torch.full((columns,), float("-inf"), dtype=dtype, device=device)
+        self.write_at = torch.zeros(1, dtype=torch.long, device=device)
+        self._step = CudaGraphCall(self._fixed_shape_step, enabled=self.cuda_graphs and device.type == "cuda")
         logits = out.logits[:, -1]
         return logits.view(1, -1, 1, logits.shape[-1]).expand(self.groups, -1, self.group_size, -1).reshape(rows, -1)
 
     def step(self, parent_rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """One token per beam row through every layer; next-token logits per row."""
-        if self.fed:  # only the generated part follows the parents; the prompt part is shared
-            self.gen_k = self.gen_k.index_select(1, parent_rows)
-            self.gen_v = self.gen_v.index_select(1, parent_rows)
+        """One token per beam row through every layer; next-token logits per row (valid until the next step)."""
+        self.gen_bias[self.fed] = 0.0  # the column this step writes becomes visible
+        self.write_at.fill_(self.fed)
+        logits = self._step(parent_rows, tokens)
+        self.positions += 1
+        self.fed += 1
+        return logits
+
+    def _fixed_shape_step(self, parent_rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        # only the generated part follows the parents; the prompt part is shared (at step 0 this
+        # gathers empty columns, which keeps every step the same graph)
+        self.gen_k.copy_(self.gen_k.index_select(1, parent_rows))
+        self.gen_v.copy_(self.gen_v.index_select(1, parent_rows))
         x = self.lm.model.embed_tokens(tokens)[:, None]
-        cos, sin = self.lm.model.rotary_emb(x, (self.next_position + self.fed)[:, None])
+        cos, sin = self.lm.model.rotary_emb(x, self.positions)
         for i, layer in enumerate(self.layers):
             x = x + self._attention(i, layer, layer.input_layernorm(x), cos, sin)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
-        self.fed += 1
         return self.lm.lm_head(self.lm.model.norm(x))[:, -1]
 
     def _attention(self, i: int, layer: nn.Module, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
@@ -165,15 +218,16 @@ class SharedPromptDecoder:
         k = attn.k_proj(h).view(rows, 1, -1, self.head_dim).transpose(1, 2)
         v = attn.v_proj(h).view(rows, 1, -1, self.head_dim).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        self.gen_k[i, :, :, self.fed] = k[:, :, 0]
-        self.gen_v[i, :, :, self.fed] = v[:, :, 0]
+        gen_k, gen_v = self.gen_k[i], self.gen_v[i]
+        gen_k.index_copy_(2, self.write_at, k)
+        gen_v.index_copy_(2, self.write_at, v)
         q = (q * self.scaling).view(rows, self.kv_heads, self.heads_per_kv, self.head_dim)
         prompt_k, prompt_v = self.prompt_kv[i]
-        gen_k, gen_v = self.gen_k[i, :, :, : self.fed + 1], self.gen_v[i, :, :, : self.fed + 1]
         prompt_scores = torch.matmul(self._by_prompt(q), prompt_k.transpose(-1, -2))
         if self.prompt_bias is not None:
             prompt_scores = prompt_scores + self.prompt_bias
-        scores = torch.cat([self._by_row(prompt_scores), torch.matmul(q, gen_k.transpose(-1, -2))], dim=-1)
+        gen_scores = torch.matmul(q, gen_k.transpose(-1, -2)) + self.gen_bias
+        scores = torch.cat([self._by_row(prompt_scores), gen_scores], dim=-1)
         weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
         length = prompt_k.shape[2]
         out = self._by_row(torch.matmul(self._by_prompt(weights[..., :length]), prompt_v))

@@ -96,19 +96,23 @@ class CorpusConstrainedLogitsProcessor(LogitsProcessor):
 
     def allowed_indices(self, clues: Sequence[Tuple[int, ...]], cursors: Sequence, vocab: int
                         ) -> Tuple[np.ndarray, np.ndarray]:
-        """(beam rows, token columns) of every allowed (beam, token) pair."""
-        rows: List[np.ndarray] = [np.zeros(0, dtype=np.int64)]
-        cols: List[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+        """(beam rows, token columns) of every allowed (beam, token) pair; columns may hold ids >= vocab
+        (the index's separator), which the caller drops. Rows of an empty clue get no entries here."""
+        eos_rows: List[int] = []
+        token_rows: List[int] = []
+        token_arrays: List[np.ndarray] = []
         for b, (clue, cursor) in enumerate(zip(clues, cursors)):
             can_continue = cursor is not None and len(clue) < self.max_clue_len and len(cursor.tokens) > 0
             if not can_continue or len(clue) >= self.min_clue_len:
-                rows.append(np.full(1, b, dtype=np.int64))
-                cols.append(np.full(1, self.eos_token_id, dtype=np.int64))
+                eos_rows.append(b)
             if can_continue and clue:  # the empty clue (root) is handled by a cached dense row
-                tokens = cursor.tokens if int(cursor.tokens[-1]) < vocab else cursor.tokens[cursor.tokens < vocab]
-                rows.append(np.full(len(tokens), b, dtype=np.int64))
-                cols.append(tokens)
-        return np.concatenate(rows), np.concatenate(cols)
+                token_rows.append(b)
+                token_arrays.append(cursor.tokens)
+        lengths = [len(tokens) for tokens in token_arrays]
+        rows = np.concatenate([np.asarray(eos_rows, dtype=np.int64),
+                               np.repeat(np.asarray(token_rows, dtype=np.int64), lengths)])
+        cols = np.concatenate([np.full(len(eos_rows), self.eos_token_id, dtype=np.int64), *token_arrays])
+        return rows, cols.astype(np.int64, copy=False)
 
     def apply(self, prepared: "PreparedMask", scores: torch.Tensor) -> torch.Tensor:
         """Scores of allowed tokens, -inf elsewhere: one gather/scatter on the scores' device.

@@ -145,8 +145,10 @@ def _sha256_file(path: Path) -> str:
 
 def _runs(values: np.ndarray, separator: int) -> Tuple[np.ndarray, np.ndarray]:
     """(distinct values, run lengths) of a sorted array, without the separator's run (sorted last)."""
-    if len(values) == 0:
+    if len(values) == 0 or (values[0] == values[-1] and values[0] == separator):
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if values[0] == values[-1]:  # one distinct value: most deep prefixes, worth skipping the scan for
+        return np.array([values[0]], dtype=np.int64), np.array([len(values)], dtype=np.int64)
     change = np.empty(len(values), dtype=bool)
     change[0] = True
     np.not_equal(values[1:], values[:-1], out=change[1:])

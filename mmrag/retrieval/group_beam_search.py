@@ -20,7 +20,7 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 import torch
 
-from mmrag.retrieval.beam_decoders import make_beam_decoder
+from mmrag.retrieval.beam_decoders import CudaGraphCall, make_beam_decoder
 from mmrag.retrieval.clue_scoring import Clue
 
 # (token ids [rows, clue_len] on the CPU, log-probs [rows, vocab]) -> scores with forbidden tokens at -inf
@@ -32,7 +32,8 @@ def group_beam_search(model, inputs_embeds: torch.Tensor, processor: LogitsProce
                       eos_token_id: int, num_beams: int = 10, num_beam_groups: int = 10,
                       diversity_penalty: float = 0.5, length_penalty: float = 1.5, max_new_tokens: int = 11,
                       num_return_sequences: Optional[int] = None,
-                      attention_mask: Optional[torch.Tensor] = None, decoder: str = "auto") -> List[List[Clue]]:
+                      attention_mask: Optional[torch.Tensor] = None, decoder: str = "auto",
+                      cuda_graphs: bool = True) -> List[List[Clue]]:
     """Diverse beam search for every prompt of `inputs_embeds` (batch, len, hidden), all prompts together.
 
     `attention_mask` (batch, len) marks real prompt positions (any padding side; prompts are
@@ -41,7 +42,8 @@ def group_beam_search(model, inputs_embeds: torch.Tensor, processor: LogitsProce
     tokens only, as CorpusConstrainedLogitsProcessor does. A processor with `prepare(clue_tokens, vocab,
     device)` + `apply(prepared, log_probs)` has its index work run while the model's forward runs;
     any other is called as `processor(clue_tokens, log_probs)`. `decoder`: `auto` | `hf_cache` |
-    `shared_prompt` (see mmrag.retrieval.beam_decoders). Returns, per prompt, up to
+    `shared_prompt` (see mmrag.retrieval.beam_decoders). `cuda_graphs`: on a GPU, replay the beam
+    choice and the shared-prompt decoder's steps from CUDA graphs (same results, less host time). Returns, per prompt, up to
     `num_return_sequences` clues sorted by length-normalised score (sum of log-probs /
     clue_length ** length_penalty), with per-token log-probs attached.
     """
@@ -55,8 +57,9 @@ def group_beam_search(model, inputs_embeds: torch.Tensor, processor: LogitsProce
     embeds, mask = left_aligned(inputs_embeds, attention_mask)
     group_size = num_beams // num_beam_groups
     search = _GroupSelection(eos_token_id, batch, num_beam_groups, group_size, diversity_penalty, length_penalty,
-                             embeds.device)
-    beams = make_beam_decoder(decoder, model, search.row_prompt(), num_beam_groups, group_size, max_new_tokens)
+                             embeds.device, cuda_graphs)
+    beams = make_beam_decoder(decoder, model, search.row_prompt(), num_beam_groups, group_size, max_new_tokens,
+                              cuda_graphs)
     constraint = _two_phase(processor)
     constraint.reset()
     logits = beams.prefill(embeds, mask)
@@ -144,7 +147,7 @@ class _GroupSelection:
     """
 
     def __init__(self, eos_token_id: int, batch: int, groups: int, group_size: int,
-                 diversity_penalty: float, length_penalty: float, device: torch.device) -> None:
+                 diversity_penalty: float, length_penalty: float, device: torch.device, cuda_graphs: bool) -> None:
         self.eos = int(eos_token_id)
         self.batch, self.groups, self.group_size = batch, groups, group_size
         self.diversity_penalty, self.length_penalty = diversity_penalty, length_penalty
@@ -157,6 +160,7 @@ class _GroupSelection:
         self.finished: List[List[Clue]] = [[] for _ in range(batch)]
         self._host_scores = self.scores.cpu()
         self._pending: Optional[_HostCopies] = None
+        self._choose = CudaGraphCall(self._choose_all_groups, enabled=cuda_graphs and device.type == "cuda")
 
     def row_prompt(self) -> torch.Tensor:
         """(rows,) prompt index of every beam row, rows ordered (group, prompt, beam in group)."""
@@ -177,6 +181,13 @@ class _GroupSelection:
         (parent row of each new beam, its token), both (rows,) on the device; the host copies of the
         choice are queued and read by `commit`.
         """
+        row_parents, row_tokens, *picks = self._choose(logp, processed)
+        names = ("parents", "tokens", "scores", "token_lps", "finishing", "finish_parents", "finish_scores")
+        self._pending = _HostCopies(**dict(zip(names, picks)))
+        return row_parents, row_tokens
+
+    def _choose_all_groups(self, logp: torch.Tensor, processed: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Device work of `choose`, fixed shapes and no host reads (so a CUDA graph can replay it)."""
         vocab = logp.shape[-1]
         picked = torch.zeros((self.batch, vocab), device=logp.device)  # tokens chosen this step, per prompt
         rows = self.batch * self.group_size
@@ -184,11 +195,10 @@ class _GroupSelection:
         picks = [self._choose_group(g, blocks[g], processed_blocks[g], picked) for g in range(self.groups)]
         parents, tokens, scores, token_lps, finishing, finish_parents, finish_scores = (
             torch.stack(column) for column in zip(*picks))
-        self.scores = scores
-        self._pending = _HostCopies(parents=parents, tokens=tokens, token_lps=token_lps, scores=scores,
-                                    finishing=finishing, finish_parents=finish_parents, finish_scores=finish_scores)
+        self.scores.copy_(scores)
         first_row = torch.arange(self.groups * self.batch, device=logp.device).view(self.groups, self.batch, 1)
-        return (first_row * self.group_size + parents).reshape(-1), tokens.reshape(-1)
+        return ((first_row * self.group_size + parents).reshape(-1), tokens.reshape(-1),
+                parents, tokens, scores, token_lps, finishing, finish_parents, finish_scores)
 
     def commit(self) -> None:
         """Wait for the last choice's host copies; record finished clues and extend the live ones."""

@@ -95,3 +95,16 @@ def test_auto_falls_back_to_the_kv_cache_for_other_architectures():
     clues = group_beam_search(gpt2, embeds, lambda tokens, scores: scores, eos_token_id=2, num_beams=4,
                               num_beam_groups=2, max_new_tokens=3)
     assert [len(c) for c in clues] == [4, 4, 4]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_replay_gives_the_eager_search_results():
+    model = tiny_llama().cuda()
+    embeds, mask = padded_prompts()
+    search = dict(eos_token_id=2, num_beams=6, num_beam_groups=3, max_new_tokens=6,
+                  attention_mask=mask.cuda())
+    eager = group_beam_search(model, embeds.cuda(), lambda t, s: s, cuda_graphs=False, **search)
+    graphed = group_beam_search(model, embeds.cuda(), lambda t, s: s, cuda_graphs=True, **search)
+    for a, b in zip(graphed, eager):
+        assert [c.tokens for c in a] == [c.tokens for c in b]
+        torch.testing.assert_close([c.score for c in a], [c.score for c in b], rtol=0, atol=1e-4)
