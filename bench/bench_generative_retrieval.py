@@ -10,6 +10,7 @@ with `--beams` beams against an in-memory corpus index of Zipf-distributed token
   ours          the project's group_beam_search (beams/groups = 10/10, diversity 0.5) + CorpusConstrainedLogitsProcessor,
                 decoder `auto` (the shared-prompt decoder for the LLaMA layout)
   ours_noop     the same search with a processor that changes nothing: the unconstrained decode cost
+                (on a GPU: CUDA graphs kept across batches in a BeamGraphWorkspace; the warm-up batch captures)
   ours_eager    `ours` without CUDA graphs (every step's kernels launched from Python)
   ours_hf_cache `ours` with decoder `hf_cache` (the model's own KV cache, prompt copied to every beam; no graphs)
   hf_prefix_fn  the reference mechanism: HF generate beam search with PrefixConstrainedLogitsProcessor
@@ -42,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from bench.common import (DTYPES, BenchError, TimedCall, build_on, emit, machine_info, pick_device,  # noqa: E402
                           sync, zipf_passages)
 from mmrag.models.llm import LLM_DEFAULTS, load_llm  # noqa: E402
+from mmrag.retrieval.beam_decoders import BeamGraphWorkspace  # noqa: E402
 from mmrag.retrieval.constrained_decoding import CorpusConstrainedLogitsProcessor, group_beam_search  # noqa: E402
 from mmrag.retrieval.corpus_index import CorpusIndex  # noqa: E402
 
@@ -184,6 +186,7 @@ def hf_supports_group_beam(model, prompt: torch.Tensor) -> bool:
 def decoders(args, model, index: Optional[CorpusIndex], device: torch.device, group_hf: bool) -> Dict[str, Any]:
     """mode -> (decode function of one prompt batch, timed processor or None)."""
     beams, new_tokens = args.beams, args.clue_len + 1  # the clue, then EOS
+    workspaces = {name: BeamGraphWorkspace() for name in ("ours", "ours_noop")}  # graphs kept across batches
     ours_kw = {"eos_token_id": EOS, "num_beams": beams, "num_beam_groups": beams, "diversity_penalty": args.diversity,
                "length_penalty": 1.5, "max_new_tokens": new_tokens}
     hf_kw = {"num_beams": beams, "num_return_sequences": beams, "max_new_tokens": new_tokens, "length_penalty": 1.5,
@@ -193,7 +196,8 @@ def decoders(args, model, index: Optional[CorpusIndex], device: torch.device, gr
     out: Dict[str, Any] = {}
     if index is not None:
         ours_proc = HostTimedProcessor(CorpusConstrainedLogitsProcessor(index, EOS, args.min_clue_len, args.clue_len))
-        out["ours"] = (lambda e: group_beam_search(model, e, ours_proc, **ours_kw), ours_proc)
+        out["ours"] = (lambda e: group_beam_search(model, e, ours_proc, workspace=workspaces["ours"], **ours_kw),
+                       ours_proc)
         kv_proc = HostTimedProcessor(CorpusConstrainedLogitsProcessor(index, EOS, args.min_clue_len, args.clue_len))
         out["ours_hf_cache"] = (lambda e: group_beam_search(model, e, kv_proc, decoder="hf_cache", **ours_kw), kv_proc)
         eager_proc = HostTimedProcessor(CorpusConstrainedLogitsProcessor(index, EOS, args.min_clue_len, args.clue_len))
@@ -202,12 +206,13 @@ def decoders(args, model, index: Optional[CorpusIndex], device: torch.device, gr
         hf_proc = TimedCall(PrefixConstrainedLogitsProcessor(prefix_fn, beams), device)
         constrained = LogitsProcessorList([hf_proc])
         out["hf_prefix_fn"] = (lambda e: model.generate(inputs_embeds=e, logits_processor=constrained, **hf_kw), hf_proc)
-    out["ours_noop"] = (lambda e: group_beam_search(model, e, NoOpProcessor(), **ours_kw), None)
+    out["ours_noop"] = (lambda e: group_beam_search(model, e, NoOpProcessor(), workspace=workspaces["ours_noop"],
+                                                    **ours_kw), None)
     out["hf_plain"] = (lambda e: model.generate(inputs_embeds=e, **hf_kw), None)
     return out
 
 
-def time_mode(decode: Callable, processor: Optional[Any], prompts: List[torch.Tensor],
+def time_mode(decode: Callable, processor: Optional[Any], graphed: bool, prompts: List[torch.Tensor],
               counter: ForwardCounter, device: torch.device) -> Dict[str, Any]:
     """Queries/s over all prompt batches after one warm-up batch; processor seconds and forward counts."""
     decode(prompts[0])
@@ -227,11 +232,29 @@ def time_mode(decode: Callable, processor: Optional[Any], prompts: List[torch.Te
            "prefill_batch_max": max(counter.prefill_batches, default=0),
            "prefill_calls_per_batch": len(counter.prefill_batches) / (len(prompts) - 1),
            "decode_forwards_per_batch": counter.decode_calls / (len(prompts) - 1)}
+    if graphed:  # replayed steps run no Python, so the hooks see only the first two (eager, capture)
+        fig["decode_python_calls_per_batch"] = fig.pop("decode_forwards_per_batch")
     if processor is not None:
         fig.update(processor_s=round(processor.seconds, 4), processor_calls=processor.calls,
                    processor_share=round(processor.seconds / seconds, 4),
                    processor_timing="host, overlapped" if isinstance(processor, HostTimedProcessor) else "synced")
     return fig
+
+
+def profile_batch(decode: Callable, prompts: torch.Tensor, device: torch.device) -> Dict[str, Any]:
+    """One batch under torch.profiler: host ms per group_beam_search phase, and the busiest device kernels."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    sync(device)
+    with torch.profiler.profile(activities=activities) as prof:
+        decode(prompts)
+        sync(device)
+    events = prof.key_averages()
+    print(events.table(sort_by="cpu_time_total", row_limit=25), flush=True)
+    phases = {e.key: round(e.cpu_time_total / 1e3, 2) for e in events if e.key.startswith("group_beam_search.")}
+    device_ms = sorted(((getattr(e, "device_time_total", 0) / 1e3, e.key) for e in events), reverse=True)[:8]
+    return {"host_ms_per_phase": phases, "top_device_ms": [[round(ms, 2), key[:80]] for ms, key in device_ms]}
 
 
 def constraint_share(figures: Dict[str, Dict[str, Any]], constrained: str, plain: str) -> Optional[float]:
@@ -262,6 +285,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", action="store_true", help="after timing, profile one batch of the first mode")
     args = ap.parse_args(argv)
     toy = args.toy
     defaults = {"corpus_tokens": 20_000 if toy else 10_000_000, "queries": 2 if toy else 8,
@@ -291,9 +315,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         modes = decoders(args, model, corpus["index"], device, group_hf)
         counter, figures = ForwardCounter(model), {}
         for name in args.modes:
-            figures[name] = time_mode(*modes[name], prompts, counter, device)
+            graphed = name in ("ours", "ours_noop") and device.type == "cuda"
+            figures[name] = time_mode(*modes[name], graphed, prompts, counter, device)
             print(f"{name}: {figures[name]}", flush=True)
         counter.remove()
+        profile = profile_batch(modes[args.modes[0]][0], prompts[-1], device) if args.profile else None
     ours = figures.get("ours") or figures.get("ours_noop") or {}
     result = {
         "bench": "generative_retrieval", "toy": args.toy, **machine_info(device),
@@ -309,6 +335,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         "group_beam_search_one_prompt_at_a_time": bool(ours) and ours["prefill_batch_max"] == 1 < args.queries,
         "okvqa_gs112k_test_queries": OKVQA_GS112K_TEST_QUERIES,
     }
+    if profile is not None:
+        result["profile"] = {"mode": args.modes[0], **profile}
     emit(result)
     return result
 

@@ -15,7 +15,7 @@ parent is always a row of the same prompt.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -39,7 +39,7 @@ def supports_shared_prompt(model: nn.Module) -> bool:
 
 
 def make_beam_decoder(kind: str, model: nn.Module, row_prompt: torch.Tensor, groups: int, group_size: int,
-                      max_new_tokens: int, cuda_graphs: bool = True):
+                      max_new_tokens: int, cuda_graphs: bool = True, workspace: Optional["BeamGraphWorkspace"] = None):
     """`auto` picks the shared-prompt decoder where the model supports it, else the HF-cache decoder.
     `cuda_graphs`: replay the shared-prompt decoder's steps from a CUDA graph on a GPU."""
     if kind not in DECODERS:
@@ -51,7 +51,7 @@ def make_beam_decoder(kind: str, model: nn.Module, row_prompt: torch.Tensor, gro
     if not supports_shared_prompt(model):
         raise ValueError(f"decoder 'shared_prompt' needs a decoder of type {', '.join(SHARED_PROMPT_MODEL_TYPES)}, "
                          f"got {getattr(causal_lm(model).config, 'model_type', type(model).__name__)!r}")
-    return SharedPromptDecoder(model, groups, group_size, max_new_tokens, cuda_graphs)
+    return SharedPromptDecoder(model, groups, group_size, max_new_tokens, cuda_graphs, workspace)
 
 
 def padded_positions(mask: torch.Tensor) -> torch.Tensor:
@@ -116,14 +116,28 @@ class CudaGraphCall:
             return self.fn(*inputs)
         if self.graph is None:
             self.inputs = tuple(x.clone() for x in inputs)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.outputs = self.fn(*self.inputs)
+            self.outputs = self._capture()
         else:
             for buffer, x in zip(self.inputs, inputs):
                 buffer.copy_(x)
         self.graph.replay()
         return self.outputs
+
+    def _capture(self):
+        """Record fn on a side stream. Not `torch.cuda.graph(...)`: that context also synchronises and
+        empties the allocator's and the pinned-host caches, which costs more than the capture itself
+        when a search captures once per prompt batch."""
+        self.graph = torch.cuda.CUDAGraph()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self.graph.capture_begin()
+            try:
+                outputs = self.fn(*self.inputs)
+            finally:
+                self.graph.capture_end()
+        torch.cuda.current_stream().wait_stream(stream)
+        return outputs
 
 
 def _cache_layers(cache) -> List[Tuple[torch.Tensor, torch.Tensor]]:
@@ -133,6 +147,62 @@ def _cache_layers(cache) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     return list(zip(cache.key_cache, cache.value_cache))
 
 
+class BeamGraphWorkspace:
+    """Fixed-shape buffers and CUDA graphs kept across `group_beam_search` calls of equal shapes.
+
+    Pass one workspace to every batch of an evaluation: each shape is then captured once, not once per
+    batch (a capture costs about two eager steps of host time). Prompt lengths are padded (masked) up
+    to a multiple of `length_multiple` so that batches of slightly different lengths share a graph.
+    """
+
+    def __init__(self, length_multiple: int = 32) -> None:
+        if length_multiple < 1:
+            raise ValueError(f"length_multiple must be >= 1, got {length_multiple}")
+        self.length_multiple = length_multiple
+        self._entries: Dict[tuple, object] = {}
+
+    def padded_length(self, length: int) -> int:
+        return -(-length // self.length_multiple) * self.length_multiple
+
+    def entry(self, key: tuple, build: Callable[[], object]) -> object:
+        """The object stored under `key`, built on first use."""
+        if key not in self._entries:
+            self._entries[key] = build()
+        return self._entries[key]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class _DecodeBuffers:
+    """Everything a shared-prompt decode step reads or writes, at fixed addresses (a graph replays them)."""
+
+    def __init__(self, layers: int, prompts: int, length: int, rows: int, kv_heads: int, head_dim: int,
+                 columns: int, dtype: torch.dtype, device: torch.device) -> None:
+        kv = (prompts, kv_heads, length, head_dim)
+        self.prompt_kv = [(torch.zeros(kv, dtype=dtype, device=device), torch.zeros(kv, dtype=dtype, device=device))
+                          for _ in range(layers)]
+        self.prompt_bias = torch.zeros((prompts, 1, 1, length), dtype=dtype, device=device)  # 0 real, -inf not
+        self.gen_k = torch.zeros((layers, rows, kv_heads, columns, head_dim), dtype=dtype, device=device)
+        self.gen_v = torch.zeros_like(self.gen_k)
+        self.gen_bias = torch.zeros(columns, dtype=dtype, device=device)  # 0 written, -inf not yet
+        self.write_at = torch.zeros(1, dtype=torch.long, device=device)  # the column this step writes
+        self.positions = torch.zeros((rows, 1), dtype=torch.long, device=device)  # position id fed this step
+        self.step: Optional[CudaGraphCall] = None
+
+    def load(self, cache: List[Tuple[torch.Tensor, torch.Tensor]], real: torch.Tensor, row_real: torch.Tensor) -> None:
+        """A new batch: its prompt keys/values (left-aligned, padded columns masked), nothing generated yet.
+        real: (prompts, len) 1 at real prompt positions; row_real: (rows,) real prompt length per row."""
+        length = real.shape[1]
+        for (k_buf, v_buf), (k, v) in zip(self.prompt_kv, cache):
+            k_buf[:, :, :length].copy_(k)
+            v_buf[:, :, :length].copy_(v)
+        self.prompt_bias.fill_(float("-inf"))
+        self.prompt_bias[:, 0, 0, :length].masked_fill_(real.bool(), 0.0)
+        self.gen_bias.fill_(float("-inf"))
+        self.positions.copy_(row_real[:, None])
+
+
 class SharedPromptDecoder:
     """LLaMA-layout decoding with each prompt's keys/values stored once for all of its beams.
 
@@ -140,14 +210,15 @@ class SharedPromptDecoder:
     two matmuls (prompt part grouped per prompt, generated part per row) and one softmax over both,
     in the model's dtype with a float32 softmax, as transformers' eager attention does. Every decode
     step has the same shapes (the generated keys live in a fixed-size buffer, columns not yet written
-    are masked), so on a GPU the step is replayed from a CUDA graph (`cuda_graphs`).
+    are masked), so on a GPU the step is replayed from a CUDA graph (`cuda_graphs`), kept across
+    calls in `workspace` when one is given.
     """
 
     def __init__(self, model: nn.Module, groups: int, group_size: int, max_new_tokens: int,
-                 cuda_graphs: bool = True) -> None:
+                 cuda_graphs: bool = True, workspace: Optional[BeamGraphWorkspace] = None) -> None:
         self.lm = causal_lm(model)
         self.groups, self.group_size, self.max_new_tokens = groups, group_size, max_new_tokens
-        self.cuda_graphs = cuda_graphs
+        self.cuda_graphs, self.workspace = cuda_graphs, workspace
         self.layers = self.lm.model.layers
         attn = self.layers[0].self_attn
         config = self.lm.config
@@ -155,54 +226,59 @@ class SharedPromptDecoder:
         self.kv_heads = config.num_key_value_heads
         self.heads_per_kv = config.num_attention_heads // self.kv_heads
         self.scaling = attn.scaling
-        self.prompt_kv: List[Tuple[torch.Tensor, torch.Tensor]] = []
-        self.prompt_bias: Optional[torch.Tensor] = None  # (prompts, 1, 1, len): 0 real, -inf padding
-        self.gen_k = self.gen_v = None  # (layers, rows, kv_heads, max_new_tokens - 1, head_dim)
-        self.gen_bias: Optional[torch.Tensor] = None  # (max_new_tokens - 1,): 0 written, -inf not yet
-        self.write_at: Optional[torch.Tensor] = None  # (1,) column of the generated buffer this step writes
-        self.positions: Optional[torch.Tensor] = None  # (rows, 1) position id of the token fed this step
+        self.buffers: Optional[_DecodeBuffers] = None
         self.prompts, self.fed = 0, 0
-        self._step = None
 
     def prefill(self, embeds: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         """The model's own forward over the prompts; keep its keys/values once per prompt."""
         kwargs = {} if mask is None else {"attention_mask": mask, "position_ids": padded_positions(mask)}
         out = self.lm(inputs_embeds=embeds, use_cache=True, logits_to_keep=1, **kwargs)
-        self.prompt_kv = _cache_layers(out.past_key_values)
         self.prompts, length = embeds.shape[:2]
-        device, dtype = embeds.device, embeds.dtype
-        if mask is not None:
-            self.prompt_bias = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(
-                mask == 0, float("-inf"))[:, None, None, :]
-        real = mask.sum(1) if mask is not None else torch.full((self.prompts,), length, device=device)
+        real = mask if mask is not None else torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
         rows = self.groups * self.prompts * self.group_size
-        self.positions = real.view(1, -1, 1).expand(self.groups, -1, self.group_size).reshape(rows, 1).clone()
-        columns = max(self.max_new_tokens - 1, 1)
-        self.gen_k = torch.zeros((len(self.layers), rows, self.kv_heads, columns, self.head_dim),
-                                 dtype=dtype, device=device)
-        self.gen_v = torch.zeros_like(self.gen_k)
-        self.gen_bias = torch.full((columns,), float("-inf"), dtype=dtype, device=device)
-        self.write_at = torch.zeros(1, dtype=torch.long, device=device)
-        self._step = CudaGraphCall(self._fixed_shape_step, enabled=self.cuda_graphs and device.type == "cuda")
+        self.buffers = self._buffers(length, rows, embeds.dtype, embeds.device)
+        self.buffers.load(_cache_layers(out.past_key_values), real, self._per_row(real.sum(1)))
         logits = out.logits[:, -1]
-        return logits.view(1, -1, 1, logits.shape[-1]).expand(self.groups, -1, self.group_size, -1).reshape(rows, -1)
+        return self._per_row(logits)
+
+    def _buffers(self, length: int, rows: int, dtype: torch.dtype, device: torch.device) -> _DecodeBuffers:
+        columns = max(self.max_new_tokens - 1, 1)
+        padded = self.workspace.padded_length(length) if self.workspace is not None else length
+        build = lambda: _DecodeBuffers(len(self.layers), self.prompts, padded, rows, self.kv_heads,  # noqa: E731
+                                       self.head_dim, columns, dtype, device)
+        if self.workspace is None:
+            buffers = build()
+        else:
+            key = ("shared_prompt", id(self.lm), self.prompts, padded, rows, columns, str(dtype), str(device))
+            buffers = self.workspace.entry(key, build)
+        if buffers.step is None:  # the graph replays whichever decoder captured it: same buffers
+            buffers.step = CudaGraphCall(self._fixed_shape_step, enabled=self.cuda_graphs and device.type == "cuda")
+        return buffers
+
+    def _per_row(self, per_prompt: torch.Tensor) -> torch.Tensor:
+        """(prompts, ...) -> (rows, ...): every beam row gets its prompt's value."""
+        shape = per_prompt.shape[1:]
+        expanded = per_prompt.view(1, self.prompts, 1, *shape).expand(self.groups, -1, self.group_size, *shape)
+        return expanded.reshape(self.groups * self.prompts * self.group_size, *shape)
 
     def step(self, parent_rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """One token per beam row through every layer; next-token logits per row (valid until the next step)."""
-        self.gen_bias[self.fed] = 0.0  # the column this step writes becomes visible
-        self.write_at.fill_(self.fed)
-        logits = self._step(parent_rows, tokens)
-        self.positions += 1
+        b = self.buffers
+        b.gen_bias[self.fed] = 0.0  # the column this step writes becomes visible
+        b.write_at.fill_(self.fed)
+        logits = b.step(parent_rows, tokens)
+        b.positions += 1
         self.fed += 1
         return logits
 
     def _fixed_shape_step(self, parent_rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         # only the generated part follows the parents; the prompt part is shared (at step 0 this
         # gathers empty columns, which keeps every step the same graph)
-        self.gen_k.copy_(self.gen_k.index_select(1, parent_rows))
-        self.gen_v.copy_(self.gen_v.index_select(1, parent_rows))
+        b = self.buffers
+        b.gen_k.copy_(b.gen_k.index_select(1, parent_rows))
+        b.gen_v.copy_(b.gen_v.index_select(1, parent_rows))
         x = self.lm.model.embed_tokens(tokens)[:, None]
-        cos, sin = self.lm.model.rotary_emb(x, self.positions)
+        cos, sin = self.lm.model.rotary_emb(x, b.positions)
         for i, layer in enumerate(self.layers):
             x = x + self._attention(i, layer, layer.input_layernorm(x), cos, sin)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
@@ -218,15 +294,14 @@ class SharedPromptDecoder:
         k = attn.k_proj(h).view(rows, 1, -1, self.head_dim).transpose(1, 2)
         v = attn.v_proj(h).view(rows, 1, -1, self.head_dim).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        gen_k, gen_v = self.gen_k[i], self.gen_v[i]
-        gen_k.index_copy_(2, self.write_at, k)
-        gen_v.index_copy_(2, self.write_at, v)
+        b = self.buffers
+        gen_k, gen_v = b.gen_k[i], b.gen_v[i]
+        gen_k.index_copy_(2, b.write_at, k)
+        gen_v.index_copy_(2, b.write_at, v)
         q = (q * self.scaling).view(rows, self.kv_heads, self.heads_per_kv, self.head_dim)
-        prompt_k, prompt_v = self.prompt_kv[i]
-        prompt_scores = torch.matmul(self._by_prompt(q), prompt_k.transpose(-1, -2))
-        if self.prompt_bias is not None:
-            prompt_scores = prompt_scores + self.prompt_bias
-        gen_scores = torch.matmul(q, gen_k.transpose(-1, -2)) + self.gen_bias
+        prompt_k, prompt_v = b.prompt_kv[i]
+        prompt_scores = torch.matmul(self._by_prompt(q), prompt_k.transpose(-1, -2)) + b.prompt_bias
+        gen_scores = torch.matmul(q, gen_k.transpose(-1, -2)) + b.gen_bias
         scores = torch.cat([self._by_row(prompt_scores), gen_scores], dim=-1)
         weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
         length = prompt_k.shape[2]

@@ -19,8 +19,9 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 
-from mmrag.retrieval.beam_decoders import CudaGraphCall, make_beam_decoder
+from mmrag.retrieval.beam_decoders import BeamGraphWorkspace, CudaGraphCall, make_beam_decoder
 from mmrag.retrieval.clue_scoring import Clue
 
 # (token ids [rows, clue_len] on the CPU, log-probs [rows, vocab]) -> scores with forbidden tokens at -inf
@@ -33,7 +34,7 @@ def group_beam_search(model, inputs_embeds: torch.Tensor, processor: LogitsProce
                       diversity_penalty: float = 0.5, length_penalty: float = 1.5, max_new_tokens: int = 11,
                       num_return_sequences: Optional[int] = None,
                       attention_mask: Optional[torch.Tensor] = None, decoder: str = "auto",
-                      cuda_graphs: bool = True) -> List[List[Clue]]:
+                      cuda_graphs: bool = True, workspace: Optional[BeamGraphWorkspace] = None) -> List[List[Clue]]:
     """Diverse beam search for every prompt of `inputs_embeds` (batch, len, hidden), all prompts together.
 
     `attention_mask` (batch, len) marks real prompt positions (any padding side; prompts are
@@ -43,7 +44,8 @@ def group_beam_search(model, inputs_embeds: torch.Tensor, processor: LogitsProce
     device)` + `apply(prepared, log_probs)` has its index work run while the model's forward runs;
     any other is called as `processor(clue_tokens, log_probs)`. `decoder`: `auto` | `hf_cache` |
     `shared_prompt` (see mmrag.retrieval.beam_decoders). `cuda_graphs`: on a GPU, replay the beam
-    choice and the shared-prompt decoder's steps from CUDA graphs (same results, less host time). Returns, per prompt, up to
+    choice and the shared-prompt decoder's steps from CUDA graphs (same results, less host time);
+    `workspace` (a BeamGraphWorkspace passed to every batch) keeps them across calls. Returns, per prompt, up to
     `num_return_sequences` clues sorted by length-normalised score (sum of log-probs /
     clue_length ** length_penalty), with per-token log-probs attached.
     """
@@ -57,23 +59,28 @@ def group_beam_search(model, inputs_embeds: torch.Tensor, processor: LogitsProce
     embeds, mask = left_aligned(inputs_embeds, attention_mask)
     group_size = num_beams // num_beam_groups
     search = _GroupSelection(eos_token_id, batch, num_beam_groups, group_size, diversity_penalty, length_penalty,
-                             embeds.device, cuda_graphs)
+                             embeds.device, cuda_graphs, workspace)
     beams = make_beam_decoder(decoder, model, search.row_prompt(), num_beam_groups, group_size, max_new_tokens,
-                              cuda_graphs)
+                              cuda_graphs, workspace)
     constraint = _two_phase(processor)
     constraint.reset()
-    logits = beams.prefill(embeds, mask)
+    with record_function("group_beam_search.prefill"):
+        logits = beams.prefill(embeds, mask)
     prepared = constraint.prepare(search.clue_rows(), logits.shape[-1], logits.device)
     for step in range(max_new_tokens):
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        parent_rows, tokens = search.choose(logp, constraint.apply(prepared, logp))
+        with record_function("group_beam_search.choose"):
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            parent_rows, tokens = search.choose(logp, constraint.apply(prepared, logp))
         last = step == max_new_tokens - 1  # the last step's logits would never be read
         if not last:  # queued before the host waits for the choice, so the GPU never idles on it
-            logits = beams.step(parent_rows, tokens)
-        search.commit()
+            with record_function("group_beam_search.decode_step"):
+                logits = beams.step(parent_rows, tokens)
+        with record_function("group_beam_search.commit"):
+            search.commit()
         if last or search.all_dead():
             break
-        prepared = constraint.prepare(search.clue_rows(), logits.shape[-1], logits.device)
+        with record_function("group_beam_search.prepare_mask"):
+            prepared = constraint.prepare(search.clue_rows(), logits.shape[-1], logits.device)
     return [clues[: num_return_sequences or num_beams] for clues in search.results()]
 
 
@@ -96,6 +103,14 @@ class _CallProcessor:
 
 def _two_phase(processor):
     return processor if hasattr(processor, "prepare") and hasattr(processor, "apply") else _CallProcessor(processor)
+
+
+class _SelectionBuffers:
+    """The beam scores the choice graph reads and writes, and that graph."""
+
+    def __init__(self, groups: int, batch: int, group_size: int, device: torch.device) -> None:
+        self.scores = torch.zeros((groups, batch, group_size), device=device)
+        self.choose: Optional[CudaGraphCall] = None
 
 
 class _HostCopies:
@@ -147,20 +162,28 @@ class _GroupSelection:
     """
 
     def __init__(self, eos_token_id: int, batch: int, groups: int, group_size: int,
-                 diversity_penalty: float, length_penalty: float, device: torch.device, cuda_graphs: bool) -> None:
+                 diversity_penalty: float, length_penalty: float, device: torch.device, cuda_graphs: bool,
+                 workspace: Optional[BeamGraphWorkspace] = None) -> None:
         self.eos = int(eos_token_id)
         self.batch, self.groups, self.group_size = batch, groups, group_size
         self.diversity_penalty, self.length_penalty = diversity_penalty, length_penalty
         self.device = device
+        # the graph bakes in the shapes and these constants; a workspace keeps it for the next batch
+        key = ("selection", batch, groups, group_size, self.eos, float(diversity_penalty), str(device))
+        build = lambda: _SelectionBuffers(groups, batch, group_size, device)  # noqa: E731
+        buffers = workspace.entry(key, build) if workspace is not None else build()
+        if buffers.choose is None:
+            buffers.choose = CudaGraphCall(self._choose_all_groups, enabled=cuda_graphs and device.type == "cuda")
+        self._choose = buffers.choose
         # summed log-probs; each group starts from one live beam, or its beams would all be equal
-        self.scores = torch.full((groups, batch, group_size), float("-inf"), device=device)
+        self.scores = buffers.scores
+        self.scores.fill_(float("-inf"))
         self.scores[:, :, 0] = 0.0
         self.tokens = torch.zeros((groups, batch, group_size, 0), dtype=torch.long)
         self.logprobs = torch.zeros((groups, batch, group_size, 0), dtype=torch.float32)
         self.finished: List[List[Clue]] = [[] for _ in range(batch)]
         self._host_scores = self.scores.cpu()
         self._pending: Optional[_HostCopies] = None
-        self._choose = CudaGraphCall(self._choose_all_groups, enabled=cuda_graphs and device.type == "cuda")
 
     def row_prompt(self) -> torch.Tensor:
         """(rows,) prompt index of every beam row, rows ordered (group, prompt, beam in group)."""

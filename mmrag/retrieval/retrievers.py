@@ -40,6 +40,7 @@ def _question_samples(model, questions, ds_cfg, store) -> List[Dict[str, Any]]:
 def generative(model, questions, index, cfg, ds_cfg) -> List[Dict[str, Any]]:
     """GeMKR: diverse beam search writes clues (inside the corpus when constrained) -> passages."""
     from mmrag.datasets.knowledge import region_store
+    from mmrag.retrieval.beam_decoders import BeamGraphWorkspace
     from mmrag.retrieval.constrained_decoding import CorpusConstrainedLogitsProcessor, group_beam_search
 
     ev = cfg.evaluation
@@ -49,6 +50,7 @@ def generative(model, questions, index, cfg, ds_cfg) -> List[Dict[str, Any]]:
     scorer = make_clue_scorer(ev.scorer, **ev.scorer_options)
     store = region_store(ds_cfg, "eval") if model.region_prefix is not None else None
     model.eval()
+    workspace = BeamGraphWorkspace()  # on a GPU: one CUDA graph capture per batch shape, not per batch
     out = []
     for start in tqdm(range(0, len(questions), ev.batch_size), desc="retrieve (generative)"):
         batch = model.collate(_question_samples(model, questions[start:start + ev.batch_size], ds_cfg, store),
@@ -59,7 +61,8 @@ def generative(model, questions, index, cfg, ds_cfg) -> List[Dict[str, Any]]:
                 model.llm, embeds, processor, eos_token_id=eos, num_beams=ev.num_beams,
                 num_beam_groups=ev.num_beam_groups, diversity_penalty=ev.diversity_penalty,
                 length_penalty=ev.length_penalty, max_new_tokens=ev.max_clue_len + 1,
-                num_return_sequences=ev.num_return_sequences, attention_mask=batch["attention_mask"].to(model.device))
+                num_return_sequences=ev.num_return_sequences, attention_mask=batch["attention_mask"].to(model.device),
+                workspace=workspace)
         for clues in clue_lists:
             ranked = scorer(index, clues, ev.top_k)
             out.append({"rows": [p.row for p in ranked], "scores": [round(p.score, 4) for p in ranked],

@@ -9,8 +9,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from mmrag.retrieval.beam_decoders import (HFCacheDecoder, SharedPromptDecoder, make_beam_decoder,
-                                           supports_shared_prompt)
+from mmrag.retrieval.beam_decoders import (BeamGraphWorkspace, HFCacheDecoder, SharedPromptDecoder,
+                                           make_beam_decoder, supports_shared_prompt)
 from mmrag.retrieval.group_beam_search import group_beam_search
 
 GROUPS, GROUP_SIZE, PROMPTS, STEPS = 3, 2, 3, 4
@@ -97,14 +97,37 @@ def test_auto_falls_back_to_the_kv_cache_for_other_architectures():
     assert [len(c) for c in clues] == [4, 4, 4]
 
 
+def search_twice(model, device: str, **options):
+    """Two batches of different prompt lengths through one search configuration."""
+    results = []
+    for lengths in [(5, 2, 4), (3, 6, 1)]:
+        embeds, mask = padded_prompts(lengths)
+        results += group_beam_search(model, embeds.to(device), lambda t, s: s, eos_token_id=2, num_beams=6,
+                                     num_beam_groups=3, max_new_tokens=6, attention_mask=mask.to(device), **options)
+    return results
+
+
+def assert_same_results(got, expected, atol: float) -> None:
+    for a, b in zip(got, expected, strict=True):
+        assert [c.tokens for c in a] == [c.tokens for c in b]
+        torch.testing.assert_close([c.score for c in a], [c.score for c in b], rtol=0, atol=atol)
+
+
+def test_a_workspace_pads_prompts_and_is_reused_across_batches():
+    model = tiny_llama()
+    workspace = BeamGraphWorkspace(length_multiple=8)  # both batches (6 and 5 columns) pad to 8
+    with_workspace = search_twice(model, "cpu", workspace=workspace)
+    assert len(workspace) == 2  # one decoder entry, one selection entry, shared by both batches
+    assert_same_results(with_workspace, search_twice(model, "cpu"), atol=1e-5)
+    with pytest.raises(ValueError, match="length_multiple"):
+        BeamGraphWorkspace(0)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_cuda_graph_replay_gives_the_eager_search_results():
     model = tiny_llama().cuda()
-    embeds, mask = padded_prompts()
-    search = dict(eos_token_id=2, num_beams=6, num_beam_groups=3, max_new_tokens=6,
-                  attention_mask=mask.cuda())
-    eager = group_beam_search(model, embeds.cuda(), lambda t, s: s, cuda_graphs=False, **search)
-    graphed = group_beam_search(model, embeds.cuda(), lambda t, s: s, cuda_graphs=True, **search)
-    for a, b in zip(graphed, eager):
-        assert [c.tokens for c in a] == [c.tokens for c in b]
-        torch.testing.assert_close([c.score for c in a], [c.score for c in b], rtol=0, atol=1e-4)
+    eager = search_twice(model, "cuda", cuda_graphs=False)
+    assert_same_results(search_twice(model, "cuda", cuda_graphs=True), eager, atol=1e-4)
+    workspace = BeamGraphWorkspace()
+    assert_same_results(search_twice(model, "cuda", workspace=workspace), eager, atol=1e-4)
+    assert len(workspace) == 2
