@@ -71,17 +71,19 @@ def test_train_step_bench_toy():
 def test_generative_retrieval_bench_toy():
     result = _run("bench_generative_retrieval.py")
     modes = result["modes"]
-    assert set(modes) == {"ours", "ours_noop", "hf_prefix_fn", "hf_plain"}
+    assert set(modes) == {"ours", "ours_noop", "ours_eager", "ours_hf_cache", "hf_prefix_fn", "hf_plain"}
     for fig in modes.values():
         assert fig["queries_per_s"] > 0
         assert fig["projected_okvqa_gs112k_test_s"] == pytest.approx(5046 / fig["queries_per_s"], rel=1e-2)
-    # each constrained mode charged time to its processor; the no-op one next to nothing
-    assert modes["ours"]["processor_s"] > modes["ours_noop"]["processor_s"] >= 0
+    # the constrained modes charged host time to their processor's mask preparation, once per step
+    assert modes["ours"]["processor_s"] > 0 and modes["ours"]["processor_calls"] == 11
+    assert "processor_s" not in modes["ours_noop"]
     assert modes["hf_prefix_fn"]["processor_calls"] > 0
-    # group_beam_search prefills one prompt per forward (2 prompts a batch in the toy run): a finding to report
     # all prompts of a batch decode together: one prefill, one forward per step, no extra last forward
-    assert modes["ours"]["prefill_batch_max"] == 2 and modes["ours"]["prefill_calls_per_batch"] == 1
-    assert modes["ours"]["decode_forwards_per_batch"] <= 10 and result["group_beam_search_one_prompt_at_a_time"] is False
+    for name in ("ours", "ours_eager", "ours_hf_cache"):
+        assert modes[name]["prefill_batch_max"] == 2 and modes[name]["prefill_calls_per_batch"] == 1
+        assert modes[name]["decode_forwards_per_batch"] == 10  # CPU: no CUDA graphs, every step is seen
+    assert result["group_beam_search_one_prompt_at_a_time"] is False
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +145,69 @@ def test_multi_gpu_bench_toy_two_processes():
     assert 0.4 < result["strategies"]["fsdp"]["local_param_share"] < 0.6
 
 
+def _run_train_script(script: str, *extra: str) -> dict:
+    """A training-step bench script at toy shape with extra flags; its JSON line."""
+    proc = subprocess.run([sys.executable, str(BENCH / script), *TOY_RUNS[script][0], *extra], capture_output=True,
+                          text=True, timeout=180, cwd=REPO_ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def test_profile_bench_toy():
-    result = _run("bench_profile_train_step.py")
+    """The profile of a compiled step (decoder layers compiled): the compiled graphs are their own kind."""
+    result = _run_train_script("bench_profile_train_step.py", "--recipe", "ours@layers")
     assert result["total_ms_per_step"] > 0 and result["top_ops"]
     assert sum(result["share"].values()) == pytest.approx(1.0, abs=1e-3)
-    assert set(result["share"]) <= {"matmul", "attention", "other"}
+    assert set(result["share"]) <= {"matmul", "attention", "compiled", "other"} and result["share"]["compiled"] > 0
+    assert result["settings"]["compile_scope"] == "layers" and len(result["settings"]["compiled_modules"]) == 2
+
+
+def test_train_step_bench_toy_compiled_variant():
+    """An eager and a compiled variant in one run: same weights, so the same loss; all decoder layers
+    share one compiled graph (no recompiles, no graph breaks); the settings say what ran."""
+    variant = "ours@layers:reduce-overhead+coordinate_descent_tuning"  # CPU: CUDA graphs are skipped
+    result = _run_train_script("bench_train_step.py", "--recipes", f"ours_nocache,{variant}", "--steps", "2")
+    eager, compiled = result["recipes"]["ours_nocache"], result["recipes"][variant]
+    assert eager["settings"]["compile_scope"] == "none" and eager["settings"]["kv_cache"] is False
+    settings = compiled["settings"]
+    assert (settings["compile_scope"], settings["compile_mode"]) == ("layers", "reduce-overhead")
+    assert settings["inductor_flags"] == ["coordinate_descent_tuning"]
+    assert compiled["compile_stats"]["unique_graphs"] == 1 and compiled["compile_stats"]["graph_breaks"] == 0
+    assert compiled["samples_per_s"] > 0 and compiled["first_step_s"] > 0
+    # bf16 on both sides; inductor rounds its fused intermediates differently and draws its own dropout
+    assert compiled["final_loss"] == pytest.approx(eager["final_loss"], rel=1e-2)
+    assert result["shape"]["warmup"] == 3  # the compiled variant raised the toy warm-up (1) to 3
+
+
+def test_train_step_recipe_variants_parse(train_bench):
+    b = train_bench
+    variant = "ours@llm:max-autotune-no-cudagraphs+coordinate_descent_tuning"
+    args = b.parse_args(["--toy", "--compile", "--recipes", f"reference,ours,{variant},ours_fp32_master"])
+    ref, ours, llm, fp32 = b.recipes_from_args(args)
+    assert (ref.compile_scope, ours.compile_scope, fp32.compile_scope) == ("none", "layers", "layers")
+    assert (llm.name, llm.compile_scope, llm.compile_mode) == (variant, "llm", "max-autotune-no-cudagraphs")
+    assert llm.inductor_flags == ("coordinate_descent_tuning",) and llm.kv_cache is False and ref.kv_cache is True
+    plain = b.recipes_from_args(b.parse_args(["--recipes", "ours,ours@model", "--compile-mode", "reduce-overhead"]))
+    assert [(r.compile_scope, r.compile_mode) for r in plain] == [("none", "default"), ("model", "reduce-overhead")]
+    for bad in ("ours@everything", "ours@none:reduce-overhead", "ours@llm+no_such_flag", "ours,ours", "theirs"):
+        with pytest.raises(b.BenchError):
+            b.recipes_from_args(b.parse_args(["--recipes", bad]))
+    with pytest.raises(b.BenchError, match="contradicts"):
+        b.recipes_from_args(b.parse_args(["--compile", "--compile-scope", "llm"]))
+
+
+def test_failed_compiled_recipe_is_reported_not_raised(train_bench, monkeypatch):
+    """A compiled recipe that fails becomes the recipe's `error`; an eager recipe's failure still ends the run."""
+    b = train_bench
+
+    def fail(recipe, *args):
+        raise RuntimeError("CUDA graphs: accessing an overwritten output\nsecond line")
+
+    monkeypatch.setattr(b, "measure_recipe", fail)
+    shape, device = b.shape_from_args(b.parse_args(["--toy"])), torch.device("cpu")
+    compiled, eager = b.recipes_from_args(b.parse_args(["--recipes", "ours@llm:reduce-overhead,ours"]))
+    out = b.run_recipe(compiled, shape, device, 1e12)
+    assert out["result"]["error"] == "RuntimeError: CUDA graphs: accessing an overwritten output"
+    assert out["result"]["settings"]["compile_mode"] == "reduce-overhead" and out["flops"] is None
+    with pytest.raises(RuntimeError, match="overwritten"):
+        b.run_recipe(eager, shape, device, 1e12)
