@@ -1,19 +1,32 @@
 """Benchmark: CLIP image-embedding throughput from files on disk (decode + preprocess + model, end to
-end, through the DataLoader workers) and faiss search QPS. Prints one JSON line.
+end, through the DataLoader workers), where that time goes, and faiss search QPS. Prints one JSON line.
 
     python bench/bench_embedding.py --toy                      # CPU, tiny CLIP, a few seconds
     python bench/bench_embedding.py --model-name ViT-L-14 --images 2048 --batch-size 256 \
         --workers 8 --db-rows 1000000                          # GPU machine, SURf's CLIP shape
-    python bench/bench_embedding.py --model-name ViT-L-14 --images 4096 --batch-size 256 \
-        --workers 14 --decode cpu,gpu --db-rows 0              # PIL in workers vs nvJPEG, same run
+    python bench/bench_embedding.py --model-name ViT-L-14 --images 8192 --batch-size 256 \
+        --workers 14 --decode gpu,cpu --db-rows 0 --compile    # breakdown, nvJPEG vs PIL, compiled model
 
 `--decode` (a comma list, each timed in turn on the same files and model): `cpu` = PIL decode +
 preprocess in the DataLoader workers; `gpu` = workers read bytes, the main process decodes with nvJPEG
 and preprocesses on the GPU; `torchvision_cpu` = the `gpu` code path on the CPU (for toy runs).
 Default: `cpu,gpu` on a CUDA machine, `cpu` otherwise. `--db-rows 0` skips the faiss search.
 
+The breakdown, all in one run and on the same model:
+- `model_only_images_per_s`: the embedder's image model (same precision, batch size and compile
+  setting as the real run) on random pixels already on the device, after `model_warmup_s` of warm-up
+  (the compile, with `--compile`); with `--compile` also `model_only_eager_images_per_s` and
+  `compiled_vs_eager_min_cosine` (compiled vs eager vectors of one random batch: 1.0 = the same);
+- `decode_only_images_per_s.<mode>`: read + decode + preprocess onto the device, no model (steady rate);
+- per mode in `decode.<mode>`: the end-to-end pass as `images_per_s` (whole pass, worker start-up
+  included: the honest figure), `first_batch_s` (start-up + first block of vectors on the host; on
+  CUDA that block arrives once the second batch is queued) and `steady_images_per_s` (the rest);
+  the same three for the decode-only pass; `bound_images_per_s` = the slower of model and decode
+  (what perfect overlap gives) and `serial_images_per_s` (what no overlap gives).
+
 A built-in open_clip architecture runs with random weights (the speed does not depend on them).
-Images are synthetic JPEGs written once to a temp folder (or --image-dir).
+Images are synthetic noise JPEGs (worst case for the decoder), written once to a temp folder by a
+process pool (or taken from --image-dir).
 """
 from __future__ import annotations
 
@@ -24,8 +37,9 @@ import platform
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sized, Tuple
 
 import numpy as np
 
@@ -34,29 +48,97 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from mmrag.retrieval.clip_embedder import DECODE_MODES, ClipEmbedder  # noqa: E402
 from mmrag.retrieval.dense_index import build_faiss_shard, index_spec  # noqa: E402
 
+IMAGES_PER_WRITE_TASK = 256
 
-def write_images(folder: Path, count: int, size: int) -> List[Path]:
-    """`count` random-noise JPEGs of size x size (noise: worst case for the JPEG decoder)."""
+
+def _write_image_range(task: Tuple[str, int, int, int]) -> None:
+    """Write bench_{i}.jpg for i in [start, stop); each image seeded by its index (same files whatever the pool)."""
     from PIL import Image
 
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(count):
-        path = folder / f"bench_{i:06d}.jpg"
-        Image.fromarray((rng.random((size, size, 3)) * 255).astype(np.uint8)).save(path, quality=90)
-        paths.append(path)
-    return paths
+    folder, start, stop, size = task
+    for i in range(start, stop):
+        pixels = np.random.default_rng(i).integers(0, 256, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(Path(folder) / f"bench_{i:06d}.jpg", quality=90)
 
 
-def time_embedding(embedder: ClipEmbedder, paths: List[Path], workers: int, decode: str) -> Dict[str, float]:
-    """Images/s over all paths after one warm-up batch (model init, nvJPEG init excluded once; the
-    workers' start-up is inside the timed pass, as it is in a real run)."""
-    embedder.encode_images(paths[: embedder.cfg["batch_size"]], num_workers=0, decode=decode)
+def write_images(folder: Path, count: int, size: int) -> List[Path]:
+    """`count` random-noise JPEGs of size x size, written by a process pool (PIL encodes ~2-4 ms an image
+    at 384 px: 16k images would take a minute on one core)."""
+    tasks = [(str(folder), s, min(s + IMAGES_PER_WRITE_TASK, count), size) for s in range(0, count, IMAGES_PER_WRITE_TASK)]
+    with ProcessPoolExecutor(max_workers=max(1, min(len(tasks), os.cpu_count() or 1))) as pool:
+        list(pool.map(_write_image_range, tasks))
+    return [folder / f"bench_{i:06d}.jpg" for i in range(count)]
+
+
+def _sync_for(embedder: ClipEmbedder) -> Callable[[], None]:
+    import torch
+
+    return torch.cuda.synchronize if embedder.device.type == "cuda" else (lambda: None)
+
+
+def timed_pass(blocks: Iterable[Sized], sync: Callable[[], None]) -> Dict[str, Any]:
+    """Time one pass over `blocks` (batches of rows): the whole pass, the start-up + first batch, and the
+    steady rate after the first batch (None when there was only one batch)."""
     start = time.perf_counter()
-    vectors = embedder.encode_images(paths, num_workers=workers, decode=decode)
+    first_s, first_rows, rows = 0.0, 0, 0
+    for block in blocks:
+        rows += len(block)
+        if not first_rows:
+            sync()
+            first_s, first_rows = time.perf_counter() - start, rows
+    sync()
     seconds = time.perf_counter() - start
-    return {"images": len(paths), "embed_seconds": round(seconds, 3), "images_per_s": round(len(paths) / seconds, 1),
-            "dim": int(vectors.shape[1])}
+    steady = (rows - first_rows) / (seconds - first_s) if rows > first_rows and seconds > first_s else None
+    return {"images": rows, "seconds": round(seconds, 3), "images_per_s": round(rows / seconds, 1),
+            "first_batch_s": round(first_s, 3), "steady_images_per_s": None if steady is None else round(steady, 1)}
+
+
+def model_input_shape(embedder: ClipEmbedder) -> Tuple[int, int, int, int]:
+    """(batch_size, 3, h, w) of the pixels the image model gets, from the embedder's preprocess."""
+    spec = embedder.backend.pixel_spec()
+    size = spec.crop or (spec.resize if len(spec.resize) == 2 else None)
+    if size is None:
+        raise SystemExit("model-only timing needs a preprocess with a centre crop or a (h, w) resize")
+    return int(embedder.cfg["batch_size"]), 3, int(size[0]), int(size[1])
+
+
+def random_pixels(embedder: ClipEmbedder) -> Any:
+    """One batch of random preprocessed pixels, already on the device (seeded: same batch every call)."""
+    import torch
+
+    gen = torch.Generator(device=embedder.device).manual_seed(0)
+    return torch.randn(model_input_shape(embedder), generator=gen, device=embedder.device)
+
+
+def time_model(embedder: ClipEmbedder, batches: int) -> Dict[str, float]:
+    """Images/s of `embedder.image_features` on random pixels on the device, after 2 warm-up batches
+    (the first compiles when compile is on: `warmup_s`)."""
+    sync = _sync_for(embedder)
+    pixels = random_pixels(embedder)
+    start = time.perf_counter()
+    for _ in range(2):
+        embedder.image_features(pixels)
+    sync()
+    warmup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(batches):
+        embedder.image_features(pixels)
+    sync()
+    seconds = time.perf_counter() - start
+    return {"images_per_s": round(batches * pixels.shape[0] / seconds, 1), "warmup_s": round(warmup_s, 3)}
+
+
+def time_mode(embedder: ClipEmbedder, paths: List[Path], workers: int, decode: str, model_rate: float) -> Dict[str, Any]:
+    """Decode-only pass, then the end-to-end pass, for one decode mode, after one in-process warm-up batch
+    (nvJPEG init, first decode); the workers' start-up is inside both timed passes, as in a real run."""
+    sync = _sync_for(embedder)
+    embedder.encode_images(paths[: embedder.cfg["batch_size"]], num_workers=0, decode=decode)
+    decode_only = timed_pass(embedder.pixel_batches(paths, workers, decode), sync)
+    end_to_end = timed_pass(embedder.image_batches(paths, workers, decode), sync)
+    decode_rate = decode_only["steady_images_per_s"] or decode_only["images_per_s"]
+    return {**end_to_end, "embed_seconds": end_to_end["seconds"], "decode_only": decode_only,
+            "bound_images_per_s": round(min(model_rate, decode_rate), 1),
+            "serial_images_per_s": round(1.0 / (1.0 / model_rate + 1.0 / decode_rate), 1)}
 
 
 def decode_modes(text: Optional[str]) -> List[str]:
@@ -88,9 +170,9 @@ def time_search(dim: int, rows: int, queries: int, k: int, spec: Dict[str, Any])
             "index_build_seconds": round(build_s, 3), "search_qps": round(queries / seconds, 1)}
 
 
-def main(argv: List[str]) -> Dict[str, Any]:
+def parse_args(argv: List[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--toy", action="store_true", help="CPU-sized: 128 images of 96 px, 20k db rows")
+    ap.add_argument("--toy", action="store_true", help="CPU-sized: 128 images of 96 px in batches of 32, 20k db rows")
     ap.add_argument("--model-name", default=None, help="open_clip architecture (default: the tiny CLIP)")
     ap.add_argument("--images", type=int, default=1024)
     ap.add_argument("--image-size", type=int, default=384, help="side of the synthetic JPEGs (px)")
@@ -99,31 +181,68 @@ def main(argv: List[str]) -> Dict[str, Any]:
     ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     ap.add_argument("--decode", default=None, help="comma list of cpu, gpu, torchvision_cpu "
                     "(default: cpu,gpu with CUDA, else cpu); the top-level images_per_s is the fastest")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the image encoder (embedder key compile)")
+    ap.add_argument("--image-weights", default="auto", help="embedder key image_weights: auto | float32 | bfloat16")
+    ap.add_argument("--model-batches", type=int, default=20, help="timed batches of the model-only figure")
     ap.add_argument("--db-rows", type=int, default=200_000, help="faiss rows; 0 skips the search")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--index-type", default="flat", help="flat | ivf | hnsw | pq | ivfpq")
     args = ap.parse_args(argv)
     if args.toy:
-        args.images, args.image_size, args.db_rows, args.queries = 128, 96, 20_000, 500
-    modes = decode_modes(args.decode)
-    embedder = ClipEmbedder({"model_name": args.model_name, "batch_size": args.batch_size, "num_workers": args.workers})
-    by_mode: Dict[str, Dict[str, float]] = {}
+        args.images, args.image_size, args.batch_size = 128, 96, 32
+        args.db_rows, args.queries, args.model_batches = 20_000, 500, 3
+    return args
+
+
+def embedding_figures(embedder: ClipEmbedder, paths: List[Path], args: argparse.Namespace) -> Dict[str, Any]:
+    """Model-only (eager, then compiled when asked), then decode-only and end to end for each mode."""
+    model: Dict[str, Any] = {}
+    if args.compile:
+        model["model_only_eager"] = time_model(embedder, args.model_batches)
+        eager = embedder.image_features(random_pixels(embedder)).float().cpu()
+        embedder.compile_image_model()
+    model["model_only"] = time_model(embedder, args.model_batches)
+    if args.compile:  # the compiled graph must give the eager vectors (rows are unit vectors: 1 = same)
+        compiled = embedder.image_features(random_pixels(embedder)).float().cpu()
+        model["compiled_vs_eager_min_cosine"] = round(float((compiled * eager).sum(dim=1).min()), 5)
+    rate = model["model_only"]["images_per_s"]
+    by_mode: Dict[str, Dict[str, Any]] = {}
+    for mode in decode_modes(args.decode):
+        by_mode[mode] = time_mode(embedder, paths, args.workers, mode, rate)
+        print(f"decode {mode}: {by_mode[mode]}", flush=True)
+    best = max(by_mode, key=lambda m: by_mode[m]["images_per_s"])
+    figures = {k: by_mode[best][k] for k in ("images", "embed_seconds", "images_per_s", "first_batch_s", "steady_images_per_s")}
+    figures.update(best_decode=best, decode=by_mode, dim=embedder.dim, model_only_images_per_s=rate,
+                   model_warmup_s=model["model_only"]["warmup_s"],
+                   decode_only_images_per_s={m: f["decode_only"]["steady_images_per_s"] for m, f in by_mode.items()})
+    if "model_only_eager" in model:
+        figures["model_only_eager_images_per_s"] = model["model_only_eager"]["images_per_s"]
+        figures["compiled_vs_eager_min_cosine"] = model["compiled_vs_eager_min_cosine"]
+    for mode, fig in by_mode.items():
+        figures[f"images_per_s_{mode}"] = fig["images_per_s"]
+        figures[f"steady_images_per_s_{mode}"] = fig["steady_images_per_s"]
+        figures[f"decode_only_images_per_s_{mode}"] = fig["decode_only"]["steady_images_per_s"]
+    return figures
+
+
+def main(argv: List[str]) -> Dict[str, Any]:
+    args = parse_args(argv)
+    decode_modes(args.decode)  # a bad --decode fails before minutes of image writing
     with tempfile.TemporaryDirectory() as tmp:
         paths = sorted(Path(args.image_dir).glob("*.jpg"))[: args.images] if args.image_dir else write_images(Path(tmp), args.images, args.image_size)
-        for mode in modes:
-            by_mode[mode] = time_embedding(embedder, paths, args.workers, mode)
-            print(f"decode {mode}: {by_mode[mode]}", flush=True)
-    best = max(by_mode, key=lambda m: by_mode[m]["images_per_s"])
-    emb = {**by_mode[best], "best_decode": best, "decode": by_mode,
-           **{f"images_per_s_{mode}": fig["images_per_s"] for mode, fig in by_mode.items()}}
+        embedder = ClipEmbedder({"model_name": args.model_name, "batch_size": args.batch_size, "num_workers": args.workers,
+                                 "image_weights": args.image_weights})
+        emb = embedding_figures(embedder, paths, args)
     search = time_search(emb["dim"], args.db_rows, args.queries, args.k, {"type": args.index_type}) if args.db_rows else {}
     import faiss
     import torch
 
     result = {"model": args.model_name or "tiny_clip", "device": str(embedder.device), "batch_size": args.batch_size,
-              "workers": args.workers, "image_size": args.image_size, **emb, **search,
+              "workers": args.workers, "image_size": args.image_size, "compile": bool(args.compile),
+              "image_weights_dtype": str(embedder.image_dtype).replace("torch.", ""), **emb, **search,
               "cpu_threads": torch.get_num_threads(), "faiss_gpus": getattr(faiss, "get_num_gpus", lambda: 0)(),
+              "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
               "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
     print(json.dumps(result))
     return result

@@ -3,8 +3,12 @@ summarised by operator (self device time) and by kind (matmul, attention, other)
 
     python bench/bench_profile_train_step.py --toy                  # CPU, tiny shapes, seconds
     python bench/bench_profile_train_step.py --recipe ours          # GPU: the real shapes of bench_train_step.py
+    python bench/bench_profile_train_step.py --recipe ours@llm --warmup 4      # the compiled step
 
-Prints the top operators, then one JSON line: `total_ms_per_step`, `share` by kind, `top_ops`.
+`--recipe` takes one recipe of bench_train_step.py, compilation included (`ours@llm:reduce-overhead`,
+or --compile-scope / --compile-mode / --inductor-flags). Prints the top operators, then one JSON line:
+`total_ms_per_step`, `share` by kind (matmul, attention, `compiled`: the kernels inductor generated,
+i.e. the fused elementwise/norm/copy glue; other), `top_ops`, `settings`.
 """
 from __future__ import annotations
 
@@ -19,18 +23,23 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from bench.bench_train_step import (TrainStep, add_step_arguments, build_model, frozen_dtype,  # noqa: E402
-                                    random_batch, recipes_from_args, shape_from_args)
-from bench.common import DTYPES, emit, machine_info, pick_device, sync  # noqa: E402
+                                    random_batch, recipe_settings, recipes_from_args, shape_from_args)
+from bench.common import DTYPES, BenchError, emit, machine_info, pick_device, sync  # noqa: E402
 
-# operator-name fragments per kind (aten op names and CUDA kernel names both appear in a trace)
-# (checked in this order: cuDNN's attention kernels also contain "wgmma")
-KINDS = {"attention": ("attention", "flash", "fmha", "sdpa", "softmax"),
-         "matmul": ("mm", "gemm", "linear", "matmul", "cutlass", "xmma", "nvjet")}
+# operator-name fragments per kind (aten op names and CUDA kernel names both appear in a trace),
+# checked in this order: cuDNN's attention kernels also contain "wgmma"; inductor's matmul templates
+# are "triton_tem_*", its other kernels "triton_{poi,red,per}_fused_<ops>" (whose op list may name mm)
+# (on the CPU a compiled graph is one "## Call CompiledFxGraph <hash> ##" event, the hash random letters)
+KINDS = (("matmul", ("triton_tem",)),
+         ("compiled", ("compiledfxgraph",)),
+         ("attention", ("attention", "flash", "fmha", "sdpa", "softmax")),
+         ("compiled", ("triton_",)),
+         ("matmul", ("mm", "gemm", "linear", "matmul", "cutlass", "xmma", "nvjet")))
 
 
 def kind_of(name: str) -> str:
     low = name.lower()
-    for kind, fragments in KINDS.items():
+    for kind, fragments in KINDS:
         if any(f in low for f in fragments):
             return kind
     return "other"
@@ -58,7 +67,8 @@ def summarise(events, steps: int, device_type: str, top: int) -> Dict[str, Any]:
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--toy", action="store_true", help="tiny shapes on the CPU (seconds)")
-    ap.add_argument("--recipe", default="ours", help="reference, ours or ours_fp32_master")
+    ap.add_argument("--recipe", default="ours",
+                    help="reference, ours, ours_nocache or ours_fp32_master, optionally RECIPE@SCOPE[:MODE][+FLAG]")
     ap.add_argument("--top", type=int, default=20, help="operators listed")
     add_step_arguments(ap)
     args = ap.parse_args(argv)
@@ -69,7 +79,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     device = pick_device("cpu" if args.toy and args.device is None else args.device)
-    shape, recipe = shape_from_args(args), recipes_from_args(args)[0]
+    recipes = recipes_from_args(args)
+    if len(recipes) != 1:
+        raise BenchError(f"--recipe {args.recipe!r}: one recipe per profile")
+    shape, recipe = shape_from_args(args), recipes[0]
     torch.manual_seed(0)
     model = build_model(shape, recipe, device)
     batch = random_batch(shape, model, device, DTYPES[frozen_dtype(recipe, device)])
@@ -88,7 +101,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     for row in summary["top_ops"]:
         print(f"{row['share']:7.2%} {row['ms_per_step']:9.3f} ms/step {row['calls_per_step']:7.1f} calls  {row['op'][:90]}")
     result = {"bench": "profile_train_step", "toy": args.toy, **machine_info(device), "recipe": recipe.name,
-              "shape": shape, **summary}
+              "settings": recipe_settings(recipe, device, model), "shape": shape, **summary}
     emit(result)
     return result
 

@@ -3,20 +3,43 @@
     python bench/bench_train_step.py --toy                                  # CPU, tiny shapes, seconds
     python bench/bench_train_step.py                                        # GPU: CLIP ViT-L/14 @224 + LLaMA-7B
     python bench/bench_train_step.py --image-size 336 --compile --recipes reference,ours,ours_fp32_master
+    python bench/bench_train_step.py --recipes reference,ours,ours@layers,ours@llm,ours@model:reduce-overhead
 
 The model is the project's GeMKR class built from a config dict (random weights, created directly on
 the device in the recipe's dtype): frozen CLIP ViT-L/14 with the object-aware region prefix in its
 last 20 blocks (prefix 10, 10 region features), LayerNorm+Linear projector, LLaMA-7B shape with LoRA
 r=8/alpha 16 on q_proj/v_proj. Batch 12 x 360 tokens, the last `--target-tokens` (the clue + EOS)
 are the loss targets. Inputs are random tensors already on the device (data loading is not timed).
+Every recipe builds its model from the same seed (same weights), runs, and frees it (compiled
+graphs and CUDA-graph pools too) before the next one.
 
 Recipes (`--recipes`):
   reference         fp16 frozen weights, fp32 trainable weights, autocast(fp16) + GradScaler, eager
                     attention, AdamW (foreach), loss.item() every step (what a per-step logger does).
   ours              bf16 everywhere (trainable weights too), SDPA (or --ours-attn flash_attention_2),
-                    fused AdamW, no .item() per step, optional --compile / --checkpointing.
+                    fused AdamW, no .item() per step, optional compilation / --checkpointing.
   ours_fp32_master  as `ours`, but trainable weights in fp32 under autocast(bf16): LoRA updates of
                     lr ~1e-4 relative size are below bf16's resolution (2^-8), so pure-bf16 can lose them.
+  ours_nocache      as `ours`, but the LLM's decoder builds no KV cache: HF's LlamaModel builds one in
+                    training too (config.use_cache; 2 copies per layer, 2.3 GB at the real shape) that
+                    the loss never reads. Compiled recipes always run without it (compilation.py).
+
+Compilation (mmrag/runners/compilation.py, the runner's `run.compile` uses the same function): a
+recipe name may carry its own, `RECIPE[@SCOPE[:MODE]][+INDUCTOR_FLAG...]`, e.g. `ours@llm`,
+`ours@llm:max-autotune-no-cudagraphs`, `ours@llm+coordinate_descent_tuning`; the name, as written,
+is the recipe's key in the JSON line. Parts a name leaves out come from --compile-scope /
+--compile-mode / --inductor-flags (`--compile` = `--compile-scope layers`), except that `reference`
+without `@` stays eager.
+  scope  none | layers (every decoder layer) | llm (the decoder stack: one graph with rotary, norms,
+         LoRA) | model (llm + the region-prefix vision encoder + the projector, three graphs; the
+         forward's own host-side index work and the loss stay eager).
+  mode   default | max-autotune-no-cudagraphs | reduce-overhead (CUDA graphs; the step marks
+         `cudagraph_mark_step_begin`) | max-autotune.
+  flags  boolean torch._inductor.config options set to True (coordinate_descent_tuning: autotunes
+         the generated elementwise/reduction kernels without max-autotune's GEMM search).
+A compiled recipe that fails (compiler error, CUDA-graph error, non-finite loss) reports `error`, as
+an out-of-memory does, and the run goes on; results carry `compile_stats` (graphs, graph breaks,
+CUDA-graph skips) and `first_step_s` (the first step's wall time: compilation happens there).
 
 FLOPs per step ("needed": what the step must compute; `step_flops` below):
   LLM, frozen base + LoRA. A frozen matmul weight (d_in x d_out) costs 2*d_in*d_out FLOPs per token
@@ -44,11 +67,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 import warnings
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from omegaconf import OmegaConf
@@ -60,6 +84,7 @@ from bench.common import (DTYPES, BenchError, StepTimer, build_on, emit, free_me
                           machine_info, peak_memory_gib, percentile_ms, pick_device, reset_peak_memory, sync)
 from mmrag.models.gemkr import GeMKR  # noqa: E402
 from mmrag.models.tokenization import IGNORE_INDEX, IMAGE_PLACEHOLDER_ID  # noqa: E402
+from mmrag.runners import compilation  # noqa: E402
 
 REAL_SHAPE: Dict[str, Any] = {
     "vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
@@ -91,23 +116,71 @@ class Recipe:
     attn: str                  # attn_implementation for the LLM and the CLIP blocks HF runs
     fused_adamw: bool
     item_every_step: bool      # a host sync per step, as a per-step loss logger does
-    compile_llm_layers: bool = False
     checkpointing: bool = False
+    kv_cache: bool = True      # the LLM's training forward builds (and never reads) a KV cache, as the model does
+    compile_scope: str = "none"               # see mmrag/runners/compilation.py
+    compile_mode: str = "default"
+    inductor_flags: Tuple[str, ...] = ()      # boolean torch._inductor.config options set to True
+
+    @property
+    def compiled(self) -> bool:
+        return self.compile_scope != "none"
+
+
+def base_recipes(args) -> Dict[str, Recipe]:
+    """The recipes by name, eager (compilation is added per variant)."""
+    return {
+        "reference": Recipe("reference", "float16", "float32", "float16", True, "eager", False, True),
+        "ours": Recipe("ours", "bfloat16", "bfloat16", None, False, args.ours_attn, True, False, args.checkpointing),
+        "ours_nocache": Recipe("ours_nocache", "bfloat16", "bfloat16", None, False, args.ours_attn, True, False,
+                               args.checkpointing, kv_cache=False),
+        "ours_fp32_master": Recipe("ours_fp32_master", "bfloat16", "float32", "bfloat16", False, args.ours_attn,
+                                   True, False, args.checkpointing),
+    }
+
+
+def default_compile_scope(args) -> str:
+    """--compile-scope, with the older --compile meaning `layers`."""
+    scope = getattr(args, "compile_scope", None)
+    if getattr(args, "compile", False):
+        if scope not in (None, "layers"):
+            raise BenchError(f"--compile means --compile-scope layers; it contradicts --compile-scope {scope}")
+        return "layers"
+    return scope or "none"
+
+
+def parse_variant(text: str, known: Dict[str, Recipe], args) -> Recipe:
+    """`RECIPE[@SCOPE[:MODE]][+FLAG...]` -> the recipe with that compilation (module docstring)."""
+    head, *flags = text.split("+")
+    name, at, compile_part = head.partition("@")
+    if name not in known:
+        raise BenchError(f"--recipes: unknown recipe {name!r} in {text!r}; expected one of {sorted(known)}")
+    scope, colon, mode = compile_part.partition(":")
+    if not at:  # the command-line defaults: ours-family recipes only, as --compile always did
+        scope = default_compile_scope(args) if name != "reference" else "none"
+    if not colon:
+        mode = getattr(args, "compile_mode", "default") if scope != "none" else "default"
+    if not flags and scope != "none":
+        flags = [f for f in (getattr(args, "inductor_flags", "") or "").split(",") if f]
+    if scope == "none" and (mode != "default" or flags):
+        raise BenchError(f"--recipes: {text!r} sets a compile mode or inductor flag but compiles nothing")
+    try:
+        compilation.check_choice("compile scope", scope, compilation.COMPILE_SCOPES)
+        compilation.inductor_options(mode, flags)
+    except compilation.CompileOptionError as err:
+        raise BenchError(f"--recipes: {text!r}: {err}") from err
+    compiled = {"compile_scope": scope, "compile_mode": mode, "inductor_flags": tuple(flags)}
+    if scope != "none":  # compile_model switches the cache off (see there)
+        compiled["kv_cache"] = False
+    return replace(known[name], name=text, **compiled)
 
 
 def recipes_from_args(args) -> List[Recipe]:
-    known = {
-        "reference": Recipe("reference", "float16", "float32", "float16", True, "eager", False, True),
-        "ours": Recipe("ours", "bfloat16", "bfloat16", None, False, args.ours_attn, True, False,
-                       args.compile, args.checkpointing),
-        "ours_fp32_master": Recipe("ours_fp32_master", "bfloat16", "float32", "bfloat16", False, args.ours_attn,
-                                   True, False, args.compile, args.checkpointing),
-    }
     names = [n.strip() for n in args.recipes.split(",") if n.strip()]
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise BenchError(f"--recipes {args.recipes!r}: unknown {unknown}; expected a comma list of {sorted(known)}")
-    return [known[n] for n in names]
+    if not names or len(set(names)) != len(names):
+        raise BenchError(f"--recipes {args.recipes!r}: expected a comma list of distinct recipe names")
+    known = base_recipes(args)
+    return [parse_variant(n, known, args) for n in names]
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -141,18 +214,18 @@ def build_model(shape: Dict[str, Any], recipe: Recipe, device: torch.device) -> 
     for p in model.parameters():
         if p.requires_grad:  # peft keeps adapters in fp32 by default; the recipe decides
             p.data = p.data.to(DTYPES[recipe.master_dtype])
-    if recipe.compile_llm_layers:
-        for layer in decoder_layers(model):
-            layer.compile()
+    causal_lm(model).config.use_cache = recipe.kv_cache
+    model.compiled_modules = compilation.compile_model(model, recipe.compile_scope, recipe.compile_mode,
+                                                       recipe.inductor_flags)
     return model.train()
 
 
 def causal_lm(model: GeMKR) -> nn.Module:
-    return model.llm.get_base_model() if hasattr(model.llm, "get_base_model") else model.llm
+    return compilation.causal_lm(model)
 
 
 def decoder_layers(model: GeMKR) -> nn.ModuleList:
-    return causal_lm(model).get_decoder().layers
+    return compilation.decoder_stack(model).layers
 
 
 def random_batch(shape: Dict[str, Any], model: GeMKR, device: torch.device, dtype: torch.dtype,
@@ -171,7 +244,9 @@ def random_batch(shape: Dict[str, Any], model: GeMKR, device: torch.device, dtyp
     size, width = shape["vision"]["image_size"], shape["vision"]["hidden_size"]
     pixels = torch.randn(batch, 3, size, size, generator=gen)
     regions = torch.randn(batch, shape["prefix"]["regions"], width, generator=gen)
-    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": torch.ones_like(ids).to(device),
+    # token ids, labels and mask stay on the CPU, as the runner's collated batches do: the model finds
+    # image and target positions there without a device sync, and moves what the GPU needs itself
+    return {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids),
             "pixel_values": pixels.to(device, dtype), "regions": regions.to(device, dtype)}
 
 
@@ -271,8 +346,11 @@ class TrainStep:
         self.autocast = (torch.autocast(device.type, dtype=DTYPES[recipe.autocast_dtype])
                          if recipe.autocast_dtype else nullcontext())
         self.logged: List[float] = []
+        self.cudagraphs = recipe.compiled and compilation.uses_cudagraphs(recipe.compile_mode, recipe.inductor_flags)
 
     def __call__(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.cudagraphs:  # the last step's graph outputs (its gradients, long applied) may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         with self.autocast:
             out = self.model(batch)
             loss = out["loss_sum"] / out["n_tokens"]
@@ -304,16 +382,18 @@ def count_host_syncs(step: TrainStep, batch: Dict[str, torch.Tensor], device: to
     return sum("synchroniz" in str(w.message).lower() for w in caught)
 
 
-def measure_recipe(recipe: Recipe, shape: Dict[str, Any], device: torch.device, peak_flops: float) -> Dict[str, Any]:
-    start = time.perf_counter()
-    model = build_model(shape, recipe, device)
-    batch = random_batch(shape, model, device, DTYPES[frozen_dtype(recipe, device)])
-    flops = step_flops(model, shape)
-    build_s = time.perf_counter() - start
-    step = TrainStep(model, recipe, device)
-    reset_peak_memory(device)
-    for _ in range(shape["warmup"]):
+def timed_steps(step: TrainStep, batch: Dict[str, torch.Tensor], shape: Dict[str, Any],
+                device: torch.device) -> Dict[str, Any]:
+    """Warm-up steps (the first one timed alone: compilation happens there), the host-sync count, then
+    `steps` timed steps: their seconds, their wall time and the last loss (the one host read)."""
+    first: Optional[float] = None
+    for i in range(shape["warmup"]):
+        sync(device)
+        start = time.perf_counter()
         step(batch)
+        if i == 0:
+            sync(device)
+            first = time.perf_counter() - start
     syncs = count_host_syncs(step, batch, device)
     timer, losses = StepTimer(device), []
     sync(device)
@@ -323,33 +403,72 @@ def measure_recipe(recipe: Recipe, shape: Dict[str, Any], device: torch.device, 
         losses.append(step(batch))
         timer.mark()
     seconds = timer.step_seconds()
-    wall = time.perf_counter() - wall
-    final_loss = float(torch.stack(losses)[-1])  # the one host read, after timing
+    return {"seconds": seconds, "wall": time.perf_counter() - wall, "first_step_s": first,
+            "syncs": syncs, "final_loss": float(torch.stack(losses)[-1])}
+
+
+def measure_recipe(recipe: Recipe, shape: Dict[str, Any], device: torch.device, peak_flops: float) -> Dict[str, Any]:
+    start = time.perf_counter()
+    torch.manual_seed(0)  # every recipe starts from the same weights and batch: final losses compare
+    model = build_model(shape, recipe, device)
+    batch = random_batch(shape, model, device, DTYPES[frozen_dtype(recipe, device)])
+    flops = step_flops(model, shape)
+    build_s = time.perf_counter() - start
+    step = TrainStep(model, recipe, device)
+    reset_peak_memory(device)
+    torch._dynamo.utils.counters.clear()
+    timed = timed_steps(step, batch, shape, device)
+    final_loss, mean = timed["final_loss"], float(timed["seconds"].mean())
     if not torch.isfinite(torch.tensor(final_loss)):
         raise BenchError(f"recipe {recipe.name}: the loss became {final_loss}")
-    mean = float(seconds.mean())
     result = {"samples_per_s": round(shape["batch"] / mean, 3),
               "tokens_per_s": round(shape["batch"] * shape["seq_len"] / mean, 1),
-              "step_ms_mean": round(mean * 1e3, 3), "step_ms_p50": percentile_ms(seconds, 50),
-              "wall_s_timed_steps": round(wall, 3), "peak_memory_gib": peak_memory_gib(device),
+              "step_ms_mean": round(mean * 1e3, 3), "step_ms_p50": percentile_ms(timed["seconds"], 50),
+              "wall_s_timed_steps": round(timed["wall"], 3), "peak_memory_gib": peak_memory_gib(device),
               "mfu": float(f"{flops['needed'] / (mean * peak_flops):.4g}"),
               "mfu_6nd": float(f"{flops['six_nd'] / (mean * peak_flops):.4g}"),
               "mfu_4nd_llm": float(f"{flops['four_nd_llm'] / (mean * peak_flops):.4g}"),
-              "host_syncs_per_step": syncs, "final_loss": round(final_loss, 4), "build_s": round(build_s, 2),
-              "settings": {**asdict(recipe), "frozen_dtype": frozen_dtype(recipe, device)}}
+              "host_syncs_per_step": timed["syncs"], "final_loss": round(final_loss, 4), "build_s": round(build_s, 2),
+              "first_step_s": timed["first_step_s"] and round(timed["first_step_s"], 2),
+              "settings": recipe_settings(recipe, device, model)}
+    if recipe.compiled:
+        result["compile_stats"] = compilation.compile_stats()
     del step, model, batch
-    free_memory(device)
     return {"result": result, "flops": flops}
 
 
+def recipe_settings(recipe: Recipe, device: torch.device, model: Optional[nn.Module] = None) -> Dict[str, Any]:
+    """What ran: the recipe's fields, the frozen dtype used on this device, the modules compiled."""
+    settings = {**asdict(recipe), "frozen_dtype": frozen_dtype(recipe, device)}
+    if model is not None and recipe.compiled:
+        names = getattr(model, "compiled_modules", [])
+        settings["compiled_modules"] = names if len(names) <= 4 else [names[0], f"... {len(names)} in all", names[-1]]
+    return settings
+
+
+def release(device: torch.device) -> None:
+    """Free the last recipe's memory, its compiled graphs and CUDA-graph pools included."""
+    torch._dynamo.reset()
+    free_memory(device)
+
+
 def run_recipe(recipe: Recipe, shape: Dict[str, Any], device: torch.device, peak_flops: float) -> Dict[str, Any]:
-    """measure_recipe, with an out-of-memory recorded as the recipe's result instead of ending the run."""
+    """measure_recipe, with an out-of-memory (or, for a compiled recipe, any failure: compiler, CUDA
+    graphs, a non-finite loss) recorded as the recipe's result instead of ending the run."""
     try:
-        return measure_recipe(recipe, shape, device, peak_flops)
+        out = measure_recipe(recipe, shape, device, peak_flops)
+        release(device)
+        return out
     except torch.OutOfMemoryError as err:
         message = f"out of memory: {str(err).splitlines()[0]}"
-    free_memory(device)  # outside the except block: the traceback's frames no longer hold the model
-    return {"result": {"error": message, "settings": asdict(recipe)}, "flops": None}
+    except Exception as err:  # noqa: BLE001 - reported below with its traceback, never swallowed
+        if not recipe.compiled:
+            raise
+        traceback.print_exc()
+        first_line = (str(err).strip().splitlines() or [""])[0]
+        message = f"{type(err).__name__}: {first_line[:500]}"
+    release(device)  # outside the except block: the traceback's frames no longer hold the model
+    return {"result": {"error": message, "settings": recipe_settings(recipe, device)}, "flops": None}
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -363,8 +482,8 @@ def shape_from_args(args) -> Dict[str, Any]:
         shape["vision"]["image_size"] = args.image_size
     if args.llm_layers is not None:  # a quick look at a shallower LLM; MFU stays comparable
         shape["llm"]["num_hidden_layers"] = args.llm_layers
-    if args.compile and args.warmup is None:
-        shape["warmup"] = max(shape["warmup"], 3)  # the first compiled steps compile
+    if args.warmup is None and any(r.compiled for r in recipes_from_args(args)):
+        shape["warmup"] = max(shape["warmup"], 3)  # the first compiled steps compile (and record CUDA graphs)
     return shape
 
 
@@ -378,7 +497,14 @@ def add_step_arguments(ap) -> None:
     ap.add_argument("--llm-layers", type=int, default=None, help="override the LLM depth (default 32)")
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None, help="timed steps per recipe / strategy")
-    ap.add_argument("--compile", action="store_true", help="ours: torch.compile every LLM decoder layer")
+    ap.add_argument("--compile", action="store_true", help="= --compile-scope layers (kept for older commands)")
+    ap.add_argument("--compile-scope", default=None, choices=compilation.COMPILE_SCOPES,
+                    help="recipes other than reference, unless their name says: what torch.compile compiles "
+                    "(default none; see the docstring)")
+    ap.add_argument("--compile-mode", default="default", choices=compilation.COMPILE_MODES,
+                    help="torch.compile mode of the compiled recipes")
+    ap.add_argument("--inductor-flags", default="",
+                    help="comma list of boolean torch._inductor.config options set to True for compiled recipes")
     ap.add_argument("--checkpointing", action="store_true", help="ours: activation checkpointing in the LLM")
     ap.add_argument("--ours-attn", default="sdpa", choices=["sdpa", "flash_attention_2", "eager"])
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="peak dense bf16 TFLOP/s of the device")
@@ -388,9 +514,20 @@ def add_step_arguments(ap) -> None:
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--toy", action="store_true", help="tiny shapes on the CPU (seconds)")
-    ap.add_argument("--recipes", default="reference,ours", help="comma list: reference, ours, ours_fp32_master")
+    ap.add_argument("--recipes", default="reference,ours",
+                    help="comma list of reference, ours, ours_nocache, ours_fp32_master, each optionally "
+                    "RECIPE@SCOPE[:MODE][+FLAG...] (compilation; see the docstring)")
     add_step_arguments(ap)
     return ap.parse_args(argv)
+
+
+def add_speedups(figures: Dict[str, Dict[str, Any]]) -> None:
+    """Same-run samples/s ratios: every recipe against `reference`, and against eager `ours`."""
+    for base in ("reference", "ours"):
+        base_rate = figures.get(base, {}).get("samples_per_s")
+        for name, fig in figures.items():
+            if base_rate and "samples_per_s" in fig and name not in (base, "reference"):
+                fig[f"speedup_vs_{base}"] = round(fig["samples_per_s"] / base_rate, 3)
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -403,10 +540,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         out = run_recipe(recipe, shape, device, args.peak_tflops * 1e12)
         figures[recipe.name], flops = out["result"], out["flops"] or flops
         print(f"{recipe.name}: {figures[recipe.name]}", flush=True)
-    reference = figures.get("reference", {}).get("samples_per_s")
-    for name, fig in figures.items():
-        if reference and "samples_per_s" in fig and name != "reference":
-            fig["speedup_vs_reference"] = round(fig["samples_per_s"] / reference, 3)
+    add_speedups(figures)
     result = {"bench": "train_step", "toy": args.toy, **machine_info(device), "peak_tflops": args.peak_tflops,
               "shape": shape, "flops_per_step": flops, "recipes": figures,
               "speedup_ours_vs_reference": figures.get("ours", {}).get("speedup_vs_reference")}

@@ -45,3 +45,10 @@ def build_tiny_model(model_cfg: dict, seed: int = 0):
 def tiny_model(tiny_model_cfg):
     """The tiny mm_llm of `tiny_model_cfg`, built once per test module."""
     return build_tiny_model(tiny_model_cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_builder():
+    """`build_tiny_model` for tests that need a fresh model (conftest modules are not importable by name:
+    several test folders have their own)."""
+    return build_tiny_model

@@ -168,8 +168,11 @@ class MultimodalLLM(nn.Module):
         """Summed token loss and the number of target tokens (the runner normalises over the global batch)."""
         embeds = self.embed(batch["input_ids"], batch["pixel_values"], batch.get("regions"))
         causal_lm = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
-        hidden = causal_lm.get_decoder()(inputs_embeds=embeds,
-                                         attention_mask=batch["attention_mask"].to(self.device)).last_hidden_state
+        mask = batch["attention_mask"]  # the CPU batch: checking it costs the GPU no sync
+        # no padding: no mask, so attention takes its causal fast path; no KV cache: training never
+        # reads one, and building it costs copies (and, compiled, a recompile per layer)
+        mask = None if bool(mask.all()) else mask.to(self.device)
+        hidden = causal_lm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
         # the vocabulary projection only where a loss is taken: prompts are most of a sequence, and
         # [tokens x 32k] logits dominate a small model's step. The target positions are found where
         # the labels are (the collated batch: on the CPU, so finding them costs the GPU no sync).

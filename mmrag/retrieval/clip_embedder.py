@@ -9,18 +9,22 @@ Three ways to get a CLIP, chosen by `type`:
   point at weights saved by `train_tiny_clip` (safetensors);
 - `hf_clip` with `path` = a local Hugging Face `CLIPModel` folder.
 
-Two image paths, chosen by `decode`:
+Three image paths, chosen by `decode` (the loading itself lives in `image_pipeline.py`):
 
 - `cpu` (default): DataLoader workers open, decode (PIL) and preprocess each image; the main process
   only runs the model. Bound by the workers' CPU time on a fast GPU (JPEG decode + bicubic resize).
 - `gpu`: workers only read the files' bytes; the main process decodes each batch on the GPU with
   nvJPEG (`torchvision.io.decode_jpeg(list, device="cuda")`), then resizes, centre-crops and
-  normalises there as the CLIP preprocess does (`PixelSpec`). Files that are not JPEG (PNG, ...)
-  and JPEGs nvJPEG refuses (e.g. CMYK) are decoded on the CPU and moved to the GPU.
+  normalises there as the CLIP preprocess does (`PixelSpec`), on a side CUDA stream, so batch i+1 is
+  decoded while the model runs batch i. Files that are not JPEG (PNG, ...) and JPEGs nvJPEG refuses
+  (e.g. CMYK) are decoded on the CPU and moved to the GPU.
 - `torchvision_cpu`: the `gpu` path with the CPU as decode device (tests; machines without nvJPEG).
 
-The model runs on the GPU under bf16 autocast when one is present, and every output row is an
-L2-normalised float32 vector. Nothing here downloads anything.
+Precision: on CUDA with `bf16` on, the image tower's weights are cast to bf16 once (`image_weights:
+auto`) and run without autocast; the text tower runs under bf16 autocast. `compile: true`
+torch.compiles the image encoder. On the CPU everything is float32 unless `image_weights: bfloat16`.
+Every output row is an L2-normalised float32 vector; results reach the host one batch late through
+pinned memory, so the host never waits for the batch it has just queued. Nothing here downloads anything.
 """
 from __future__ import annotations
 
@@ -35,8 +39,24 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
+
+from mmrag.retrieval.image_pipeline import (  # noqa: F401  (ImageReadError, decode_images, preprocess_tensors: re-exported)
+    EmbedderConfigError,
+    ImageBytes,
+    ImageFiles,
+    ImageReadError,
+    PixelSpec,
+    TensorPixelPipeline,
+    collate_named_blobs,
+    decode_images,
+    lagged_host_copies,
+    load_rgb,
+    pixel_spec_from_hf,
+    pixel_spec_from_transform,
+    preprocess_tensors,
+)
 
 # A ViT CLIP small enough to train on 2 CPU cores in a minute: 64-px images in 8-px patches
 # (64 tokens), width 64, 2 layers per tower, a 32-token text context with the standard CLIP BPE.
@@ -55,24 +75,18 @@ DEFAULT_EMBEDDER_CFG: Dict[str, Any] = {
     "batch_size": 64,
     "num_workers": 2,
     "device": "auto",            # auto -> cuda when available, else cpu
-    "bf16": True,                # autocast on CUDA only (CPU bf16 is slower on most CPUs)
+    "bf16": True,                # CUDA only: bf16 image weights (see image_weights), text under autocast
     "seed": 0,                   # random init of model_cfg architectures is seeded: same config, same vectors
     "decode": "cpu",             # cpu (PIL in workers) | gpu (nvJPEG + GPU resize) | torchvision_cpu
+    "image_weights": "auto",     # auto (bf16 on CUDA when bf16 is on, else float32) | float32 | bfloat16
+    "compile": False,            # torch.compile the image encoder (first batch compiles; partial batches padded)
 }
 DECODE_MODES = ("cpu", "gpu", "torchvision_cpu")
-JPEG_MAGIC = [0xFF, 0xD8, 0xFF]  # every JPEG file starts with SOI + the next marker's 0xFF
-
-
-class EmbedderConfigError(ValueError):
-    """A bad embedder config: names the key and the value that is wrong."""
-
-
-class ImageReadError(RuntimeError):
-    """An image file that could not be opened or decoded: names the file."""
+IMAGE_WEIGHT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def embedder_config(cfg: Optional[Any] = None) -> Dict[str, Any]:
-    """Merge `cfg` (dict / DictConfig / None) over the defaults; unknown keys are an error."""
+    """Merge `cfg` (dict / DictConfig / None) over the defaults; unknown keys and bad values are an error."""
     user = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
     unknown = sorted(set(user) - set(DEFAULT_EMBEDDER_CFG))
     if unknown:
@@ -81,191 +95,12 @@ def embedder_config(cfg: Optional[Any] = None) -> Dict[str, Any]:
         )
     merged = json.loads(json.dumps(DEFAULT_EMBEDDER_CFG))
     merged.update(user)
+    if merged["image_weights"] not in ("auto", *IMAGE_WEIGHT_DTYPES):
+        raise EmbedderConfigError(f"embedder config: 'image_weights' = {merged['image_weights']!r}; "
+                                  f"expected one of {['auto', *IMAGE_WEIGHT_DTYPES]}")
+    if not isinstance(merged["compile"], bool):
+        raise EmbedderConfigError(f"embedder config: 'compile' = {merged['compile']!r}; expected true or false")
     return merged
-
-
-# ----------------------------------------------------------------------------- image loading
-def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image file as RGB; raise ImageReadError naming the file on failure."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, ValueError) as err:
-        raise ImageReadError(f"cannot read image {path}: {err}") from err
-
-
-class _ImageFiles(Dataset):
-    """Decoded + preprocessed images, one per path; runs inside DataLoader workers."""
-
-    def __init__(self, paths: Sequence[str | Path], preprocess: Callable[[Image.Image], torch.Tensor]) -> None:
-        self.paths = [str(p) for p in paths]
-        self.preprocess = preprocess
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.preprocess(load_rgb(self.paths[i]))
-
-
-# ----------------------------------------------------------------------------- tensor (GPU) image path
-@dataclass(frozen=True)
-class PixelSpec:
-    """What a CLIP preprocess does to a decoded RGB image, replayed on uint8 tensors on any device."""
-
-    resize: Tuple[int, ...]           # (shortest_edge,) or (height, width), as torchvision's Resize takes it
-    crop: Optional[Tuple[int, int]]   # centre crop (height, width), or None
-    mean: Tuple[float, ...]           # per channel, on the 0..1 scale
-    std: Tuple[float, ...]
-    interpolation: str = "bicubic"    # bicubic | bilinear
-    antialias: bool = True
-    crop_floor: bool = False          # crop offset floor((h - crop) / 2) as transformers; else round() as torchvision
-
-
-# transforms of open_clip's eval preprocess that the tensor path does implicitly (RGB uint8 -> float)
-_IMPLICIT_TRANSFORMS = {"MaybeConvertMode", "MaybeToTensor", "ToTensor", "_convert_to_rgb", "function"}
-
-
-def pixel_spec_from_transform(transform: Any) -> PixelSpec:
-    """Read Resize / CenterCrop / Normalize off a torchvision Compose (open_clip's eval preprocess)."""
-    import torchvision.transforms as T
-
-    found: Dict[str, Any] = {}
-    for step in getattr(transform, "transforms", [transform]):
-        name = type(step).__name__
-        if isinstance(step, T.Resize):
-            size = [step.size] if isinstance(step.size, int) else list(step.size)
-            found.update(resize=tuple(size), interpolation=step.interpolation.value, antialias=bool(step.antialias))
-        elif isinstance(step, T.CenterCrop):
-            found["crop"] = tuple(step.size)
-        elif isinstance(step, T.Normalize):
-            found.update(mean=tuple(step.mean), std=tuple(step.std))
-        elif name not in _IMPLICIT_TRANSFORMS and getattr(step, "__name__", "") not in _IMPLICIT_TRANSFORMS:
-            raise EmbedderConfigError(f"embedder config: decode on tensors cannot replay the preprocess step {step!r}")
-    missing = [k for k in ("resize", "mean") if k not in found]
-    if missing:
-        raise EmbedderConfigError(f"embedder config: the image preprocess has no {missing[0]} step: {transform!r}")
-    return PixelSpec(crop=found.pop("crop", None), **found)
-
-
-def pixel_spec_from_hf(processor: Any) -> PixelSpec:
-    """The same for a Hugging Face CLIPImageProcessor (shortest-edge resize, centre crop, rescale, normalise)."""
-    size, crop = processor.size, processor.crop_size
-    shortest = size.get("shortest_edge") if hasattr(size, "get") else None
-    resize = (int(shortest),) if shortest else (int(size["height"]), int(size["width"]))
-    resample = int(getattr(processor.resample, "value", processor.resample))  # PIL enum: 2 bilinear, 3 bicubic
-    if resample not in (2, 3):
-        raise EmbedderConfigError(f"embedder config: decode on tensors supports bilinear/bicubic resampling, got {resample}")
-    return PixelSpec(resize=resize, crop=(int(crop["height"]), int(crop["width"])) if processor.do_center_crop else None,
-                     mean=tuple(processor.image_mean), std=tuple(processor.image_std),
-                     interpolation="bicubic" if resample == 3 else "bilinear", crop_floor=True)
-
-
-def _read_bytes(path: str) -> torch.Tensor:
-    from torchvision.io import read_file
-
-    try:
-        return read_file(path)
-    except RuntimeError as err:
-        raise ImageReadError(f"cannot read image {path}: {err}") from err
-
-
-class _ImageBytes(Dataset):
-    """The raw bytes of each file (uint8, 1-D); runs inside DataLoader workers, decodes nothing."""
-
-    def __init__(self, paths: Sequence[str | Path]) -> None:
-        self.paths = [str(p) for p in paths]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> Tuple[str, torch.Tensor]:
-        return self.paths[i], _read_bytes(self.paths[i])
-
-
-def _named_blobs(items: List[Tuple[str, torch.Tensor]]) -> Tuple[List[str], torch.Tensor, List[int]]:
-    """Collate a batch's files into one flat byte tensor + their lengths (module level: workers pickle it).
-
-    One tensor a batch crosses the process boundary in one shared-memory block; a list of per-file
-    tensors would need one file descriptor each (and broke with 'Bad file descriptor' in testing).
-    """
-    return [name for name, _ in items], torch.cat([blob for _, blob in items]), [int(b.numel()) for _, b in items]
-
-
-def _decode_on_cpu(blob: torch.Tensor, name: str) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, decode_image
-
-    try:
-        return decode_image(blob, mode=ImageReadMode.RGB)
-    except RuntimeError as err:
-        raise ImageReadError(f"cannot read image {name}: {err}") from err
-
-
-def _decode_jpegs(blobs: List[torch.Tensor], names: List[str], device: torch.device) -> List[torch.Tensor]:
-    """One batched decode on `device`; if it fails, image by image (CPU fallback) to name the bad file."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    try:
-        return list(decode_jpeg(blobs, mode=ImageReadMode.RGB, device=device))
-    except RuntimeError:
-        if len(blobs) == 1:
-            return [_decode_on_cpu(blobs[0], names[0]).to(device)]
-    return [image for blob, name in zip(blobs, names) for image in _decode_jpegs([blob], [name], device)]
-
-
-def decode_images(blobs: Sequence[torch.Tensor], names: Sequence[str], device: torch.device | str) -> List[torch.Tensor]:
-    """Decode file bytes to RGB uint8 (3, H, W) tensors on `device`, in order. JPEGs are decoded there
-    in one batch (nvJPEG on CUDA); other formats on the CPU, then moved. ImageReadError names a bad file."""
-    device = torch.device(device)
-    is_jpeg = [b.numel() > 3 and b[:3].tolist() == JPEG_MAGIC for b in blobs]
-    jpeg_at = [i for i, flag in enumerate(is_jpeg) if flag]
-    decoded = _decode_jpegs([blobs[i] for i in jpeg_at], [names[i] for i in jpeg_at], device) if jpeg_at else []
-    images: List[Optional[torch.Tensor]] = [None] * len(blobs)
-    for i, image in zip(jpeg_at, decoded):
-        images[i] = image
-    for i, flag in enumerate(is_jpeg):
-        if not flag:
-            images[i] = _decode_on_cpu(blobs[i], names[i]).to(device)
-    return images  # type: ignore[return-value]
-
-
-def _center_crop(images: torch.Tensor, spec: PixelSpec) -> torch.Tensor:
-    from torchvision.transforms import functional as TF
-
-    (height, width), (crop_h, crop_w) = images.shape[-2:], spec.crop
-    if not spec.crop_floor or crop_h > height or crop_w > width:  # torchvision's rounding (and its padding)
-        return TF.center_crop(images, [crop_h, crop_w])
-    top, left = (height - crop_h) // 2, (width - crop_w) // 2
-    return images[..., top:top + crop_h, left:left + crop_w]
-
-
-def preprocess_tensors(images: Sequence[torch.Tensor], spec: PixelSpec) -> torch.Tensor:
-    """RGB uint8 (3, H, W) tensors -> normalised float32 (B, 3, h, w) on their device, as `spec` says.
-
-    Images of the same size are resized together (one kernel per size, not per image). The resized
-    pixels are clamped and rounded to 0..255 because the PIL path resizes in uint8 (bicubic overshoots).
-    """
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import functional as TF
-
-    mode = InterpolationMode(spec.interpolation)
-    by_size: Dict[Tuple[int, int], List[int]] = {}
-    for i, image in enumerate(images):
-        by_size.setdefault(tuple(image.shape[-2:]), []).append(i)
-    groups = []
-    for indices in by_size.values():
-        group = torch.stack([images[i] for i in indices]).float()
-        group = TF.resize(group, list(spec.resize), interpolation=mode, antialias=spec.antialias).clamp_(0, 255).round_()
-        groups.append(_center_crop(group, spec) if spec.crop is not None else group)
-    if len(groups) == 1:
-        out = groups[0]
-    else:  # back to input order
-        out = groups[0].new_empty((len(images), *groups[0].shape[1:]))
-        for indices, group in zip(by_size.values(), groups):
-            out[indices] = group
-    mean = torch.tensor(spec.mean, device=out.device).view(1, -1, 1, 1) * 255.0
-    std = torch.tensor(spec.std, device=out.device).view(1, -1, 1, 1) * 255.0
-    return out.sub_(mean).div_(std)
 
 
 # ----------------------------------------------------------------------------- model backends
@@ -279,6 +114,7 @@ class _Backend:
     encode_image: Callable[[torch.Tensor], torch.Tensor]
     encode_text: Callable[[Dict[str, torch.Tensor]], torch.Tensor]
     pixel_spec: Callable[[], PixelSpec]  # `preprocess` as tensor ops (decode: gpu | torchvision_cpu)
+    image_modules: Tuple[torch.nn.Module, ...]  # what `encode_image` runs: cast to the image weight dtype
 
 
 def _require_file(cfg: Dict[str, Any], key: str, want_dir: bool) -> Path:
@@ -335,6 +171,7 @@ def _open_clip_backend(cfg: Dict[str, Any]) -> _Backend:
         encode_image=lambda pixels: model.encode_image(pixels),
         encode_text=lambda tokens: model.encode_text(tokens["text"]),
         pixel_spec=lambda: pixel_spec_from_transform(preprocess),
+        image_modules=(model.visual,),
     )
 
 
@@ -358,6 +195,7 @@ def _hf_clip_backend(cfg: Dict[str, Any]) -> _Backend:
         encode_image=lambda pixels: _as_tensor(model.get_image_features(pixel_values=pixels)),
         encode_text=lambda tokens: _as_tensor(model.get_text_features(**tokens)),
         pixel_spec=lambda: pixel_spec_from_hf(processor),
+        image_modules=(model.vision_model, model.visual_projection),
     )
 
 
@@ -383,7 +221,20 @@ class ClipEmbedder:
         self.backend = _BACKENDS[kind](self.cfg)
         self.device = self._pick_device(self.cfg["device"])
         self.backend.model.to(self.device)
+        self.image_dtype = self._image_weight_dtype(self.cfg["image_weights"])
+        for module in self.backend.image_modules:  # cast once, not per batch as autocast does
+            module.to(self.image_dtype)
+        # fp32 image weights on CUDA keep the old path: bf16 autocast around them
+        self._image_autocast_on = bool(self.cfg["bf16"]) and self.device.type == "cuda" and self.image_dtype == torch.float32
+        self._compiled_image_features: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
         self._decode_device(self.cfg["decode"])  # a bad or impossible `decode` fails here, not mid-run
+        if self.cfg["compile"]:
+            self.compile_image_model()
+
+    def _image_weight_dtype(self, name: str) -> torch.dtype:
+        if name == "auto":
+            return torch.bfloat16 if self.cfg["bf16"] and self.device.type == "cuda" else torch.float32
+        return IMAGE_WEIGHT_DTYPES[name]
 
     def _decode_device(self, decode: str) -> Optional[torch.device]:
         """Where the tensor path decodes for `decode` (None: PIL in the workers)."""
@@ -422,47 +273,70 @@ class ClipEmbedder:
     def _encode(self, fn: Callable, batch: Any) -> np.ndarray:
         return self._features(fn, batch).cpu().numpy().astype(np.float32)
 
-    def image_batches(self, paths: Sequence[str | Path], num_workers: Optional[int] = None,
-                      decode: Optional[str] = None) -> Iterator[np.ndarray]:
-        """Yield embedding blocks of `batch_size` rows, in path order. `decode` (default: the config's)
-        picks PIL in the workers (`cpu`) or the tensor path (`gpu`, `torchvision_cpu`)."""
+    # ------------------------------------------------------------------------- images
+    def _eager_image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self._image_autocast_on):
+            feats = self.backend.encode_image(pixels.to(self.image_dtype))
+        return torch.nn.functional.normalize(feats.float(), dim=-1)
+
+    def compile_image_model(self) -> None:
+        """torch.compile the image encoder (compiled by the first batch, minutes for a ViT-L). One batch
+        shape is compiled: shorter batches are zero-padded to `batch_size`, longer ones split."""
+        if self._compiled_image_features is None:
+            self._compiled_image_features = torch.compile(self._eager_image_features, dynamic=False)
+        self.cfg["compile"] = True
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """L2-normalised float32 rows, left on the device (no host sync), for preprocessed pixels (B, 3, h, w)."""
+        if self._compiled_image_features is None:
+            with torch.inference_mode():
+                return self._eager_image_features(pixels.to(self.device, non_blocking=True))
+        return self._compiled_in_batches(pixels)
+
+    @torch.no_grad()
+    def _compiled_in_batches(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The compiled graph on exactly `batch_size` rows at a time. no_grad, not inference_mode: the graph
+        is guarded on its input's dispatch keys, and an inference tensor (padding made in inference mode,
+        a caller's) after a normal one would recompile it."""
+        pixels = pixels.to(self.device, non_blocking=True)
+        if pixels.is_inference():
+            pixels = pixels.clone()
+        size, blocks = int(self.cfg["batch_size"]), []
+        for chunk in pixels.split(size):
+            rows = chunk.shape[0]
+            if rows < size:  # padded rows cost one batch's compute once; a recompile costs far more
+                chunk = torch.cat([chunk, chunk.new_zeros((size - rows, *chunk.shape[1:]))])
+            blocks.append(self._compiled_image_features(chunk)[:rows])
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+
+    def pixel_batches(self, paths: Sequence[str | Path], num_workers: Optional[int] = None,
+                      decode: Optional[str] = None) -> Iterator[torch.Tensor]:
+        """Preprocessed float32 pixel batches (up to `batch_size`, 3, h, w) on the model's device, in path
+        order, without running the model (on CUDA possibly still being computed: stream-ordered).
+        `decode` (default: the config's) picks PIL in the workers (`cpu`) or the tensor path (`gpu`,
+        `torchvision_cpu`)."""
         workers = self.cfg["num_workers"] if num_workers is None else num_workers
         decode_device = self._decode_device(self.cfg["decode"] if decode is None else decode)
-        if decode_device is not None:
-            yield from self._tensor_image_batches(paths, workers, decode_device)
+        if decode_device is None:
+            loader = DataLoader(ImageFiles(paths, self.backend.preprocess), batch_size=self.cfg["batch_size"],
+                                shuffle=False, num_workers=workers, pin_memory=self.device.type == "cuda",
+                                persistent_workers=False)
+            for pixels in loader:
+                yield pixels.to(self.device, non_blocking=True)
             return
-        loader = DataLoader(
-            _ImageFiles(paths, self.backend.preprocess),
-            batch_size=self.cfg["batch_size"],
-            shuffle=False,
-            num_workers=workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-        )
-        for pixels in loader:
-            pixels = pixels.to(self.device, non_blocking=True)
-            yield self._encode(self.backend.encode_image, pixels)
-
-    def _tensor_image_batches(self, paths: Sequence[str | Path], workers: int,
-                              decode_device: torch.device) -> Iterator[np.ndarray]:
-        """Workers read bytes; this process decodes + preprocesses each batch on `decode_device`.
-
-        Results are copied to the host one batch late: the copy waits for the GPU, and by then the
-        next batch's decode and forward are queued, so host work overlaps the GPU's.
-        """
-        spec = self.backend.pixel_spec()
-        loader = DataLoader(_ImageBytes(paths), batch_size=self.cfg["batch_size"], shuffle=False,
-                            num_workers=workers, collate_fn=_named_blobs, persistent_workers=False)
-        pending: Optional[torch.Tensor] = None
+        pipeline = TensorPixelPipeline(self.backend.pixel_spec(), decode_device, self.device)
+        loader = DataLoader(ImageBytes(paths), batch_size=self.cfg["batch_size"], shuffle=False,
+                            num_workers=workers, collate_fn=collate_named_blobs,
+                            pin_memory=decode_device.type == "cuda", persistent_workers=False)
         for names, flat, lengths in loader:
-            blobs = list(torch.split(flat, lengths))
-            pixels = preprocess_tensors(decode_images(blobs, names, decode_device), spec)
-            feats = self._features(self.backend.encode_image, pixels.to(self.device, non_blocking=True))
-            if pending is not None:
-                yield pending.cpu().numpy()
-            pending = feats
-        if pending is not None:
-            yield pending.cpu().numpy()
+            yield pipeline.pixels(names, flat, lengths)
+
+    def image_batches(self, paths: Sequence[str | Path], num_workers: Optional[int] = None,
+                      decode: Optional[str] = None) -> Iterator[np.ndarray]:
+        """Yield embedding blocks of `batch_size` rows, in path order (`decode` as in `pixel_batches`).
+        On CUDA each block reaches the host one batch late, so the GPU never waits for the host."""
+        features = (self.image_features(pixels) for pixels in self.pixel_batches(paths, num_workers, decode))
+        yield from lagged_host_copies(features)
 
     def encode_images(self, paths: Sequence[str | Path], progress: bool = False, num_workers: Optional[int] = None,
                       decode: Optional[str] = None) -> np.ndarray:
@@ -476,9 +350,10 @@ class ClipEmbedder:
 
     def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Embed already-decoded images (e.g. augmented copies), one batch."""
-        pixels = torch.stack([self.backend.preprocess(img.convert("RGB")) for img in images]).to(self.device)
-        return self._encode(self.backend.encode_image, pixels)
+        pixels = torch.stack([self.backend.preprocess(img.convert("RGB")) for img in images])
+        return self.image_features(pixels).cpu().numpy()
 
+    # ------------------------------------------------------------------------- texts
     def encode_texts(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """(len(texts), dim) float32, L2-normalised; batched by `batch_size`."""
         size = self.cfg["batch_size"]

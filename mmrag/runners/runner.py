@@ -18,6 +18,7 @@ from mmrag.common.config import ConfigError, save_config
 from mmrag.common.registry import LR_SCHEDULES, RUNNERS
 from mmrag.runners import checkpoint as ckpt
 from mmrag.runners.batch_plan import BatchPlan, check_divisible
+from mmrag.runners.compilation import compile_model, uncompile_model
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +80,15 @@ class Runner:
         "tensorboard": False,
         "evaluate": True,            # run the task's evaluation after training
         "progress": True,
+        "compile": "none",           # none | layers | llm: torch.compile the LLM for training (runners/compilation.py)
     }
 
     @classmethod
     def default_config(cls) -> Dict[str, Any]:
         return dict(cls.DEFAULTS)
 
-    CHOICES = {"amp": ("no", "bf16", "fp16"), "device": ("auto", "cpu"), "distributed": ("ddp", "fsdp")}
+    CHOICES = {"amp": ("no", "bf16", "fp16"), "device": ("auto", "cpu"), "distributed": ("ddp", "fsdp"),
+               "compile": ("none", "layers", "llm")}
 
     def __init__(self, cfg, task) -> None:
         self.cfg, self.task, self.run = cfg, task, cfg.run
@@ -94,6 +97,9 @@ class Runner:
             if self.run[key] not in allowed:
                 raise ConfigError(f"run.{key}={self.run[key]!r} is not one of {', '.join(allowed)}")
         LR_SCHEDULES.get(self.run.lr_sched)  # an unknown schedule fails here, before any model is built
+        if self.run.compile != "none" and self.run.distributed == "fsdp":
+            # FSDP re-registers the LLM's weights as views of its flat buffers; not tried under compile
+            raise ConfigError(f"run.compile={self.run.compile!r} is not supported with run.distributed='fsdp'")
 
     # ---------------------------------------------------------------- setup
     def _accelerator(self):
@@ -143,6 +149,9 @@ class Runner:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.output_dir)
         model, optimizer = acc.prepare(model, optimizer)
+        compiled = compile_model(acc.unwrap_model(model), self.run.compile)  # in place; compiles at the first step
+        if compiled:
+            log.info("run.compile=%s: %d module(s) compiled, first %s", self.run.compile, len(compiled), compiled[0])
         source = _StepSource(plan, datasets, self.task.collate_fn(acc.unwrap_model(model)), start, total,
                              acc.process_index, world, accum)
         # its own generator: creating the loader's iterator must not draw from the global RNG,
@@ -150,6 +159,7 @@ class Runner:
         loader = DataLoader(source, batch_size=None, shuffle=False, num_workers=self.run.num_workers,
                             generator=torch.Generator().manual_seed(self.run.seed + start))
         history = self._loop(acc, model, optimizer, scheduler, loader, start, total)
+        uncompile_model(acc.unwrap_model(model))  # evaluation generates: a growing KV cache would recompile
         acc.wait_for_everyone()
         result = {"steps": total, "history": history}
         if acc.is_main_process:

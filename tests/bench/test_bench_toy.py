@@ -18,7 +18,8 @@ TOY_RUNS = {
     "bench_profile_train_step.py": (["--toy"], ["total_ms_per_step", "share", "top_ops"]),
     "bench_generative_retrieval.py": (["--toy"], ["modes", "constraint_share_ours", "constraint_share_hf_prefix_fn",
                                                   "group_beam_search_one_prompt_at_a_time", "hf_search"]),
-    "bench_embedding.py": (["--toy", "--workers", "1"], ["images_per_s", "search_qps"]),
+    "bench_embedding.py": (["--toy", "--workers", "1"], ["images_per_s", "search_qps", "model_only_images_per_s",
+                                                        "first_batch_s", "steady_images_per_s", "decode_only_images_per_s_cpu"]),
     "bench_corpus_index.py": (["--tokens", "50000", "--queries", "50", "--searches", "5"],
                               ["build_m_tokens_per_s", "step_cpu_ms", "continuations_p99_ms_max"]),
     # launched by torchrun with 2 processes (test_multi_gpu_bench_toy_two_processes)

@@ -1,7 +1,8 @@
 """CLIP embedder: normalised float32 rows, reproducible random init, worker loading = in-process
 loading, config errors that name the key, a local HF CLIP folder, tiny-CLIP training that
-actually improves retrieval, and the tensor decode path (the GPU path run with the CPU as device)
-giving the PIL path's pixels and vectors."""
+actually improves retrieval, the tensor decode path (the GPU path run with the CPU as device)
+giving the PIL path's pixels and vectors, batched + lagged pipelines equal to one image at a time,
+bf16 image weights (asked for on the CPU; the CUDA default) and the compiled image model."""
 from __future__ import annotations
 
 import json
@@ -212,3 +213,78 @@ def test_gpu_decode_matches_cpu_decode(tmp_path):
     assert (gpu.cpu() - cpu).abs().mean() < 0.03  # nvJPEG's IDCT/upsampling differ slightly from libjpeg's
     vectors = embedder.encode_images(paths, decode="gpu")
     np.testing.assert_allclose(np.diag(vectors @ embedder.encode_images(paths).T), 1.0, atol=1e-2)
+
+
+# ----------------------------------------------------------------------------- batching, precision, compile
+def _oracle_vectors(embedder, pixels):
+    """One image at a time, fp32, straight through the backend: what the batched, lagged pipeline must give."""
+    with torch.inference_mode():
+        rows = [embedder.backend.encode_image(p[None].to(embedder.image_dtype)).float() for p in pixels]
+    return torch.nn.functional.normalize(torch.cat(rows), dim=-1).numpy()
+
+
+@pytest.mark.parametrize("decode", ["cpu", "torchvision_cpu"])
+def test_batched_pipeline_equals_one_image_at_a_time(tmp_path, decode):
+    paths = smooth_images(tmp_path, count=7)  # mixed sizes, a greyscale JPEG and a PNG; batches of 3, 3, 1
+    embedder = ClipEmbedder({"num_workers": 2, "batch_size": 3})
+    pixels = _pil_pixels(embedder, paths) if decode == "cpu" else torch.cat([_tensor_pixels(embedder, [p]) for p in paths])
+    vectors = embedder.encode_images(paths, decode=decode)
+    assert vectors.dtype == np.float32 and vectors.shape == (7, 64)
+    np.testing.assert_allclose(vectors, _oracle_vectors(embedder, pixels), atol=1e-5)
+    blocks = list(embedder.image_batches(paths, num_workers=0, decode=decode))
+    assert [len(b) for b in blocks] == [3, 3, 1]
+
+
+def test_cpu_keeps_float32_weights_and_bf16_image_weights_can_be_asked_for(tmp_path):
+    paths = smooth_images(tmp_path)
+    fp32 = ClipEmbedder({"num_workers": 0})
+    bf16 = ClipEmbedder({"num_workers": 0, "image_weights": "bfloat16"})
+    assert fp32.image_dtype == torch.float32 and not fp32._image_autocast_on
+    assert {p.dtype for p in bf16.backend.model.visual.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in bf16.backend.model.transformer.parameters()} == {torch.float32}  # text tower untouched
+    a, b = fp32.encode_images(paths), bf16.encode_images(paths)
+    assert b.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    cos = b @ a.T
+    others = np.where(np.eye(len(paths), dtype=bool), -np.inf, cos).max(axis=1)
+    assert np.all(np.diag(cos) > 0.99) and np.all(1 - np.diag(cos) < 0.1 * (1 - others))
+    np.testing.assert_allclose(bf16.encode_texts(["red"]), fp32.encode_texts(["red"]), atol=1e-6)
+
+
+def test_bf16_image_weights_of_hf_clip(tmp_path):
+    _tiny_hf_clip(tmp_path / "hf")
+    paths = smooth_images(tmp_path / "img")[:3]
+    cfg = {"type": "hf_clip", "path": str(tmp_path / "hf"), "num_workers": 0}
+    a = ClipEmbedder(cfg).encode_images(paths)
+    b = ClipEmbedder({**cfg, "image_weights": "bfloat16"}).encode_images(paths)
+    assert b.dtype == np.float32 and np.all(np.sum(a * b, axis=1) > 0.99)
+
+
+def test_new_config_keys_are_checked():
+    with pytest.raises(EmbedderConfigError, match="'image_weights' = 'fp16'; expected one of"):
+        ClipEmbedder({"image_weights": "fp16"})
+    with pytest.raises(EmbedderConfigError, match="'compile' = 'yes'; expected true or false"):
+        ClipEmbedder({"compile": "yes"})
+
+
+def test_compiled_image_model_equals_eager_with_one_graph(tmp_path):
+    """torch.compile (inductor, on the CPU here): same vectors; the short last batch is padded, not recompiled."""
+    paths = smooth_images(tmp_path, count=5)
+    eager = ClipEmbedder({"num_workers": 0, "batch_size": 3})
+    compiled = ClipEmbedder({"num_workers": 0, "batch_size": 3, "compile": True})
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        vectors = compiled.encode_images(paths, decode="torchvision_cpu")  # batches of 3 and 2
+        single = compiled.encode_pil([load_rgb(paths[0])])
+    np.testing.assert_allclose(vectors, eager.encode_images(paths, decode="torchvision_cpu"), atol=1e-4)
+    np.testing.assert_allclose(single, eager.encode_pil([load_rgb(paths[0])]), atol=1e-4)  # one row, padded to 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 image weights are the CUDA default only")
+def test_cuda_bf16_image_weights_match_fp32_autocast(tmp_path):
+    paths = smooth_images(tmp_path)
+    cast_once = ClipEmbedder({"num_workers": 0, "model_name": "ViT-B-32"})
+    autocast = ClipEmbedder({"num_workers": 0, "model_name": "ViT-B-32", "image_weights": "float32"})
+    assert cast_once.image_dtype == torch.bfloat16 and autocast._image_autocast_on
+    a, b = cast_once.encode_images(paths, decode="gpu"), autocast.encode_images(paths, decode="gpu")
+    assert a.dtype == np.float32 and np.all(np.sum(a * b, axis=1) > 0.99)

@@ -1,0 +1,118 @@
+"""Image pipeline: the vectorised JPEG check equals the per-file one, mixed-size batches keep their order
+and equal one-image-at-a-time preprocessing, the batch pipeline equals decode-then-preprocess of each
+file, and device vectors reach the host in order (on CUDA one block late, through pinned memory)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmrag.retrieval.image_pipeline import (
+    JPEG_MAGIC,
+    PixelSpec,
+    TensorPixelPipeline,
+    collate_named_blobs,
+    decode_images,
+    jpeg_flags,
+    lagged_host_copies,
+    preprocess_tensors,
+)
+
+SPEC = PixelSpec(resize=(32,), crop=(32, 32), mean=(0.48, 0.46, 0.41), std=(0.27, 0.26, 0.28))
+
+
+def _encoded(width: int, height: int, fmt: str, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray((rng.random((4, 4, 3)) * 255).astype(np.uint8)).resize((width, height), Image.BILINEAR)
+    out = io.BytesIO()
+    img.save(out, format=fmt)
+    return out.getvalue()
+
+
+def _blobs():
+    """Names and bytes: JPEGs of three sizes, a PNG, and files too short or almost JPEG."""
+    files = {"a.jpg": _encoded(50, 40, "JPEG", 0), "b.png": _encoded(40, 50, "PNG", 1),
+             "c.jpg": _encoded(50, 40, "JPEG", 2), "d.jpg": _encoded(70, 33, "JPEG", 3),
+             "short": bytes(JPEG_MAGIC), "almost": bytes([0xFF, 0xD8, 0x00, 0x01]), "empty": b""}
+    return list(files), [torch.frombuffer(bytearray(b), dtype=torch.uint8) if b else torch.zeros(0, dtype=torch.uint8)
+                         for b in files.values()]
+
+
+def test_jpeg_flags_equal_the_per_file_check():
+    names, blobs = _blobs()
+    _, flat, lengths = collate_named_blobs(list(zip(names, blobs)))
+    expected = [b.numel() > 3 and b[:3].tolist() == JPEG_MAGIC for b in blobs]
+    assert jpeg_flags(flat, lengths) == expected == [True, False, True, True, False, False, False]
+    assert jpeg_flags(torch.zeros(0, dtype=torch.uint8), [0, 0]) == [False, False]
+
+
+def test_mixed_sizes_keep_their_order_and_equal_one_at_a_time():
+    names, blobs = _blobs()
+    images = decode_images(blobs[:4], names[:4], "cpu")
+    batch = preprocess_tensors(images, SPEC)
+    one_by_one = torch.cat([preprocess_tensors([image], SPEC) for image in images])
+    assert batch.shape == (4, 3, 32, 32) and batch.is_contiguous()
+    torch.testing.assert_close(batch, one_by_one, atol=1e-6, rtol=0)
+    assert not torch.equal(batch[0], batch[2])  # different images stay different (order is observable)
+
+
+def test_pipeline_pixels_equal_decode_then_preprocess_of_each_file():
+    names, blobs = _blobs()
+    names, blobs = names[:4], blobs[:4]
+    _, flat, lengths = collate_named_blobs(list(zip(names, blobs)))
+    pixels = TensorPixelPipeline(SPEC, torch.device("cpu"), torch.device("cpu")).pixels(names, flat, lengths)
+    oracle = torch.cat([preprocess_tensors(decode_images([b], [n], "cpu"), SPEC) for n, b in zip(names, blobs)])
+    torch.testing.assert_close(pixels, oracle, atol=1e-6, rtol=0)
+
+
+def test_lagged_host_copies_keep_order_and_cpu_blocks_come_at_once():
+    blocks = [torch.full((2, 3), float(i)) for i in range(4)]
+    pulled = []
+
+    def source():
+        for block in blocks:
+            pulled.append(block)
+            yield block
+
+    out = lagged_host_copies(source())
+    first = next(out)
+    assert len(pulled) == 1 and isinstance(first, np.ndarray) and np.all(first == 0.0)
+    rest = list(out)
+    assert [float(b[0, 0]) for b in rest] == [1.0, 2.0, 3.0] and all(b.dtype == np.float32 for b in rest)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned copies, side streams and nvJPEG need a CUDA device")
+def test_cuda_blocks_come_one_late_and_the_side_stream_pixels_match_the_cpu():
+    blocks = [torch.full((2, 3), float(i), device="cuda") for i in range(3)]
+    pulled = []
+
+    def source():
+        for block in blocks:
+            pulled.append(block)
+            yield block
+
+    out = lagged_host_copies(source())
+    assert float(next(out)[0, 0]) == 0.0 and len(pulled) == 2  # block 1 was queued before block 0 came out
+    assert [float(b[0, 0]) for b in out] == [1.0, 2.0]
+    names, blobs = _blobs()
+    _, flat, lengths = collate_named_blobs(list(zip(names[:4], blobs[:4])))
+    gpu = TensorPixelPipeline(SPEC, torch.device("cuda"), torch.device("cuda")).pixels(names[:4], flat.pin_memory(), lengths)
+    cpu = TensorPixelPipeline(SPEC, torch.device("cpu"), torch.device("cpu")).pixels(names[:4], flat, lengths)
+    assert (gpu.cpu() - cpu).abs().mean() < 0.03  # nvJPEG's IDCT/upsampling differ slightly from libjpeg's
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host-sync detection needs a CUDA device")
+def test_gpu_preprocess_of_a_batch_never_waits_for_the_gpu():
+    names, blobs = _blobs()
+    jpegs = [0, 2, 3]  # mixed sizes: grouping, per-size resize, reordering and normalising all run
+    images = decode_images([blobs[i] for i in jpegs], [names[i] for i in jpegs], "cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host<->device sync inside raises
+    try:
+        pixels = preprocess_tensors(images, SPEC)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert pixels.shape == (3, 3, 32, 32) and pixels.is_cuda
