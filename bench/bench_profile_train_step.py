@@ -68,7 +68,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--toy", action="store_true", help="tiny shapes on the CPU (seconds)")
     ap.add_argument("--recipe", default="ours",
-                    help="reference, ours, ours_nocache or ours_fp32_master, optionally RECIPE@SCOPE[:MODE][+FLAG]")
+                    help="reference, ours or ours_fp32_master, optionally RECIPE@SCOPE[:MODE][+FLAG]")
     ap.add_argument("--top", type=int, default=20, help="operators listed")
     add_step_arguments(ap)
     args = ap.parse_args(argv)

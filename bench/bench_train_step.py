@@ -20,9 +20,6 @@ Recipes (`--recipes`):
                     fused AdamW, no .item() per step, optional compilation / --checkpointing.
   ours_fp32_master  as `ours`, but trainable weights in fp32 under autocast(bf16): LoRA updates of
                     lr ~1e-4 relative size are below bf16's resolution (2^-8), so pure-bf16 can lose them.
-  ours_nocache      as `ours`, but the LLM's decoder builds no KV cache: HF's LlamaModel builds one in
-                    training too (config.use_cache; 2 copies per layer, 2.3 GB at the real shape) that
-                    the loss never reads. Compiled recipes always run without it (compilation.py).
 
 Compilation (mmrag/runners/compilation.py, the runner's `run.compile` uses the same function): a
 recipe name may carry its own, `RECIPE[@SCOPE[:MODE]][+INDUCTOR_FLAG...]`, e.g. `ours@llm`,
@@ -117,7 +114,6 @@ class Recipe:
     fused_adamw: bool
     item_every_step: bool      # a host sync per step, as a per-step loss logger does
     checkpointing: bool = False
-    kv_cache: bool = True      # the LLM's training forward builds (and never reads) a KV cache, as the model does
     compile_scope: str = "none"               # see mmrag/runners/compilation.py
     compile_mode: str = "default"
     inductor_flags: Tuple[str, ...] = ()      # boolean torch._inductor.config options set to True
@@ -132,8 +128,6 @@ def base_recipes(args) -> Dict[str, Recipe]:
     return {
         "reference": Recipe("reference", "float16", "float32", "float16", True, "eager", False, True),
         "ours": Recipe("ours", "bfloat16", "bfloat16", None, False, args.ours_attn, True, False, args.checkpointing),
-        "ours_nocache": Recipe("ours_nocache", "bfloat16", "bfloat16", None, False, args.ours_attn, True, False,
-                               args.checkpointing, kv_cache=False),
         "ours_fp32_master": Recipe("ours_fp32_master", "bfloat16", "float32", "bfloat16", False, args.ours_attn,
                                    True, False, args.checkpointing),
     }
@@ -170,8 +164,6 @@ def parse_variant(text: str, known: Dict[str, Recipe], args) -> Recipe:
     except compilation.CompileOptionError as err:
         raise BenchError(f"--recipes: {text!r}: {err}") from err
     compiled = {"compile_scope": scope, "compile_mode": mode, "inductor_flags": tuple(flags)}
-    if scope != "none":  # compile_model switches the cache off (see there)
-        compiled["kv_cache"] = False
     return replace(known[name], name=text, **compiled)
 
 
@@ -214,7 +206,6 @@ def build_model(shape: Dict[str, Any], recipe: Recipe, device: torch.device) -> 
     for p in model.parameters():
         if p.requires_grad:  # peft keeps adapters in fp32 by default; the recipe decides
             p.data = p.data.to(DTYPES[recipe.master_dtype])
-    causal_lm(model).config.use_cache = recipe.kv_cache
     model.compiled_modules = compilation.compile_model(model, recipe.compile_scope, recipe.compile_mode,
                                                        recipe.inductor_flags)
     return model.train()
@@ -515,7 +506,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--toy", action="store_true", help="tiny shapes on the CPU (seconds)")
     ap.add_argument("--recipes", default="reference,ours",
-                    help="comma list of reference, ours, ours_nocache, ours_fp32_master, each optionally "
+                    help="comma list of reference, ours, ours_fp32_master, each optionally "
                     "RECIPE@SCOPE[:MODE][+FLAG...] (compilation; see the docstring)")
     add_step_arguments(ap)
     return ap.parse_args(argv)

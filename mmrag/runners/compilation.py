@@ -92,7 +92,8 @@ def compile_model(model: nn.Module, scope: str, mode: str = "default", flags: Se
         # The training forward never reads a KV cache, but HF's decoder builds one unless told not to
         # (config.use_cache), and passes it to every layer: dynamo then guards on each cache layer's
         # state and compiles every decoder layer anew, up to its recompile limit (8), then runs the
-        # rest eagerly. generate() passes use_cache=True itself, so generation keeps its cache.
+        # rest eagerly. MultimodalLLM.forward passes use_cache=False itself; this covers any other
+        # caller of the compiled decoder. generate() passes use_cache=True, so generation keeps its cache.
         causal_lm(model).config.use_cache = False
     names = {id(m): name for name, m in model.named_modules()}
     for module in modules:

@@ -80,7 +80,7 @@ class Runner:
         "tensorboard": False,
         "evaluate": True,            # run the task's evaluation after training
         "progress": True,
-        "compile": "none",           # none | layers | llm: torch.compile the LLM for training (runners/compilation.py)
+        "compile": "none",           # none | layers | llm | model: torch.compile for training (runners/compilation.py)
     }
 
     @classmethod
@@ -88,7 +88,7 @@ class Runner:
         return dict(cls.DEFAULTS)
 
     CHOICES = {"amp": ("no", "bf16", "fp16"), "device": ("auto", "cpu"), "distributed": ("ddp", "fsdp"),
-               "compile": ("none", "layers", "llm")}
+               "compile": ("none", "layers", "llm", "model")}
 
     def __init__(self, cfg, task) -> None:
         self.cfg, self.task, self.run = cfg, task, cfg.run

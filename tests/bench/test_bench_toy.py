@@ -167,9 +167,9 @@ def test_train_step_bench_toy_compiled_variant():
     """An eager and a compiled variant in one run: same weights, so the same loss; all decoder layers
     share one compiled graph (no recompiles, no graph breaks); the settings say what ran."""
     variant = "ours@layers:reduce-overhead+coordinate_descent_tuning"  # CPU: CUDA graphs are skipped
-    result = _run_train_script("bench_train_step.py", "--recipes", f"ours_nocache,{variant}", "--steps", "2")
-    eager, compiled = result["recipes"]["ours_nocache"], result["recipes"][variant]
-    assert eager["settings"]["compile_scope"] == "none" and eager["settings"]["kv_cache"] is False
+    result = _run_train_script("bench_train_step.py", "--recipes", f"ours,{variant}", "--steps", "2")
+    eager, compiled = result["recipes"]["ours"], result["recipes"][variant]
+    assert eager["settings"]["compile_scope"] == "none"
     settings = compiled["settings"]
     assert (settings["compile_scope"], settings["compile_mode"]) == ("layers", "reduce-overhead")
     assert settings["inductor_flags"] == ["coordinate_descent_tuning"]
@@ -187,7 +187,7 @@ def test_train_step_recipe_variants_parse(train_bench):
     ref, ours, llm, fp32 = b.recipes_from_args(args)
     assert (ref.compile_scope, ours.compile_scope, fp32.compile_scope) == ("none", "layers", "layers")
     assert (llm.name, llm.compile_scope, llm.compile_mode) == (variant, "llm", "max-autotune-no-cudagraphs")
-    assert llm.inductor_flags == ("coordinate_descent_tuning",) and llm.kv_cache is False and ref.kv_cache is True
+    assert llm.inductor_flags == ("coordinate_descent_tuning",)
     plain = b.recipes_from_args(b.parse_args(["--recipes", "ours,ours@model", "--compile-mode", "reduce-overhead"]))
     assert [(r.compile_scope, r.compile_mode) for r in plain] == [("none", "default"), ("model", "reduce-overhead")]
     for bad in ("ours@everything", "ours@none:reduce-overhead", "ours@llm+no_such_flag", "ours,ours", "theirs"):

@@ -80,8 +80,8 @@ def test_unknown_scope_mode_or_flag_is_refused(tiny_model):
 
 
 def test_runner_refuses_an_unknown_compile_value(tiny_model_cfg, tmp_path):
-    with pytest.raises(ConfigError, match="run.compile='model' is not one of none, layers, llm"):
-        train(tiny_model_cfg, tmp_path / "run", tmp_path / "img", max_steps=1, compile="model")
+    with pytest.raises(ConfigError, match="run.compile='decoder' is not one of none, layers, llm, model"):
+        train(tiny_model_cfg, tmp_path / "run", tmp_path / "img", max_steps=1, compile="decoder")
     with pytest.raises(ConfigError, match="run.compile='llm' is not supported with run.distributed='fsdp'"):
         train(tiny_model_cfg, tmp_path / "run", tmp_path / "img", max_steps=1, compile="llm", distributed="fsdp")
 
