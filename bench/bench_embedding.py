@@ -9,8 +9,9 @@ end, through the DataLoader workers), where that time goes, and faiss search QPS
 
 `--decode` (a comma list, each timed in turn on the same files and model): `cpu` = PIL decode +
 preprocess in the DataLoader workers; `gpu` = workers read bytes, the main process decodes with nvJPEG
-and preprocesses on the GPU; `torchvision_cpu` = the `gpu` code path on the CPU (for toy runs).
-Default: `cpu,gpu` on a CUDA machine, `cpu` otherwise. `--db-rows 0` skips the faiss search.
+and preprocesses on the GPU; `torchvision_cpu` = the `gpu` code path on the CPU (for toy runs). A
+mode may carry `@SHARE` (e.g. `gpu@0.3`): that share of the images is decoded by PIL in the workers
+instead (embedder key `cpu_decode_share`), so the GPU spends less time decoding. Default: `cpu,gpu` on a CUDA machine, `cpu` otherwise. `--db-rows 0` skips the faiss search.
 
 The breakdown, all in one run and on the same model:
 - `model_only_images_per_s`: the embedder's image model (same precision, batch size and compile
@@ -128,30 +129,47 @@ def time_model(embedder: ClipEmbedder, batches: int) -> Dict[str, float]:
     return {"images_per_s": round(batches * pixels.shape[0] / seconds, 1), "warmup_s": round(warmup_s, 3)}
 
 
-def time_mode(embedder: ClipEmbedder, paths: List[Path], workers: int, decode: str, model_rate: float) -> Dict[str, Any]:
+def time_mode(embedder: ClipEmbedder, paths: List[Path], workers: int, mode: str, model_rate: float) -> Dict[str, Any]:
     """Decode-only pass, then the end-to-end pass, for one decode mode, after one in-process warm-up batch
-    (nvJPEG init, first decode); the workers' start-up is inside both timed passes, as in a real run."""
+    (nvJPEG init, first decode); the workers' start-up is inside both timed passes, as in a real run.
+    `mode` is DECODE[@SHARE]: SHARE sets the embedder's cpu_decode_share for this mode."""
+    decode, _, share = mode.partition("@")
+    embedder.cfg["cpu_decode_share"] = float(share) if share else 0.0
     sync = _sync_for(embedder)
     embedder.encode_images(paths[: embedder.cfg["batch_size"]], num_workers=0, decode=decode)
     decode_only = timed_pass(embedder.pixel_batches(paths, workers, decode), sync)
     end_to_end = timed_pass(embedder.image_batches(paths, workers, decode), sync)
     decode_rate = decode_only["steady_images_per_s"] or decode_only["images_per_s"]
     return {**end_to_end, "embed_seconds": end_to_end["seconds"], "decode_only": decode_only,
+            "cpu_decode_share": embedder.cfg["cpu_decode_share"],
             "bound_images_per_s": round(min(model_rate, decode_rate), 1),
             "serial_images_per_s": round(1.0 / (1.0 / model_rate + 1.0 / decode_rate), 1)}
 
 
 def decode_modes(text: Optional[str]) -> List[str]:
-    """`--decode` as a list; by default PIL-in-workers and, on a CUDA machine, nvJPEG too."""
+    """`--decode` as a list of DECODE[@SHARE]; by default PIL-in-workers and, on a CUDA machine, nvJPEG too."""
     import torch
 
     if text is None:
         return ["cpu", "gpu"] if torch.cuda.is_available() else ["cpu"]
     modes = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in modes if m not in DECODE_MODES]
-    if unknown or not modes:
-        raise SystemExit(f"--decode {text!r}: unknown {unknown}; expected a comma list of {list(DECODE_MODES)}")
+    bad = [m for m in modes if not _valid_mode(m)]
+    if bad or not modes:
+        raise SystemExit(f"--decode {text!r}: bad {bad}; expected a comma list of DECODE[@SHARE], DECODE one of "
+                         f"{list(DECODE_MODES)}, SHARE in [0, 1] (not with cpu)")
     return modes
+
+
+def _valid_mode(mode: str) -> bool:
+    decode, at, share = mode.partition("@")
+    if decode not in DECODE_MODES:
+        return False
+    if not at:
+        return True
+    try:
+        return decode != "cpu" and 0.0 <= float(share) <= 1.0
+    except ValueError:
+        return False
 
 
 def time_search(dim: int, rows: int, queries: int, k: int, spec: Dict[str, Any]) -> Dict[str, float]:
@@ -179,8 +197,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     ap.add_argument("--image-dir", default=None, help="embed the *.jpg here instead of synthetic images")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    ap.add_argument("--decode", default=None, help="comma list of cpu, gpu, torchvision_cpu "
-                    "(default: cpu,gpu with CUDA, else cpu); the top-level images_per_s is the fastest")
+    ap.add_argument("--decode", default=None, help="comma list of cpu, gpu, torchvision_cpu, each optionally "
+                    "@SHARE: that share of the images decoded by PIL in the workers (embedder key cpu_decode_share), "
+                    "e.g. gpu@0.3 (default: cpu,gpu with CUDA, else cpu); the top-level images_per_s is the fastest")
     ap.add_argument("--compile", action="store_true", help="torch.compile the image encoder (embedder key compile)")
     ap.add_argument("--image-weights", default="auto", help="embedder key image_weights: auto | float32 | bfloat16")
     ap.add_argument("--model-batches", type=int, default=20, help="timed batches of the model-only figure")

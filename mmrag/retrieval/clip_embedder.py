@@ -49,6 +49,7 @@ from mmrag.retrieval.image_pipeline import (  # noqa: F401  (ImageReadError, dec
     ImageReadError,
     PixelSpec,
     TensorPixelPipeline,
+    collate_mixed,
     collate_named_blobs,
     decode_images,
     lagged_host_copies,
@@ -80,6 +81,8 @@ DEFAULT_EMBEDDER_CFG: Dict[str, Any] = {
     "decode": "cpu",             # cpu (PIL in workers) | gpu (nvJPEG + GPU resize) | torchvision_cpu
     "image_weights": "auto",     # auto (bf16 on CUDA when bf16 is on, else float32) | float32 | bfloat16
     "compile": False,            # torch.compile the image encoder (first batch compiles; partial batches padded)
+    "cpu_decode_share": 0.0,     # decode gpu | torchvision_cpu: this share of the images is decoded by PIL in the
+                                 # workers instead (spread evenly), leaving the GPU more time for the model
 }
 DECODE_MODES = ("cpu", "gpu", "torchvision_cpu")
 IMAGE_WEIGHT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -100,6 +103,9 @@ def embedder_config(cfg: Optional[Any] = None) -> Dict[str, Any]:
                                   f"expected one of {['auto', *IMAGE_WEIGHT_DTYPES]}")
     if not isinstance(merged["compile"], bool):
         raise EmbedderConfigError(f"embedder config: 'compile' = {merged['compile']!r}; expected true or false")
+    share = merged["cpu_decode_share"]
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise EmbedderConfigError(f"embedder config: 'cpu_decode_share' = {share!r}; expected a number in [0, 1]")
     return merged
 
 
@@ -325,11 +331,12 @@ class ClipEmbedder:
                 yield pixels.to(self.device, non_blocking=True)
             return
         pipeline = TensorPixelPipeline(self.backend.pixel_spec(), decode_device, self.device)
-        loader = DataLoader(ImageBytes(paths), batch_size=self.cfg["batch_size"], shuffle=False,
-                            num_workers=workers, collate_fn=collate_named_blobs,
-                            pin_memory=decode_device.type == "cuda", persistent_workers=False)
-        for names, flat, lengths in loader:
-            yield pipeline.pixels(names, flat, lengths)
+        files = ImageBytes(paths, self.backend.preprocess, float(self.cfg["cpu_decode_share"]))
+        loader = DataLoader(files, batch_size=self.cfg["batch_size"], shuffle=False, num_workers=workers,
+                            collate_fn=collate_mixed, pin_memory=decode_device.type == "cuda",
+                            persistent_workers=False)
+        for batch in loader:
+            yield pipeline.mixed_pixels(batch)
 
     def image_batches(self, paths: Sequence[str | Path], num_workers: Optional[int] = None,
                       decode: Optional[str] = None) -> Iterator[np.ndarray]:

@@ -16,6 +16,7 @@ it has just queued.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -124,16 +125,51 @@ def _read_bytes(path: str) -> torch.Tensor:
 
 
 class ImageBytes(Dataset):
-    """The raw bytes of each file (uint8, 1-D); runs inside DataLoader workers, decodes nothing."""
+    """The raw bytes of each file (uint8, 1-D); runs inside DataLoader workers, decodes nothing.
 
-    def __init__(self, paths: Sequence[str | Path]) -> None:
+    With `preprocess` and `cpu_share` > 0, that share of the files (spread evenly) is instead decoded
+    and preprocessed in the worker (float32, 3-D), so the decode device does less: on a GPU the model
+    and nvJPEG compete for the same SMs, the CPU workers are otherwise idle.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], preprocess: Optional[Callable[[Image.Image], torch.Tensor]] = None,
+                 cpu_share: float = 0.0) -> None:
+        if not 0.0 <= cpu_share <= 1.0:
+            raise EmbedderConfigError(f"embedder config: 'cpu_decode_share' = {cpu_share!r}; expected 0 <= share <= 1")
+        if cpu_share > 0 and preprocess is None:
+            raise ValueError("ImageBytes: a cpu_share > 0 needs the PIL preprocess")
         self.paths = [str(p) for p in paths]
+        self.preprocess, self.cpu_share = preprocess, cpu_share
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def decoded_in_worker(self, i: int) -> bool:
+        """Whether file i is decoded by the worker: `cpu_share` of the files, evenly spread."""
+        return math.floor((i + 1) * self.cpu_share) > math.floor(i * self.cpu_share)
+
     def __getitem__(self, i: int) -> Tuple[str, torch.Tensor]:
+        if self.decoded_in_worker(i):
+            return self.paths[i], self.preprocess(load_rgb(self.paths[i]))
         return self.paths[i], _read_bytes(self.paths[i])
+
+
+@dataclass
+class MixedBatch:
+    """A collated batch of file bytes (`names`, `flat`, `lengths`) plus pixels the workers already made
+    (`pixels`, their batch positions `pixel_rows`); `byte_rows`: the batch positions of the byte files."""
+
+    names: List[str]
+    flat: torch.Tensor
+    lengths: List[int]
+    byte_rows: List[int]
+    pixels: Optional[torch.Tensor] = None
+    pixel_rows: Optional[List[int]] = None
+
+    def pin_memory(self) -> "MixedBatch":  # DataLoader(pin_memory=True) calls this on custom batches
+        self.flat = self.flat.pin_memory()
+        self.pixels = self.pixels.pin_memory() if self.pixels is not None else None
+        return self
 
 
 def collate_named_blobs(items: List[Tuple[str, torch.Tensor]]) -> Tuple[List[str], torch.Tensor, List[int]]:
@@ -144,6 +180,16 @@ def collate_named_blobs(items: List[Tuple[str, torch.Tensor]]) -> Tuple[List[str
     descriptor' in testing).
     """
     return [name for name, _ in items], torch.cat([blob for _, blob in items]), [int(b.numel()) for _, b in items]
+
+
+def collate_mixed(items: List[Tuple[str, torch.Tensor]]) -> MixedBatch:
+    """Collate bytes and worker-made pixels apart (module level: workers pickle it)."""
+    is_bytes = [t.dtype == torch.uint8 and t.dim() == 1 for _, t in items]
+    byte_rows = [j for j, flag in enumerate(is_bytes) if flag]
+    pixel_rows = [j for j, flag in enumerate(is_bytes) if not flag]
+    names, flat, lengths = collate_named_blobs([items[j] for j in byte_rows]) if byte_rows else ([], torch.zeros(0, dtype=torch.uint8), [])
+    pixels = torch.stack([items[j][1] for j in pixel_rows]) if pixel_rows else None
+    return MixedBatch(names, flat, lengths, byte_rows, pixels, pixel_rows if pixel_rows else None)
 
 
 def jpeg_flags(flat: torch.Tensor, lengths: Sequence[int]) -> List[bool]:
@@ -270,6 +316,21 @@ class TensorPixelPipeline:
         consumer.wait_stream(self.side)
         pixels.record_stream(consumer)
         return pixels.to(self.target_device, non_blocking=True)
+
+    def mixed_pixels(self, batch: MixedBatch) -> torch.Tensor:
+        """`pixels` for a MixedBatch: decoded bytes and the workers' pixels, back in batch order."""
+        if batch.pixels is None:
+            return self.pixels(batch.names, batch.flat, batch.lengths)
+        ready = batch.pixels.to(self.target_device, non_blocking=True)
+        if not batch.byte_rows:
+            return ready
+        decoded = self.pixels(batch.names, batch.flat, batch.lengths)
+        out = torch.empty((len(batch.byte_rows) + len(batch.pixel_rows), *ready.shape[1:]), dtype=ready.dtype,
+                          device=ready.device)
+        for rows, values in ((batch.pixel_rows, ready), (batch.byte_rows, decoded)):
+            index = torch.tensor(rows, dtype=torch.long).to(out.device, non_blocking=True)
+            out.index_copy_(0, index, values)
+        return out
 
 
 # ----------------------------------------------------------------------------- device vectors -> host

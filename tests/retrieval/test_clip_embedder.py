@@ -15,6 +15,7 @@ from PIL import Image
 from mmrag.retrieval.clip_embedder import (
     ClipEmbedder,
     EmbedderConfigError,
+    ImageBytes,
     ImageReadError,
     decode_images,
     load_rgb,
@@ -213,6 +214,29 @@ def test_gpu_decode_matches_cpu_decode(tmp_path):
     assert (gpu.cpu() - cpu).abs().mean() < 0.03  # nvJPEG's IDCT/upsampling differ slightly from libjpeg's
     vectors = embedder.encode_images(paths, decode="gpu")
     np.testing.assert_allclose(np.diag(vectors @ embedder.encode_images(paths).T), 1.0, atol=1e-2)
+
+
+@pytest.mark.parametrize("share,expected", [(0.0, []), (0.5, [1, 3, 5]), (1 / 3, [2, 5]), (1.0, list(range(7)))])
+def test_cpu_decode_share_spreads_evenly(tmp_path, share, expected):
+    files = ImageBytes([tmp_path / f"{i}.jpg" for i in range(7)], preprocess=lambda img: img, cpu_share=share)
+    assert [i for i in range(7) if files.decoded_in_worker(i)] == expected
+
+
+def test_cpu_decode_share_gives_each_image_its_own_path_s_pixels_in_order(tmp_path):
+    """Half the images decoded by PIL in the workers, half by the tensor path: each row equals what its
+    own path gives for that image, in path order, across batches (7 images, batches of 3)."""
+    paths = smooth_images(tmp_path, count=7)
+    embedder = ClipEmbedder({"num_workers": 2, "batch_size": 3, "cpu_decode_share": 0.5})
+    mixed = torch.cat(list(embedder.pixel_batches(paths, decode="torchvision_cpu")))
+    files = ImageBytes(paths, embedder.backend.preprocess, 0.5)
+    for i, path in enumerate(paths):
+        own = _pil_pixels(embedder, [path]) if files.decoded_in_worker(i) else _tensor_pixels(embedder, [path])
+        torch.testing.assert_close(mixed[i:i + 1], own, rtol=0, atol=1e-6)
+    vectors = embedder.encode_images(paths, decode="torchvision_cpu")
+    np.testing.assert_allclose(vectors, _oracle_vectors(embedder, mixed), atol=1e-5)
+    for bad in (-0.1, 1.5, "half", True):
+        with pytest.raises(EmbedderConfigError, match="'cpu_decode_share'"):
+            ClipEmbedder({"cpu_decode_share": bad})
 
 
 # ----------------------------------------------------------------------------- batching, precision, compile
