@@ -6,6 +6,10 @@
     # a real CLIP from local weights, IVF index in shards of 1M rows, from a YAML + overrides:
     python data_process/create_index.py --cfg my_db.yaml embedder.model_name=ViT-L-14 \
         embedder.pretrained=/models/vit_l14_openai.bin index.type=ivf index.shard_rows=1000000
+    # on a GPU machine: nvJPEG decode with 40% of the images decoded by PIL in 14 workers, batches of
+    # 512 (~2,600 images/s for ViT-L/14 on an H200, docs/PERFORMANCE.md)
+    python data_process/create_index.py --cfg my_db.yaml embedder.decode=gpu embedder.cpu_decode_share=0.4 \
+        embedder.num_workers=14 embedder.batch_size=512
 
 Config keys (YAML file via --cfg, then key=value overrides, then flags): see DEFAULT_CFG below.
 An interrupted run picks up at the first unfinished embedding shard and gives identical vectors.

@@ -226,7 +226,7 @@ def test_cpu_decode_share_gives_each_image_its_own_path_s_pixels_in_order(tmp_pa
     """Half the images decoded by PIL in the workers, half by the tensor path: each row equals what its
     own path gives for that image, in path order, across batches (7 images, batches of 3)."""
     paths = smooth_images(tmp_path, count=7)
-    embedder = ClipEmbedder({"num_workers": 2, "batch_size": 3, "cpu_decode_share": 0.5})
+    embedder = ClipEmbedder({"device": "cpu", "num_workers": 2, "batch_size": 3, "cpu_decode_share": 0.5})
     mixed = torch.cat(list(embedder.pixel_batches(paths, decode="torchvision_cpu")))
     files = ImageBytes(paths, embedder.backend.preprocess, 0.5)
     for i, path in enumerate(paths):
@@ -250,7 +250,7 @@ def _oracle_vectors(embedder, pixels):
 @pytest.mark.parametrize("decode", ["cpu", "torchvision_cpu"])
 def test_batched_pipeline_equals_one_image_at_a_time(tmp_path, decode):
     paths = smooth_images(tmp_path, count=7)  # mixed sizes, a greyscale JPEG and a PNG; batches of 3, 3, 1
-    embedder = ClipEmbedder({"num_workers": 2, "batch_size": 3})
+    embedder = ClipEmbedder({"device": "cpu", "num_workers": 2, "batch_size": 3})
     pixels = _pil_pixels(embedder, paths) if decode == "cpu" else torch.cat([_tensor_pixels(embedder, [p]) for p in paths])
     vectors = embedder.encode_images(paths, decode=decode)
     assert vectors.dtype == np.float32 and vectors.shape == (7, 64)
@@ -261,8 +261,8 @@ def test_batched_pipeline_equals_one_image_at_a_time(tmp_path, decode):
 
 def test_cpu_keeps_float32_weights_and_bf16_image_weights_can_be_asked_for(tmp_path):
     paths = smooth_images(tmp_path)
-    fp32 = ClipEmbedder({"num_workers": 0})
-    bf16 = ClipEmbedder({"num_workers": 0, "image_weights": "bfloat16"})
+    fp32 = ClipEmbedder({"device": "cpu", "num_workers": 0})
+    bf16 = ClipEmbedder({"device": "cpu", "num_workers": 0, "image_weights": "bfloat16"})
     assert fp32.image_dtype == torch.float32 and not fp32._image_autocast_on
     assert {p.dtype for p in bf16.backend.model.visual.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in bf16.backend.model.transformer.parameters()} == {torch.float32}  # text tower untouched
@@ -294,8 +294,8 @@ def test_new_config_keys_are_checked():
 def test_compiled_image_model_equals_eager_with_one_graph(tmp_path):
     """torch.compile (inductor, on the CPU here): same vectors; the short last batch is padded, not recompiled."""
     paths = smooth_images(tmp_path, count=5)
-    eager = ClipEmbedder({"num_workers": 0, "batch_size": 3})
-    compiled = ClipEmbedder({"num_workers": 0, "batch_size": 3, "compile": True})
+    eager = ClipEmbedder({"device": "cpu", "num_workers": 0, "batch_size": 3})
+    compiled = ClipEmbedder({"device": "cpu", "num_workers": 0, "batch_size": 3, "compile": True})
     torch._dynamo.reset()
     with torch._dynamo.config.patch(error_on_recompile=True):
         vectors = compiled.encode_images(paths, decode="torchvision_cpu")  # batches of 3 and 2
