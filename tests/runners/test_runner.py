@@ -53,7 +53,9 @@ def test_corrupt_checkpoint_is_refused_by_name(model_cfg, tmp_path):
 
 
 def test_two_process_gloo_matches_one_process(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parents[1])}
+    # the repo first, then whatever the environment already puts on the path (packages installed there)
+    path = os.pathsep.join(p for p in (str(HERE.parents[1]), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     for n in (1, 2):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port",
                str(29500 + n), str(HERE / "toy_task.py"), str(tmp_path / f"p{n}"), "3"]
