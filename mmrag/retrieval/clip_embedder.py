@@ -50,7 +50,6 @@ from mmrag.retrieval.image_pipeline import (  # noqa: F401  (ImageReadError, dec
     PixelSpec,
     TensorPixelPipeline,
     collate_mixed,
-    collate_named_blobs,
     decode_images,
     lagged_host_copies,
     load_rgb,
