@@ -71,3 +71,8 @@ def apply_lora(llm, cfg: Dict[str, Any]):
         target_modules=list(cfg["target_modules"]), task_type="CAUSAL_LM",
     )
     return get_peft_model(llm, config)
+
+
+def base_causal_lm(llm):
+    """The transformers causal LM inside a peft wrapper (peft's LoRA layers stay in place in it)."""
+    return llm.get_base_model() if hasattr(llm, "get_base_model") else llm

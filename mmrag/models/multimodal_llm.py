@@ -19,7 +19,7 @@ from torch import nn
 from mmrag.common.registry import MODELS, VISION_TOWERS
 from mmrag.models.conversation import get_template
 from mmrag.models.image_processing import ImageProcessor
-from mmrag.models.llm import LLM_DEFAULTS, LORA_DEFAULTS, apply_lora, load_llm, load_tokenizer
+from mmrag.models.llm import LLM_DEFAULTS, LORA_DEFAULTS, apply_lora, base_causal_lm, load_llm, load_tokenizer
 from mmrag.models.projectors import build_projector
 from mmrag.models.region_prefix import RegionPrefixEncoder
 from mmrag.models.tokenization import IGNORE_INDEX, IMAGE_PLACEHOLDER_ID, check_image_count, encode_segments
@@ -167,7 +167,7 @@ class MultimodalLLM(nn.Module):
     def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Summed token loss and the number of target tokens (the runner normalises over the global batch)."""
         embeds = self.embed(batch["input_ids"], batch["pixel_values"], batch.get("regions"))
-        causal_lm = self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+        causal_lm = base_causal_lm(self.llm)
         mask = batch["attention_mask"]  # the CPU batch: checking it costs the GPU no sync
         # no padding: no mask, so attention takes its causal fast path; no KV cache: training never
         # reads one, and building it costs copies (and, compiled, a recompile per layer)

@@ -20,18 +20,15 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from mmrag.models.llm import base_causal_lm
+
 DECODERS = ("auto", "hf_cache", "shared_prompt")
 SHARED_PROMPT_MODEL_TYPES = ("llama", "mistral", "qwen2")
 
 
-def causal_lm(model: nn.Module) -> nn.Module:
-    """The transformers causal LM inside a peft wrapper (the wrapper's LoRA layers stay in place)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def supports_shared_prompt(model: nn.Module) -> bool:
     """Whether `model` has the LLaMA decoder layout that SharedPromptDecoder drives module by module."""
-    lm = causal_lm(model)
+    lm = base_causal_lm(model)
     inner = getattr(lm, "model", None)
     return (getattr(lm.config, "model_type", None) in SHARED_PROMPT_MODEL_TYPES and inner is not None
             and all(hasattr(inner, name) for name in ("layers", "embed_tokens", "norm", "rotary_emb"))
@@ -50,7 +47,7 @@ def make_beam_decoder(kind: str, model: nn.Module, row_prompt: torch.Tensor, gro
         return HFCacheDecoder(model, row_prompt, max_new_tokens)
     if not supports_shared_prompt(model):
         raise ValueError(f"decoder 'shared_prompt' needs a decoder of type {', '.join(SHARED_PROMPT_MODEL_TYPES)}, "
-                         f"got {getattr(causal_lm(model).config, 'model_type', type(model).__name__)!r}")
+                         f"got {getattr(base_causal_lm(model).config, 'model_type', type(model).__name__)!r}")
     return SharedPromptDecoder(model, groups, group_size, max_new_tokens, cuda_graphs, workspace)
 
 
@@ -216,7 +213,7 @@ class SharedPromptDecoder:
 
     def __init__(self, model: nn.Module, groups: int, group_size: int, max_new_tokens: int,
                  cuda_graphs: bool = True, workspace: Optional[BeamGraphWorkspace] = None) -> None:
-        self.lm = causal_lm(model)
+        self.lm = base_causal_lm(model)
         self.groups, self.group_size, self.max_new_tokens = groups, group_size, max_new_tokens
         self.cuda_graphs, self.workspace = cuda_graphs, workspace
         self.layers = self.lm.model.layers

@@ -19,6 +19,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
+from mmrag.models.llm import base_causal_lm
+
 COMPILE_SCOPES = ("none", "layers", "llm", "model")
 # "max-autotune" also exists; it is max-autotune-no-cudagraphs + CUDA graphs
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
@@ -29,9 +31,8 @@ class CompileOptionError(ValueError):
 
 
 def causal_lm(model: nn.Module) -> nn.Module:
-    """The model's causal LM without the peft wrapper (peft keeps the base model's modules in place)."""
-    llm = model.llm
-    return llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    """The multimodal model's causal LM without the peft wrapper."""
+    return base_causal_lm(model.llm)
 
 
 def decoder_stack(model: nn.Module) -> nn.Module:

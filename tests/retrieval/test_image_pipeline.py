@@ -68,8 +68,8 @@ def test_pipeline_pixels_equal_decode_then_preprocess_of_each_file():
     torch.testing.assert_close(pixels, oracle, atol=1e-6, rtol=0)
 
 
-def test_lagged_host_copies_keep_order_and_cpu_blocks_come_at_once():
-    blocks = [torch.full((2, 3), float(i)) for i in range(4)]
+def _recorded(blocks):
+    """A generator over `blocks` and the list of blocks it has handed out so far."""
     pulled = []
 
     def source():
@@ -77,7 +77,12 @@ def test_lagged_host_copies_keep_order_and_cpu_blocks_come_at_once():
             pulled.append(block)
             yield block
 
-    out = lagged_host_copies(source())
+    return source(), pulled
+
+
+def test_lagged_host_copies_keep_order_and_cpu_blocks_come_at_once():
+    source, pulled = _recorded([torch.full((2, 3), float(i)) for i in range(4)])
+    out = lagged_host_copies(source)
     first = next(out)
     assert len(pulled) == 1 and isinstance(first, np.ndarray) and np.all(first == 0.0)
     rest = list(out)
@@ -86,15 +91,8 @@ def test_lagged_host_copies_keep_order_and_cpu_blocks_come_at_once():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned copies, side streams and nvJPEG need a CUDA device")
 def test_cuda_blocks_come_one_late_and_the_side_stream_pixels_match_the_cpu():
-    blocks = [torch.full((2, 3), float(i), device="cuda") for i in range(3)]
-    pulled = []
-
-    def source():
-        for block in blocks:
-            pulled.append(block)
-            yield block
-
-    out = lagged_host_copies(source())
+    source, pulled = _recorded([torch.full((2, 3), float(i), device="cuda") for i in range(3)])
+    out = lagged_host_copies(source)
     assert float(next(out)[0, 0]) == 0.0 and len(pulled) == 2  # block 1 was queued before block 0 came out
     assert [float(b[0, 0]) for b in out] == [1.0, 2.0]
     names, blobs = _blobs()
