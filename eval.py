@@ -4,13 +4,12 @@ The config's model.checkpoint names the folder that train.py wrote (output_dir/f
 Without --cfg-path it evaluates the embedded default.
 """
 import json
-import sys
 from pathlib import Path
 
 import torch
 
 import mmrag  # noqa: F401  (registers every component)
-from mmrag.common.cli import REPO_ROOT, parse_args, setup_logging, user_errors
+from mmrag.common.cli import REPO_ROOT, exit_on_user_error, parse_args, setup_logging
 from mmrag.common.config import build_config, save_config
 from mmrag.common.registry import TASKS
 
@@ -20,11 +19,9 @@ DEFAULT_CFG = REPO_ROOT / "eval_configs" / "gemkr_tiny_world.yaml"
 def main(argv=None) -> dict:
     args = parse_args(__doc__, DEFAULT_CFG, argv)
     setup_logging()
-    try:
+    with exit_on_user_error():
         cfg = build_config(args.cfg_path, args.options)
         metrics = evaluate(cfg)
-    except user_errors() as err:
-        sys.exit(f"error: {err}")
     print(json.dumps(metrics, indent=2))
     return metrics
 

@@ -3,10 +3,9 @@
 Without --cfg-path it runs the embedded default: the tiny model on the synthetic knowledge world.
 """
 import json
-import sys
 
 import mmrag  # noqa: F401  (registers every component)
-from mmrag.common.cli import REPO_ROOT, parse_args, setup_logging, user_errors
+from mmrag.common.cli import REPO_ROOT, exit_on_user_error, parse_args, setup_logging
 from mmrag.common.config import build_config
 from mmrag.common.default_setup import ensure_default_inputs
 from mmrag.common.registry import RUNNERS, TASKS
@@ -19,12 +18,10 @@ def main(argv=None) -> dict:
     setup_logging()
     if args.cfg_path == str(DEFAULT_CFG):
         ensure_default_inputs()
-    try:
+    with exit_on_user_error():
         cfg = build_config(args.cfg_path, args.options)
         task = TASKS.get(cfg.run.task)(cfg)
         result = RUNNERS.get(cfg.run.runner)(cfg, task).train()
-    except user_errors() as err:
-        sys.exit(f"error: {err}")
     if result.get("metrics"):
         print(json.dumps(result["metrics"], indent=2))
     return result

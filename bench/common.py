@@ -13,11 +13,12 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
+from mmrag.common.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class BenchError(ValueError):
+class BenchError(ConfigError):
     """A benchmark was asked for something it cannot measure (bad flag combination, missing device)."""
 
 

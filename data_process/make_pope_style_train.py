@@ -29,12 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from mmrag.datasets.formats import read_coco_instances, write_json  # noqa: E402
 from mmrag.datasets.pope_builder import STRATEGIES, build_pope  # noqa: E402
+from mmrag.common.errors import DataFormatError
 
 ANSWER_SUFFIX = " Answer yes or no."   # eval_configs/pope_*.yaml: evaluation.prompt_suffix
 ANSWERS = {"yes": "Yes.", "no": "No."}
 
 
-class YesNoDataError(ValueError):
+class YesNoDataError(DataFormatError):
     """A bad input of the yes/no builder: names the file and what was expected."""
 
 

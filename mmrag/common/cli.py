@@ -1,10 +1,14 @@
-"""What train.py and eval.py share: arguments, logging, the embedded default experiment."""
+"""What train.py and eval.py share: arguments, logging, and reporting user errors in one line."""
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
+
+from mmrag.common.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,18 +30,11 @@ def setup_logging() -> None:
                         datefmt="%H:%M:%S")
 
 
-def user_errors() -> tuple:
-    """Exceptions that describe a problem with the user's config or data in one line: the entry
-    points print them without a traceback."""
-    from mmrag.common.config import ConfigError
-    from mmrag.datasets.formats import DataFormatError
-    from mmrag.datasets.multimodal_dataset import MissingImageError
-    from mmrag.datasets.region_store import RegionStoreError
-    from mmrag.models.image_processing import ImageReadError
-    from mmrag.models.paths import MissingPathError
-    from mmrag.models.tokenization import ImageCountError
-    from mmrag.retrieval.corpus_index import CorpusIndexError
-    from mmrag.runners.checkpoint import CorruptCheckpointError
-
-    return (ConfigError, KeyError, MissingPathError, DataFormatError, MissingImageError, RegionStoreError,
-            ImageReadError, ImageCountError, CorpusIndexError, CorruptCheckpointError)
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """A `UserError` (bad config, path, data, checkpoint) exits with its one-line message; any
+    other exception is a bug and keeps its traceback."""
+    try:
+        yield
+    except UserError as err:
+        sys.exit(f"error: {err}")

@@ -14,13 +14,10 @@ from typing import Any, Iterable, List, Optional, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from mmrag.common.errors import ConfigError
 from mmrag.common.registry import closest
 
 SECTIONS = ("model", "datasets", "run", "evaluation")
-
-
-class ConfigError(ValueError):
-    """A configuration problem, reported as one line that names where it came from."""
 
 
 # ----------------------------------------------------------------------------- loading

@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Dict, Iterable, Iterator, Optional, TypeVar
 
+from mmrag.common.errors import UnknownNameError
+
 T = TypeVar("T")
 
 
@@ -34,7 +36,7 @@ class Registry:
 
         def add(obj: T) -> T:
             if name in self._entries:
-                raise KeyError(
+                raise ValueError(
                     f"{self.kind} '{name}' is already registered by {self._entries[name]!r}; "
                     f"pick another name for {obj!r}"
                 )
@@ -44,13 +46,13 @@ class Registry:
         return add
 
     def get(self, name: str):
-        """Return the entry for `name`, or raise KeyError naming the known entries and the closest one."""
+        """Return the entry for `name`, or raise UnknownNameError naming the known entries and the closest one."""
         if name in self._entries:
             return self._entries[name]
         known = sorted(self._entries)
         close = closest(str(name), known)
         hint = f"; did you mean '{close}'?" if close else ""
-        raise KeyError(f"unknown {self.kind} '{name}'{hint} known: {', '.join(known) or '(none)'}")
+        raise UnknownNameError(f"unknown {self.kind} '{name}'{hint} known: {', '.join(known) or '(none)'}")
 
     def names(self) -> list:
         return sorted(self._entries)

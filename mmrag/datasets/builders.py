@@ -6,7 +6,7 @@ from typing import Any, Dict, List
 
 from mmrag.common.registry import DATASETS
 from mmrag.datasets.multimodal_dataset import BUILDER_DEFAULTS, ConversationDataset, drop_missing_images
-from mmrag.models.paths import require_path
+from mmrag.common.paths import require_path
 
 
 class Builder:

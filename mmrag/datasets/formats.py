@@ -16,15 +16,12 @@ import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from mmrag.common.errors import DataFormatError
 
 PathLike = Union[str, Path]
 IMAGE_PLACEHOLDER = "<image>"
 LLAVA_ROLES = ("human", "gpt")
 POPE_LABELS = ("yes", "no")
-
-
-class DataFormatError(ValueError):
-    """A data file does not have the expected structure; the message names file, place and expectation."""
 
 
 class Passage(NamedTuple):

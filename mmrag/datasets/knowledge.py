@@ -12,7 +12,7 @@ from typing import Any, Dict, List
 from mmrag.common.registry import DATASETS
 from mmrag.datasets.builders import Builder, split_path
 from mmrag.datasets.multimodal_dataset import ConversationDataset, drop_missing_images
-from mmrag.models.paths import require_path
+from mmrag.common.paths import require_path
 from mmrag.retrieval.clue_sampler import (ClueSamplerConfig, rarity_scores, sample_clues, word_start_table,
                                           word_starts)
 

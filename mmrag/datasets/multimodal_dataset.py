@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmrag.models.image_processing import ImageReadError
+from mmrag.common.errors import UserError
 
 log = logging.getLogger(__name__)
 BUILDER_DEFAULTS: Dict[str, Any] = {
@@ -27,7 +28,7 @@ BUILDER_DEFAULTS: Dict[str, Any] = {
 }
 
 
-class MissingImageError(FileNotFoundError):
+class MissingImageError(UserError, FileNotFoundError):
     pass
 
 

@@ -16,11 +16,12 @@ from typing import Dict, Iterable, List, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
+from mmrag.common.errors import UserError
 
 INDEX = "index.json"
 
 
-class RegionStoreError(KeyError):
+class RegionStoreError(UserError, LookupError):
     pass
 
 

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Sequence
 
 from mmrag.common.jsonl import read_jsonl as _read_jsonl
+from mmrag.common.errors import DataFormatError
 
 NEGATIVE_WORDS = ("No", "not", "no")
 SPLITS = ("random", "popular", "adversarial")
 
 
-class PopeFileError(ValueError):
+class PopeFileError(DataFormatError):
     """A malformed POPE question or answer file: names the file and the line."""
 
 

@@ -15,11 +15,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple
+from mmrag.common.errors import DataFormatError
 
 CASE_MODES = ("gemkr", "vrr")
 
 
-class RetrievalMetricError(ValueError):
+class RetrievalMetricError(DataFormatError):
     """Bad metric input: unknown case mode, non-positive k, mismatched lists."""
 
 

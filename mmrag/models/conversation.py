@@ -7,6 +7,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from mmrag.common.errors import UnknownNameError
+
 TEMPLATES_FILE = Path(__file__).with_name("templates.yaml")
 Segment = Tuple[str, bool]  # (text, whether the text is a target that carries loss)
 
@@ -59,5 +61,5 @@ def get_template(name: str, path: Optional[Path] = None) -> ConversationTemplate
 
         close = difflib.get_close_matches(name, list(templates), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise KeyError(f"unknown conversation template '{name}'{hint} known: {', '.join(sorted(templates))}")
+        raise UnknownNameError(f"unknown conversation template '{name}'{hint} known: {', '.join(sorted(templates))}")
     return templates[name]

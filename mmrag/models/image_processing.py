@@ -9,8 +9,7 @@ import torch
 from PIL import Image
 
 
-class ImageReadError(IOError):
-    pass
+from mmrag.common.errors import ImageReadError
 
 
 def open_rgb(path: Union[str, Path]) -> Image.Image:

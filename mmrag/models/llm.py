@@ -6,7 +6,7 @@ from typing import Any, Dict
 import torch
 
 from mmrag.common.assets import llama_tokenizer_dir
-from mmrag.models.paths import require_path
+from mmrag.common.paths import require_path
 
 LLM_DEFAULTS: Dict[str, Any] = {
     "path": None,              # a local HF folder (LLaMA, Vicuna, Llama-2, Qwen, ...)

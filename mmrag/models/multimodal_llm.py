@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mmrag.common.errors import ConfigError
 from mmrag.common.registry import MODELS, VISION_TOWERS
 from mmrag.models.conversation import get_template
 from mmrag.models.image_processing import ImageProcessor
@@ -216,7 +217,7 @@ class MultimodalLLM(nn.Module):
         return out_dir
 
     def load_trainable(self, folder: str | Path) -> None:
-        from mmrag.models.paths import require_path
+        from mmrag.common.paths import require_path
 
         folder = require_path("model.checkpoint", str(folder), "folder written by save_trainable")
         state = load_file(str(folder / "trainable.safetensors"))
@@ -227,5 +228,5 @@ class MultimodalLLM(nn.Module):
             set_peft_model_state_dict(self.llm, load_peft_weights(str(folder / "adapter")))
         missing = [n for n in state if n not in dict(self.named_parameters())]
         if missing:
-            raise KeyError(f"{folder}/trainable.safetensors has weights this model lacks: {missing[:3]}")
+            raise ConfigError(f"{folder}/trainable.safetensors has weights this model lacks: {missing[:3]}")
         self.load_state_dict(state, strict=False)

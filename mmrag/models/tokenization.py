@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple, Union
+from mmrag.common.errors import DataFormatError
 
 IGNORE_INDEX = -100
 IMAGE_PLACEHOLDER_ID = -200  # never a vocabulary id; replaced by visual features in the model
 SegmentText = Union[str, List[int]]  # a target may be given as token ids (e.g. a corpus span)
 
 
-class ImageCountError(ValueError):
+class ImageCountError(DataFormatError):
     pass
 
 

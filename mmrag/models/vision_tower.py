@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mmrag.common.registry import VISION_TOWERS
-from mmrag.models.paths import require_path
+from mmrag.common.paths import require_path
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

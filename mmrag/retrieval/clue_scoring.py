@@ -46,7 +46,7 @@ class ScoredPassage:
 
 
 def make_clue_scorer(name: str, **options):
-    """Instantiate the scorer registered as `name` (KeyError naming the known ones otherwise)."""
+    """Instantiate the scorer registered as `name` (UnknownNameError naming the known ones otherwise)."""
     return CLUE_SCORERS.get(name)(**options)
 
 

@@ -28,6 +28,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from pydivsufsort import divsufsort
 from tqdm import tqdm
+from mmrag.common.errors import UserError
 
 FORMAT_NAME = "mmrag-corpus-index"
 FORMAT_VERSION = 1
@@ -38,7 +39,7 @@ DEFAULT_LOCATE_CAP = 1_000_000  # occurrences scanned per passage lookup (a clue
 _HASH_CHUNK = 1 << 24  # bytes per read while hashing array files
 
 
-class CorpusIndexError(ValueError):
+class CorpusIndexError(UserError, ValueError):
     """Bad corpus, bad or corrupt index files, or a tokenizer that does not match the index."""
 
 

@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
+from mmrag.common.errors import UserError
 
 MANIFEST = "manifest.json"
 METADATA = "metadata.jsonl"
@@ -42,7 +43,7 @@ DEFAULT_INDEX_SPEC: Dict[str, Any] = {
 }
 
 
-class DenseIndexError(ValueError):
+class DenseIndexError(UserError, ValueError):
     """A problem with a database folder or its inputs: names the file and what was expected."""
 
 

@@ -26,15 +26,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from mmrag.common.errors import ConfigError, ImageReadError
+
 JPEG_MAGIC = [0xFF, 0xD8, 0xFF]  # every JPEG file starts with SOI + the next marker's 0xFF
 
 
-class EmbedderConfigError(ValueError):
+class EmbedderConfigError(ConfigError):
     """A bad embedder config: names the key and the value that is wrong."""
-
-
-class ImageReadError(RuntimeError):
-    """An image file that could not be opened or decoded: names the file."""
 
 
 # ----------------------------------------------------------------------------- PIL path

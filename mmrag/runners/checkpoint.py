@@ -16,11 +16,12 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from mmrag.common.errors import UserError
 
 MANIFEST = "manifest.json"
 
 
-class CorruptCheckpointError(RuntimeError):
+class CorruptCheckpointError(UserError, RuntimeError):
     pass
 
 

@@ -20,13 +20,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from torch import nn
 
 from mmrag.models.llm import base_causal_lm
+from mmrag.common.errors import ConfigError
 
 COMPILE_SCOPES = ("none", "layers", "llm", "model")
 # "max-autotune" also exists; it is max-autotune-no-cudagraphs + CUDA graphs
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
 
 
-class CompileOptionError(ValueError):
+class CompileOptionError(ConfigError):
     """An unknown compile scope, mode or inductor flag."""
 
 

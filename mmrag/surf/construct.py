@@ -22,11 +22,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from mmrag.surf.answerer import Answerer
 from mmrag.surf.prompts import IMAGE_TOKEN, format_rag_prompt, reanswer_prompt, strip_image_token
 from mmrag.surf.tool_eval import SimilarityScorer, answer_type, is_correct
+from mmrag.common.errors import DataFormatError
 
 Record = Dict[str, Any]
 
 
-class ConstructionError(ValueError):
+class ConstructionError(DataFormatError):
     """Malformed input for a construction step: names the sample / question and what was expected."""
 
 

@@ -24,9 +24,10 @@ from tqdm import tqdm
 
 from mmrag.models.conversation import ConversationTemplate, get_template
 from mmrag.surf.answerer import AnswerRequest
+from mmrag.common.errors import DataFormatError
 
 
-class AnswerRequestError(ValueError):
+class AnswerRequestError(DataFormatError):
     """A malformed answer request: names its position in the batch and what was expected."""
 
 

@@ -17,11 +17,12 @@ from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
 from tqdm import tqdm
 
 from mmrag.common.jsonl import read_jsonl as _read_jsonl
+from mmrag.common.errors import UserError
 
 Record = Dict[str, Any]
 
 
-class StageError(RuntimeError):
+class StageError(UserError, RuntimeError):
     """A stage input/output problem: names the file and what is missing or malformed."""
 
 

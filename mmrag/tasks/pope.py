@@ -25,12 +25,13 @@ from mmrag.surf.model_answerer import ModelAnswerer, template_system
 from mmrag.surf.prompts import IMAGE_TOKEN, RagConfig, build_rag_prompt, strip_image_token
 from mmrag.surf.tool_eval import is_correct
 from mmrag.tasks.base import Task
+from mmrag.common.errors import UserError
 
 RETRIEVAL_MODES = ("none", "rag")
 EVAL_KINDS = ("pope", "vqa")
 
 
-class PopeTaskError(ValueError):
+class PopeTaskError(UserError, ValueError):
     """A bad evaluation input: names the file, the line/item and what was expected."""
 
 

@@ -1,6 +1,8 @@
 import copy
 
 import pytest
+
+from mmrag.common.errors import UnknownNameError
 import yaml
 from omegaconf import OmegaConf
 
@@ -65,11 +67,11 @@ def test_wrong_type_is_an_error(tmp_path, tiny_model_cfg):
 def test_unknown_registry_names_fail_before_building(tmp_path, tiny_model_cfg):
     exp = _experiment(tiny_model_cfg)
     exp["model"]["arch"] = "mm_lm"
-    with pytest.raises(KeyError, match="did you mean 'mm_llm'"):
+    with pytest.raises(UnknownNameError, match="did you mean 'mm_llm'"):
         build_config(_write(tmp_path, exp))
     exp = _experiment(tiny_model_cfg)
     exp["model"]["vision_tower"]["type"] = "hf_clap"
-    with pytest.raises(KeyError, match="hf_clip"):
+    with pytest.raises(UnknownNameError, match="hf_clip"):
         build_config(_write(tmp_path, exp))
 
 

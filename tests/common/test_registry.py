@@ -1,5 +1,6 @@
 import pytest
 
+from mmrag.common.errors import UnknownNameError
 from mmrag.common.registry import Registry
 
 
@@ -17,7 +18,7 @@ def test_register_and_get():
 def test_duplicate_name_is_an_error():
     reg = Registry("widget")
     reg.register("a")(object)
-    with pytest.raises(KeyError, match="already registered"):
+    with pytest.raises(ValueError, match="already registered"):
         reg.register("a")(int)
 
 
@@ -25,7 +26,7 @@ def test_unknown_name_lists_known_and_closest():
     reg = Registry("model")
     reg.register("gemkr")(object)
     reg.register("mm_llm")(object)
-    with pytest.raises(KeyError) as err:
+    with pytest.raises(UnknownNameError) as err:
         reg.get("gemkrr")
     message = str(err.value)
     assert "did you mean 'gemkr'" in message and "mm_llm" in message

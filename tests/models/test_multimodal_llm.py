@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 import mmrag  # noqa: F401
 from mmrag.models.conversation import load_templates
 from mmrag.models.multimodal_llm import MultimodalLLM
-from mmrag.models.paths import MissingPathError
+from mmrag.common.paths import MissingPathError
 from mmrag.models.tokenization import IGNORE_INDEX, IMAGE_PLACEHOLDER_ID, ImageCountError
 
 

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from mmrag.common.errors import UnknownNameError
 import torch
 from safetensors.torch import load_file
 
@@ -72,5 +74,5 @@ def test_bad_run_choices_fail_before_building(model_cfg, tmp_path):
 
     with pytest.raises(ConfigError, match="run.amp='bf17' is not one of no, bf16, fp16"):
         train(model_cfg, tmp_path / "run", tmp_path / "img", max_steps=1, amp="bf17")
-    with pytest.raises(KeyError, match="linear_warmup_cosine"):
+    with pytest.raises(UnknownNameError, match="linear_warmup_cosine"):
         train(model_cfg, tmp_path / "run", tmp_path / "img", max_steps=1, lr_sched="cosine_warmup")

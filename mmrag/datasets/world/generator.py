@@ -34,6 +34,7 @@ from mmrag.datasets.world.entities import (
 )
 from mmrag.datasets.world.presets import WorldPreset, get_preset
 from mmrag.datasets.world.scenes import Scene, anchor_entities, make_scene
+from mmrag.common.errors import UserError
 
 GENERATOR_VERSION = "1"
 SPLITS = ("train", "test")
@@ -42,7 +43,7 @@ LAYOUT = ("world.json", "entities.json", "images", "annotations", "corpus.csv", 
           "image_captions.json", "llava", "regions", "pope")
 
 
-class WorldExistsError(FileExistsError):
+class WorldExistsError(UserError, FileExistsError):
     """The output folder holds something other than the world being generated."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Dict, Tuple
 
+from mmrag.common.errors import UnknownNameError
 from mmrag.datasets.world.vocabulary import CATEGORIES
 
 
@@ -51,8 +52,8 @@ def preset_names() -> Tuple[str, ...]:
 
 
 def get_preset(name: str) -> WorldPreset:
-    """The preset called `name`; an unknown name raises KeyError listing the known ones."""
+    """The preset called `name`; an unknown name raises UnknownNameError listing the known ones."""
     presets = _presets()
     if name not in presets:
-        raise KeyError(f"unknown world preset '{name}'; known: {', '.join(presets)}")
+        raise UnknownNameError(f"unknown world preset '{name}'; known: {', '.join(presets)}")
     return presets[name]

@@ -4,9 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-
-class MissingPathError(FileNotFoundError):
-    pass
+from mmrag.common.errors import MissingPathError
 
 
 def require_path(config_key: str, path: Optional[str], kind: str = "path") -> Path:
