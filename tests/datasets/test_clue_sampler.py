@@ -3,7 +3,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from mmrag.common.assets import llama_tokenizer_dir
-from mmrag.retrieval.clue_sampler import ClueSamplerConfig, sample_clues, word_start_table
+from mmrag.datasets.clue_sampler import ClueSamplerConfig, sample_clues, word_start_table
 from mmrag.retrieval.corpus_index import CorpusIndex
 
 PASSAGES = [
