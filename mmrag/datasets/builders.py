@@ -1,4 +1,7 @@
-"""Dataset builders, registered by name: each reads one on-disk format into a ConversationDataset."""
+"""Dataset builders, registered by name: each reads one on-disk format into a ConversationDataset.
+
+`Builder.build(cfg, processor, split, name)`: `processor` is the run's MultimodalProcessor (its
+image processor reads the images; its tokenizer, where a builder needs one, tokenises targets)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,11 +43,11 @@ class LlavaInstructBuilder(Builder):
     """LLaVA-format conversations (single- or multi-image), e.g. LLaVA-665K or the world's instruct files."""
 
     @classmethod
-    def build(cls, cfg, model, split: str, name: str) -> ConversationDataset:
+    def build(cls, cfg, processor, split: str, name: str) -> ConversationDataset:
         path = split_path(cfg, split)
         root = require_path(f"datasets.{name}.image_root", cfg.image_root, "image folder")
         records = llava_records(path, root)
         if cfg.max_samples:
             records = records[: cfg.max_samples]
         records = drop_missing_images(records, cfg.missing_images, str(path))
-        return ConversationDataset(records, model.image_processor, name)
+        return ConversationDataset(records, processor.image_processor, name)

@@ -14,8 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from mmrag.models.image_processing import ImageReadError
-from mmrag.common.errors import UserError
+from mmrag.common.errors import ImageReadError, UserError
 
 log = logging.getLogger(__name__)
 BUILDER_DEFAULTS: Dict[str, Any] = {
@@ -74,9 +73,10 @@ class ConversationDataset(Dataset):
         return sample
 
 
-def collate_indices(model, dataset: ConversationDataset, indices: Sequence[int], policy: str = "skip",
+def collate_indices(processor, dataset: ConversationDataset, indices: Sequence[int], policy: str = "skip",
                     generation: bool = False) -> Dict[str, torch.Tensor]:
-    """Load samples and collate them; an unreadable image is skipped (and counted) or fails."""
+    """Load samples and collate them with `processor` (a MultimodalProcessor); an unreadable image is
+    skipped (and counted) or fails."""
     samples = []
     for i in indices:
         try:
@@ -88,4 +88,4 @@ def collate_indices(model, dataset: ConversationDataset, indices: Sequence[int],
             log.warning("%s: skipping record %s: %s", dataset.name, dataset.records[i]["id"], err)
     if not samples:
         raise ImageReadError(f"{dataset.name}: every image of a batch was unreadable (indices {list(indices)[:5]})")
-    return model.collate(samples, generation=generation)
+    return processor.collate(samples, generation=generation)

@@ -114,7 +114,7 @@ class _Crops(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        from mmrag.models.image_processing import open_rgb
+        from mmrag.processors import open_rgb
 
         image = open_rgb(self.items[i]["path"])
         crops = [self.processor(crop(image, box)) for box in self.items[i]["boxes"][: self.top_k]]

@@ -1,11 +1,10 @@
-"""Causal LMs and tokenizers from local folders, or a tiny random LLaMA built from a config dict."""
+"""Causal LMs from local folders, or a tiny random LLaMA built from a config dict (tokenizers: mmrag.processors)."""
 from __future__ import annotations
 
 from typing import Any, Dict
 
 import torch
 
-from mmrag.common.assets import llama_tokenizer_dir
 from mmrag.common.paths import require_path
 
 LLM_DEFAULTS: Dict[str, Any] = {
@@ -25,21 +24,6 @@ LORA_DEFAULTS: Dict[str, Any] = {
     "target_modules": ["q_proj", "v_proj"],
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def load_tokenizer(cfg: Dict[str, Any]):
-    from transformers import AutoTokenizer
-
-    if cfg.get("tokenizer_path"):
-        path = require_path("model.llm.tokenizer_path", cfg["tokenizer_path"], "tokenizer folder")
-    elif cfg.get("path"):
-        path = require_path("model.llm.path", cfg["path"], "HF model folder")
-    else:
-        path = llama_tokenizer_dir()
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    if tokenizer.pad_token_id is None:  # LLaMA ships without a pad token; padding is masked anyway
-        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-    return tokenizer
 
 
 def load_llm(cfg: Dict[str, Any], vocab_size: int):

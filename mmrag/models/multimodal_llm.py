@@ -1,30 +1,30 @@
 """The one multimodal LLM class: vision tower (+ optional region prefix) -> projector -> causal LM.
 
-Backbones are chosen by config only. `<image>` placeholders in a conversation become the image's
-visual tokens, in order, any number per sample. Trainable by default: projector, region prefix and
-LoRA adapters; the vision tower and the LLM's own weights are frozen.
+Backbones are chosen by config only. The model is an nn.Module and nothing else: text and images
+become tensors in `mmrag.processors` (tokenizer, template, image processor, collation), whose
+IMAGE_PLACEHOLDER_ID positions the model overwrites with visual features, in order, any number
+per sample. Trainable by default: projector, region prefix and LoRA adapters; the vision tower and
+the LLM's own weights are frozen.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional
 
 import torch
 from omegaconf import OmegaConf
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mmrag.common.errors import ConfigError
 from mmrag.common.registry import MODELS, VISION_TOWERS
-from mmrag.models.conversation import get_template
-from mmrag.models.image_processing import ImageProcessor
-from mmrag.models.llm import LLM_DEFAULTS, LORA_DEFAULTS, apply_lora, base_causal_lm, load_llm, load_tokenizer
+from mmrag.models.llm import LLM_DEFAULTS, LORA_DEFAULTS, apply_lora, base_causal_lm, load_llm
+from mmrag.models.persistence import load_trainable, save_trainable
 from mmrag.models.projectors import build_projector
 from mmrag.models.region_prefix import RegionPrefixEncoder
-from mmrag.models.tokenization import IGNORE_INDEX, IMAGE_PLACEHOLDER_ID, check_image_count, encode_segments
 from mmrag.models.vision_tower import build_vision_tower
+from mmrag.processors.multimodal_processor import VisualInputSpec
+from mmrag.processors.tokenization import IGNORE_INDEX, IMAGE_PLACEHOLDER_ID
+from mmrag.processors.tokenizers import TokenIds, token_ids
 
 log = logging.getLogger(__name__)
 
@@ -52,23 +52,21 @@ class MultimodalLLM(nn.Module):
         defaults.vision_tower = VISION_TOWERS.get(tower_type).default_config()
         return defaults
 
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg, token_ids: Optional[TokenIds] = None) -> None:
+        """`token_ids`: the tokenizer's vocabulary size (rows of a random LLM's embedding) and its
+        pad / eos ids for generation; by default read from `cfg.llm`'s tokenizer folder."""
         super().__init__()
         self.cfg = cfg
-        self.tokenizer = load_tokenizer(cfg.llm)
-        self.template = get_template(cfg.conversation_template)
+        self.token_ids = token_ids or _token_ids(cfg.llm)
         self.vision_tower = build_vision_tower(OmegaConf.to_container(cfg.vision_tower, resolve=True))
         self.region_prefix = self._build_region_prefix(cfg.region_prefix)
         visual_width = self.vision_tower.hidden_size
-        self.llm = load_llm(OmegaConf.to_container(cfg.llm, resolve=True), vocab_size=len(self.tokenizer))
+        self.llm = load_llm(OmegaConf.to_container(cfg.llm, resolve=True), vocab_size=self.token_ids.vocab_size)
         if cfg.llm.freeze:
             self.llm.requires_grad_(False)
         self.projector = build_projector(cfg.projector, visual_width, self.llm.config.hidden_size)
         if cfg.lora.enabled:
             self.llm = apply_lora(self.llm, cfg.lora)
-        self.image_processor = ImageProcessor(
-            self.vision_tower.image_size, self.vision_tower.image_mean, self.vision_tower.image_std, cfg.pad_to_square
-        )
         if cfg.checkpoint:
             self.load_trainable(cfg.checkpoint)
         log.info("model %s: %s trainable parameters of %s", cfg.arch, f"{self.num_trainable():,}", f"{self.num_parameters():,}")
@@ -83,6 +81,11 @@ class MultimodalLLM(nn.Module):
     def num_visual_tokens(self) -> int:
         return self.region_prefix.num_tokens if self.region_prefix is not None else self.vision_tower.num_tokens
 
+    def visual_input_spec(self) -> VisualInputSpec:
+        """What the processor needs to know of this model's image input."""
+        tower = self.vision_tower
+        return VisualInputSpec(self.num_visual_tokens, tower.image_size, tuple(tower.image_mean), tuple(tower.image_std))
+
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
@@ -92,49 +95,6 @@ class MultimodalLLM(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.projector.parameters()).device
-
-    # ------------------------------------------------------------------ batching
-    def encode_conversation(self, turns: Sequence[Dict[str, str]], n_images: int, where: str = "sample",
-                            generation: bool = False, target_ids: Optional[List[int]] = None):
-        """Token ids and labels for one sample. `target_ids` replaces the last answer's text by ids."""
-        segments = self.template.segments(turns)
-        if target_ids is not None:
-            segments = segments[:-1] + [(list(target_ids), True)]
-        encoded = encode_segments(
-            self.tokenizer, segments, self.num_visual_tokens, self.cfg.image_token,
-            max_length=0 if generation else self.cfg.max_txt_len,
-        )
-        check_image_count(encoded, n_images, where)
-        return encoded
-
-    def collate(self, samples: Sequence[Dict[str, Any]], generation: bool = False) -> Dict[str, torch.Tensor]:
-        """Pad a list of samples {conversations, pixel_values [n,3,H,W], regions?, target_ids?} into a batch.
-
-        Training batches pad on the right; generation prompts on the left so every prompt ends at
-        the same position.
-        """
-        encoded = [
-            self.encode_conversation(s["conversations"], len(s["pixel_values"]), s.get("id", f"sample {i}"),
-                                     generation, s.get("target_ids"))
-            for i, s in enumerate(samples)
-        ]
-        width = max(len(e.input_ids) for e in encoded)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-        labels = torch.full_like(ids, IGNORE_INDEX)
-        mask = torch.zeros_like(ids)
-        for row, e in enumerate(encoded):
-            n = len(e.input_ids)
-            span = slice(width - n, width) if generation else slice(0, n)
-            ids[row, span] = torch.tensor(e.input_ids)
-            labels[row, span] = torch.tensor(e.labels)
-            mask[row, span] = 1
-        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
-        pixel = [s["pixel_values"] for s in samples if len(s["pixel_values"])]
-        batch["pixel_values"] = torch.cat(pixel) if pixel else torch.zeros(0, 3, 1, 1)
-        if any(s.get("regions") is not None for s in samples):
-            batch["regions"] = torch.cat([s["regions"] for s in samples if len(s["pixel_values"])])
-        return batch
 
     # ------------------------------------------------------------------ forward
     def encode_images(self, pixel_values: torch.Tensor, regions: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -193,10 +153,10 @@ class MultimodalLLM(nn.Module):
 
     @torch.no_grad()
     def generate(self, batch: Dict[str, torch.Tensor], **generate_kwargs) -> torch.Tensor:
-        """New token ids for left-padded prompts (collate(..., generation=True))."""
+        """New token ids for left-padded prompts (processor.collate(..., generation=True))."""
         embeds = self.embed(batch["input_ids"], batch["pixel_values"], batch.get("regions"))
-        generate_kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
-        generate_kwargs.setdefault("eos_token_id", self.tokenizer.eos_token_id)
+        generate_kwargs.setdefault("pad_token_id", self.token_ids.pad_token_id)
+        generate_kwargs.setdefault("eos_token_id", self.token_ids.eos_token_id)
         return self.llm.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(self.device),
                                  **generate_kwargs)
 
@@ -206,27 +166,12 @@ class MultimodalLLM(nn.Module):
 
     def save_trainable(self, out_dir: str | Path) -> Path:
         """LoRA adapters in peft's own format (adapter/), every other trainable weight in safetensors."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        state = self.trainable_state()
-        if self.cfg.lora.enabled:
-            self.llm.save_pretrained(str(out_dir / "adapter"))
-            state = {n: t for n, t in state.items() if "lora_" not in n}
-        save_file(state, str(out_dir / "trainable.safetensors"))
-        (out_dir / "model_info.json").write_text(json.dumps({"arch": self.cfg.arch, "trainable": self.num_trainable()}))
-        return out_dir
+        return save_trainable(self, out_dir)
 
     def load_trainable(self, folder: str | Path) -> None:
-        from mmrag.common.paths import require_path
+        """The weights save_trainable wrote; a corrupt or foreign file is refused naming it."""
+        load_trainable(self, folder)
 
-        folder = require_path("model.checkpoint", str(folder), "folder written by save_trainable")
-        state = load_file(str(folder / "trainable.safetensors"))
-        if self.cfg.lora.enabled:
-            from peft import set_peft_model_state_dict
-            from peft.utils import load_peft_weights
 
-            set_peft_model_state_dict(self.llm, load_peft_weights(str(folder / "adapter")))
-        missing = [n for n in state if n not in dict(self.named_parameters())]
-        if missing:
-            raise ConfigError(f"{folder}/trainable.safetensors has weights this model lacks: {missing[:3]}")
-        self.load_state_dict(state, strict=False)
+def _token_ids(llm_cfg) -> TokenIds:
+    return token_ids(OmegaConf.to_container(llm_cfg, resolve=True) if OmegaConf.is_config(llm_cfg) else llm_cfg)

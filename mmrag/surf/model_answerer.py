@@ -1,12 +1,12 @@
-"""The `Answerer` protocol on a `MultimodalLLM`: batched greedy answers to SURf / RAG requests.
+"""The `Answerer` protocol on a `MultimodalLLM` + its processor: batched greedy answers to SURf / RAG requests.
 
 A request is {"prompt": str, "images": [path, ...], "system": str (optional)} (see
 `mmrag.surf.answerer`); `prompt` is one human turn holding one `<image>` per image, in order, or
 {"conversation": [{"from", "value"}, ...], "images": [...]} for a whole LLaVA turn list that ends
-with a human turn. A request with a `system` text is rendered with the model's conversation
+with a human turn. A request with a `system` text is rendered with the processor's conversation
 template whose system prompt is replaced by that text (e.g. the `vicuna_v1_retrieval` template's
-system prompt for RAG prompts, see `template_system`); requests without one use the model's own
-template. Data construction loads it by name:
+system prompt for RAG prompts, see `template_system`), passed to `processor.collate(...,
+template=...)`; requests without one use the processor's own template. Data construction loads it by name:
 
     answerer.target=mmrag.surf.model_answerer:from_config
     answerer.kwargs.cfg_path=train_configs/llava_tiny_world.yaml
@@ -15,14 +15,13 @@ template. Data construction loads it by name:
 from __future__ import annotations
 
 import dataclasses
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from tqdm import tqdm
 
-from mmrag.models.conversation import ConversationTemplate, get_template
+from mmrag.processors import ConversationTemplate, get_template
 from mmrag.surf.answerer import AnswerRequest
 from mmrag.common.errors import DataFormatError
 
@@ -41,17 +40,6 @@ def with_system(template: ConversationTemplate, system: str) -> ConversationTemp
     return dataclasses.replace(template, name=f"{template.name}+system", system=system.rstrip() + " ")
 
 
-@contextmanager
-def using_template(model, template: ConversationTemplate) -> Iterator[None]:
-    """Render prompts with `template` inside the block; the model's own template is restored after."""
-    previous = model.template
-    model.template = template
-    try:
-        yield
-    finally:
-        model.template = previous
-
-
 def request_turns(request: AnswerRequest, position: int) -> List[Dict[str, str]]:
     """The LLaVA turn list of one request (a single human turn for a `prompt` request)."""
     if "conversation" in request:
@@ -66,11 +54,13 @@ def request_turns(request: AnswerRequest, position: int) -> List[Dict[str, str]]
 
 
 class ModelAnswerer:
-    """Greedy answers of a MultimodalLLM, `batch_size` requests per generate call."""
+    """Greedy answers of a MultimodalLLM, `batch_size` requests per generate call; `processor` (a
+    MultimodalProcessor) renders, tokenises and decodes."""
 
-    def __init__(self, model, batch_size: int = 16, max_new_tokens: int = 16, image_root: Optional[str | Path] = None,
-                 progress: bool = False) -> None:
-        self.model, self.batch_size, self.max_new_tokens = model, batch_size, max_new_tokens
+    def __init__(self, model, processor, batch_size: int = 16, max_new_tokens: int = 16,
+                 image_root: Optional[str | Path] = None, progress: bool = False) -> None:
+        self.model, self.processor = model, processor
+        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         self.image_root = Path(image_root) if image_root else None
         self.progress = progress
 
@@ -78,16 +68,16 @@ class ModelAnswerer:
         paths = [self.image_root / p if self.image_root else Path(p) for p in images]
         if not paths:
             return torch.zeros(0, 3, 1, 1)
-        return torch.stack([self.model.image_processor(p) for p in paths])
+        return torch.stack([self.processor.image_processor(p) for p in paths])
 
     def _sample(self, request: AnswerRequest, position: int) -> Dict[str, Any]:
         return {"id": f"request {position}", "conversations": request_turns(request, position),
                 "pixel_values": self._pixels(list(request.get("images") or []))}
 
-    def _generate(self, samples: List[Dict[str, Any]]) -> List[str]:
-        batch = self.model.collate(samples, generation=True)
+    def _generate(self, samples: List[Dict[str, Any]], template: ConversationTemplate) -> List[str]:
+        batch = self.processor.collate(samples, generation=True, template=template)
         out = self.model.generate(batch, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1)
-        return [text.strip() for text in self.model.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        return [text.strip() for text in self.processor.decode(out)]
 
     def answer(self, batch: Sequence[AnswerRequest]) -> List[str]:
         """One answer per request, in order. Requests are batched per system prompt."""
@@ -98,29 +88,31 @@ class ModelAnswerer:
         self.model.eval()
         bar = tqdm(total=len(batch), desc="answer", disable=not self.progress)
         for system, positions in by_system.items():
-            template = self.model.template if system is None else with_system(self.model.template, system)
-            with using_template(self.model, template):
-                for start in range(0, len(positions), self.batch_size):
-                    chunk = positions[start:start + self.batch_size]
-                    texts = self._generate([self._sample(batch[p], p) for p in chunk])
-                    for p, text in zip(chunk, texts):
-                        answers[p] = text
-                    bar.update(len(chunk))
+            own = self.processor.template
+            template = own if system is None else with_system(own, system)
+            for start in range(0, len(positions), self.batch_size):
+                chunk = positions[start:start + self.batch_size]
+                texts = self._generate([self._sample(batch[p], p) for p in chunk], template)
+                for p, text in zip(chunk, texts):
+                    answers[p] = text
+                bar.update(len(chunk))
         bar.close()
         return [a for a in answers if a is not None]
 
 
 def from_config(cfg_path: str, checkpoint: Optional[str] = None, overrides: Sequence[str] = (), batch_size: int = 16,
                 max_new_tokens: int = 16, image_root: Optional[str] = None, progress: bool = True) -> ModelAnswerer:
-    """Build the experiment's model (its `model:` section, + `checkpoint`) and wrap it: the
-    `load_answerer` factory for data construction."""
+    """Build the experiment's model (its `model:` section, + `checkpoint`) and its processor and wrap
+    them: the `load_answerer` factory for data construction."""
     import mmrag  # noqa: F401  (registers the model classes)
     from mmrag.common.config import build_config
     from mmrag.common.registry import MODELS
+    from mmrag.processors import build_processor
 
     options = list(overrides) + ([f"model.checkpoint={checkpoint}"] if checkpoint else [])
     cfg = build_config(cfg_path, options)
     model = MODELS.get(cfg.model.arch)(cfg.model)
+    processor = build_processor(cfg.model, model)
     if torch.cuda.is_available() and cfg.run.device != "cpu":
         model = model.cuda()
-    return ModelAnswerer(model.eval(), batch_size, max_new_tokens, image_root, progress)
+    return ModelAnswerer(model.eval(), processor, batch_size, max_new_tokens, image_root, progress)

@@ -20,15 +20,16 @@ def normalise_answer(text: str) -> str:
     return " ".join(w for w in text.split() if w not in ("a", "an", "the"))
 
 
-def generate_answers(model, dataset, batch_size: int, max_new_tokens: int, desc: str = "generate") -> List[str]:
+def generate_answers(model, processor, dataset, batch_size: int, max_new_tokens: int,
+                     desc: str = "generate") -> List[str]:
     """Greedy answers for every record of `dataset` (prompt = the conversation without its last answer)."""
     answers: List[str] = []
     model.eval()
     for start in tqdm(range(0, len(dataset), batch_size), desc=desc):
         idx = list(range(start, min(start + batch_size, len(dataset))))
-        batch = collate_indices(model, _PromptView(dataset), idx, "fail", generation=True)
+        batch = collate_indices(processor, _PromptView(dataset), idx, "fail", generation=True)
         out = model.generate(batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
-        answers += model.tokenizer.batch_decode(out, skip_special_tokens=True)
+        answers += processor.decode(out)
     return answers
 
 
@@ -57,12 +58,13 @@ class InstructionTuningTask(Task):
     def evaluate(self, model, cfg, out_dir) -> Dict[str, Any]:
         ev = cfg.evaluation
         results: Dict[str, Any] = {}
+        processor = self.build_processor(cfg, model)
         for name, ds_cfg in cfg.datasets.items():
             ds_cfg = ds_cfg.copy()
             ds_cfg.max_samples = ev.max_samples
-            dataset = DATASETS.get(ds_cfg.builder or name).build(ds_cfg, model, split=ev.split, name=name)
+            dataset = DATASETS.get(ds_cfg.builder or name).build(ds_cfg, processor, split=ev.split, name=name)
             golds = [r["conversations"][-1]["value"] for r in dataset.records]
-            preds = generate_answers(model, dataset, ev.batch_size, ev.max_new_tokens, f"eval {name}")
+            preds = generate_answers(model, processor, dataset, ev.batch_size, ev.max_new_tokens, f"eval {name}")
             short = [i for i, g in enumerate(golds) if len(g.split()) <= ev.short_answer_words]
             correct = [normalise_answer(preds[i]) == normalise_answer(golds[i]) for i in short]
             results[name] = {"short_answer_accuracy": sum(correct) / max(1, len(correct)), "n_short": len(short),

@@ -142,7 +142,8 @@ class PopeTask(Task):
         ev, out_dir = cfg.evaluation, Path(out_dir)
         if ev.kind not in EVAL_KINDS:
             raise PopeTaskError(f"evaluation.kind: expected one of {EVAL_KINDS}, got {ev.kind!r}")
-        answerer = ModelAnswerer(model, ev.batch_size, ev.max_new_tokens, progress=True)
+        answerer = ModelAnswerer(model, self.build_processor(cfg, model), ev.batch_size, ev.max_new_tokens,
+                                 progress=True)
         builder = RequestBuilder(ev.retrieval)
         if ev.kind == "vqa":
             return self.evaluate_vqa(answerer, builder, ev, out_dir)

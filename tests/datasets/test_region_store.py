@@ -8,7 +8,7 @@ from PIL import Image
 from mmrag.common.registry import VISION_TOWERS
 from mmrag.datasets.region_store import (RegionFeatureStore, RegionStoreError, RegionStoreWriter, crop,
                                          encode_regions, top_regions)
-from mmrag.models.image_processing import ImageProcessor
+from mmrag.processors import ImageProcessor
 from mmrag.models.vision_tower import build_vision_tower
 
 

@@ -1,4 +1,4 @@
-"""The multimodal LLM: image splicing, label masking, templates, LoRA persistence, real-format folders."""
+"""The multimodal LLM: image splicing, label masking, LoRA persistence, corrupt checkpoints, real-format folders."""
 import copy
 
 import pytest
@@ -6,10 +6,10 @@ import torch
 from omegaconf import OmegaConf
 
 import mmrag  # noqa: F401
-from mmrag.models.conversation import load_templates
-from mmrag.models.multimodal_llm import MultimodalLLM
 from mmrag.common.paths import MissingPathError
-from mmrag.models.tokenization import IGNORE_INDEX, IMAGE_PLACEHOLDER_ID, ImageCountError
+from mmrag.models.multimodal_llm import MultimodalLLM
+from mmrag.processors import build_processor, load_templates
+from mmrag.processors.tokenization import IGNORE_INDEX, IMAGE_PLACEHOLDER_ID, ImageCountError, encode_segments
 
 
 def build(model_cfg, **changes):
@@ -29,6 +29,11 @@ def model(tiny_model_cfg):
     return build(tiny_model_cfg)
 
 
+@pytest.fixture(scope="module")
+def processor(model):
+    return build_processor(model.cfg, model)
+
+
 def _sample(n_images, answer="It is a red square."):
     text = " ".join(["<image>"] * n_images) + " What is shown?"
     return {"conversations": [{"from": "human", "value": text}, {"from": "gpt", "value": answer}],
@@ -36,15 +41,16 @@ def _sample(n_images, answer="It is a red square."):
 
 
 @pytest.mark.parametrize("n_images", [0, 1, 3])
-def test_image_tokens_spliced_in_order_and_masked(model, n_images):
+def test_image_tokens_spliced_in_order_and_masked(model, processor, n_images):
     sample = _sample(n_images)
-    batch = model.collate([sample])
+    batch = processor.collate([sample])
     ids, labels = batch["input_ids"][0], batch["labels"][0]
     n_vis = model.num_visual_tokens
     assert int((ids == IMAGE_PLACEHOLDER_ID).sum()) == n_images * n_vis
     assert torch.all(labels[ids == IMAGE_PLACEHOLDER_ID] == IGNORE_INDEX)
-    target = model.tokenizer("It is a red square.", add_special_tokens=False)["input_ids"]
-    assert labels[labels != IGNORE_INDEX].tolist()[-len(target) - 1:] == target + [model.tokenizer.eos_token_id]
+    tok = processor.tokenizer
+    target = tok("It is a red square.", add_special_tokens=False)["input_ids"]
+    assert labels[labels != IGNORE_INDEX].tolist()[-len(target) - 1:] == target + [tok.eos_token_id]
     # the spliced embeddings are exactly the projected features of each image, in order
     embeds = model.embed(ids[None], sample["pixel_values"])[0]
     if n_images:
@@ -52,32 +58,30 @@ def test_image_tokens_spliced_in_order_and_masked(model, n_images):
         assert torch.allclose(embeds[ids == IMAGE_PLACEHOLDER_ID], visual, atol=1e-6)
 
 
-def test_image_count_mismatch_is_reported(model):
+def test_image_count_mismatch_is_reported(processor):
     sample = _sample(2)
     sample["pixel_values"] = sample["pixel_values"][:1]
     with pytest.raises(ImageCountError, match="2 '<image>' placeholder.*1 image"):
-        model.collate([sample])
+        processor.collate([sample])
 
 
 @pytest.mark.parametrize("name", sorted(load_templates()))
-def test_each_template_masks_everything_but_answers(model, name):
-    template = load_templates()[name]
+def test_each_template_masks_everything_but_answers(processor, name):
+    template, tok = load_templates()[name], processor.tokenizer
     turns = [{"from": "human", "value": "<image> first?"}, {"from": "gpt", "value": "one"},
              {"from": "human", "value": "second?"}, {"from": "gpt", "value": "two"}]
-    from mmrag.models.tokenization import encode_segments
-
-    enc = encode_segments(model.tokenizer, template.segments(turns), model.num_visual_tokens)
+    enc = encode_segments(tok, template.segments(turns), processor.num_visual_tokens)
     targets = [t for t in enc.labels if t != IGNORE_INDEX]
     expected = []
     for text, is_target in template.segments(turns):
         if is_target:
-            expected += model.tokenizer(text, add_special_tokens=False)["input_ids"] + [model.tokenizer.eos_token_id]
+            expected += tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     assert targets == expected
-    assert "one" in model.tokenizer.decode(targets) and "second" not in model.tokenizer.decode(targets)
+    assert "one" in tok.decode(targets) and "second" not in tok.decode(targets)
 
 
-def test_loss_only_counts_target_tokens(model):
-    batch = model.collate([_sample(1), _sample(0, answer="No.")])
+def test_loss_only_counts_target_tokens(model, processor):
+    batch = processor.collate([_sample(1), _sample(0, answer="No.")])
     out = model(batch)
     assert int(out["n_tokens"]) == int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
     # oracle: full-vocabulary logits at every position, cross-entropy summed over the targets
@@ -88,7 +92,7 @@ def test_loss_only_counts_target_tokens(model):
     assert torch.allclose(out["loss_sum"], expected, rtol=1e-5)
 
 
-def test_lora_adapter_save_load_gives_identical_outputs(tiny_model_cfg, tmp_path):
+def test_lora_adapter_save_load_gives_identical_outputs(tiny_model_cfg, processor, tmp_path):
     from peft import PeftModel
 
     a = build(tiny_model_cfg)
@@ -99,7 +103,7 @@ def test_lora_adapter_save_load_gives_identical_outputs(tiny_model_cfg, tmp_path
     a.save_trainable(tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / "adapter" / "adapter_config.json").is_file()
     b = build(tiny_model_cfg, checkpoint=str(tmp_path / "ckpt"))
-    batch = a.collate([_sample(1)])
+    batch = processor.collate([_sample(1)])
     a.eval(), b.eval()
     assert torch.allclose(a(batch)["loss_sum"], b(batch)["loss_sum"], atol=1e-5)
     # the adapter folder is peft's own format
@@ -122,7 +126,7 @@ def test_real_format_llama_and_clip_folders_load_via_config_keys(tiny_model_cfg,
     m = build(tiny_model_cfg, **{"llm.config": {}, "llm.path": str(llm_dir),
                                  "vision_tower.config": {}, "vision_tower.path": str(clip_dir)})
     assert m.llm.get_input_embeddings().weight.shape == (32000, 48)
-    assert torch.isfinite(m(m.collate([_sample(1)]))["loss_sum"])
+    assert torch.isfinite(m(build_processor(m.cfg, m).collate([_sample(1)]))["loss_sum"])
 
 
 def test_missing_paths_name_the_config_key(tiny_model_cfg, tmp_path):
@@ -130,3 +134,20 @@ def test_missing_paths_name_the_config_key(tiny_model_cfg, tmp_path):
         build(tiny_model_cfg, **{"llm.config": {}, "llm.path": str(tmp_path / "nowhere")})
     with pytest.raises(MissingPathError, match=r"model.vision_tower.path"):
         build(tiny_model_cfg, **{"vision_tower.config": {}, "vision_tower.path": str(tmp_path / "clip")})
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage header"])
+def test_corrupt_checkpoint_is_refused_naming_the_file(tiny_model_cfg, tmp_path, damage):
+    from mmrag.common.errors import UserError
+    from mmrag.models.persistence import CorruptWeightsError
+
+    build(tiny_model_cfg).save_trainable(tmp_path / "ckpt")
+    weights = tmp_path / "ckpt" / "trainable.safetensors"
+    data = weights.read_bytes()
+    # a header length of ~2**62 bytes is what made safetensors say "header too large"
+    weights.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\xff" * 8 + data[8:])
+    with pytest.raises(CorruptWeightsError) as err:
+        build(tiny_model_cfg, checkpoint=str(tmp_path / "ckpt"))
+    assert isinstance(err.value, UserError)
+    message = str(err.value)
+    assert "\n" not in message and str(weights) in message

@@ -7,6 +7,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from mmrag.common.config import ConfigError
+from mmrag.processors import build_processor
 from mmrag.runners.compilation import (CompileOptionError, compile_model, compile_stats, inductor_options,
                                        uncompile_model)
 from toy_task import train
@@ -31,7 +32,7 @@ def _loss_and_grads(model, batch):
 
 def test_compiled_llm_gives_the_eager_loss_and_gradients(tiny_model_cfg, tiny_model_builder):
     model = tiny_model_builder(tiny_model_cfg).train()
-    batch = model.collate(_samples())
+    batch = build_processor(model.cfg, model).collate(_samples())
     assert batch["attention_mask"].min() == 0  # padding present
     eager_loss, eager_grads = _loss_and_grads(model, batch)
     counters.clear()

@@ -1,21 +1,32 @@
-"""ModelAnswerer: one answer per request, images spliced in request order, per-request system prompts."""
+"""ModelAnswerer: one answer per request, images spliced in request order, per-request system prompts
+(chosen by passing a template to the processor, never by changing the processor or model), and
+answers equal to a hand-rolled greedy decode of a hand-written Vicuna v1 prompt."""
 from __future__ import annotations
-
 
 import pytest
 import torch
 from PIL import Image
 
 import mmrag  # noqa: F401
+from mmrag.processors import IMAGE_PLACEHOLDER_ID, build_processor
 from mmrag.surf.answerer import Answerer
 from mmrag.surf.model_answerer import AnswerRequestError, ModelAnswerer, template_system
 
 COLOURS = {"red.png": (255, 0, 0), "green.png": (0, 255, 0), "blue.png": (0, 0, 255)}
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+                 "helpful, detailed, and polite answers to the user's questions. ")
 
 
 @pytest.fixture(scope="module")
 def model(tiny_model):
     return tiny_model
+
+
+@pytest.fixture(scope="module")
+def processor(model):
+    return build_processor(model.cfg, model)
 
 
 @pytest.fixture
@@ -25,24 +36,29 @@ def images(tmp_path):
     return tmp_path
 
 
+def centre_colour(pixels: torch.Tensor):
+    """The 0..255 colour at the centre of a normalised [3,H,W] image (inside the pasted picture)."""
+    h, w = pixels.shape[1:]
+    return tuple(round((float(pixels[c, h // 2, w // 2]) * CLIP_STD[c] + CLIP_MEAN[c]) * 255) for c in range(3))
+
+
 class CollateSpy:
-    """Wraps model.collate to keep every generation batch (and the prompt text it rendered)."""
+    """Wraps processor.collate to keep every generation batch and the template it was given."""
 
-    def __init__(self, model, monkeypatch) -> None:
-        self.model, self.batches, self.systems = model, [], []
-        self.original = model.collate
-        monkeypatch.setattr(model, "collate", self)
+    def __init__(self, processor, monkeypatch) -> None:
+        self.batches, self.templates, self.original = [], [], processor.collate
+        monkeypatch.setattr(processor, "collate", self)
 
-    def __call__(self, samples, generation=False):
-        self.systems.append(self.model.template.system)
-        batch = self.original(samples, generation=generation)
+    def __call__(self, samples, generation=False, template=None):
+        self.templates.append(template)
+        batch = self.original(samples, generation=generation, template=template)
         self.batches.append((samples, batch))
         return batch
 
 
-def test_one_answer_per_request_images_in_order(model, images, monkeypatch):
-    spy = CollateSpy(model, monkeypatch)
-    answerer = ModelAnswerer(model, batch_size=2, max_new_tokens=3, image_root=images)
+def test_one_answer_per_request_images_in_order(model, processor, images, monkeypatch):
+    spy = CollateSpy(processor, monkeypatch)
+    answerer = ModelAnswerer(model, processor, batch_size=2, max_new_tokens=3, image_root=images)
     requests = [
         {"prompt": "<image> <image> <image> Which comes last?", "images": ["green.png", "blue.png", "red.png"]},
         {"prompt": "<image>\nWhat colour?", "images": ["blue.png"]},
@@ -54,24 +70,47 @@ def test_one_answer_per_request_images_in_order(model, images, monkeypatch):
     assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
     # the plain requests share one batch, the system-prompt request gets its own
     assert [len(samples) for samples, _ in spy.batches] == [2, 1]
-    first_samples, first_batch = spy.batches[0]
-    expected = torch.stack([model.image_processor(images / n) for n in ["green.png", "blue.png", "red.png", "blue.png"]])
-    assert torch.equal(first_batch["pixel_values"], expected)
-    assert torch.equal(spy.batches[1][1]["pixel_values"],
-                       torch.stack([model.image_processor(images / n) for n in ["red.png", "green.png"]]))
-    assert spy.systems == [model.template.system, template_system("vicuna_v1_retrieval")]
-    assert model.template.system != template_system("vicuna_v1_retrieval")  # restored afterwards
+    first, second = spy.batches[0][1]["pixel_values"], spy.batches[1][1]["pixel_values"]
+    assert [centre_colour(p) for p in first] == [(0, 255, 0), (0, 0, 255), (255, 0, 0), (0, 0, 255)]
+    assert [centre_colour(p) for p in second] == [(255, 0, 0), (0, 255, 0)]
+    # the rendered prompts: Vicuna's system sentence, then the retrieval one replacing it
+    texts = [processor.tokenizer.decode([t for t in b["input_ids"][0].tolist() if t >= 0], skip_special_tokens=True)
+             for _, b in spy.batches]
+    assert texts[0].startswith(VICUNA_SYSTEM.strip()) and "Retrieved image-caption pairs" not in texts[0]
+    assert "Retrieved image-caption pairs may come with a question" in texts[1]
+    assert spy.templates[0].system == VICUNA_SYSTEM and processor.template.system == VICUNA_SYSTEM  # untouched
 
 
-def test_answer_equals_direct_greedy_generation(model, images):
-    answerer = ModelAnswerer(model, batch_size=4, max_new_tokens=4, image_root=images)
+def hand_greedy(model, tokenizer, ids, pixels, max_new_tokens):
+    """Greedy decoding by hand: full forward each step, arg-max, stop at EOS."""
+    embeds = model.embed(torch.tensor([ids]), pixels)
+    table, new = model.llm.get_input_embeddings(), []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            token = int(model.llm(inputs_embeds=embeds).logits[0, -1].argmax())
+            if token == tokenizer.eos_token_id:
+                break
+            new.append(token)
+            embeds = torch.cat([embeds, table(torch.tensor([[token]]))], dim=1)
+    return tokenizer.decode(new, skip_special_tokens=True).strip()
+
+
+def test_answer_equals_hand_greedy_decode_of_hand_written_prompt(model, processor, images):
+    answerer = ModelAnswerer(model, processor, batch_size=4, max_new_tokens=4, image_root=images)
     request = {"prompt": "<image>\nIs there a square?", "images": ["red.png"]}
-    sample = {"id": "x", "conversations": [{"from": "human", "value": request["prompt"]}],
-              "pixel_values": model.image_processor(images / "red.png")[None]}
-    out = model.generate(model.collate([sample], generation=True), max_new_tokens=4, do_sample=False, num_beams=1)
-    assert answerer.answer([request]) == [model.tokenizer.decode(out[0], skip_special_tokens=True).strip()]
+    tok = processor.tokenizer
+
+    def words(text):
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    # Vicuna v1: "<system> USER: <image>\nIs there a square? ASSISTANT:"; the image as its visual tokens
+    ids = ([tok.bos_token_id] + words(VICUNA_SYSTEM) + words("USER: ")
+           + [IMAGE_PLACEHOLDER_ID] * model.num_visual_tokens + words("\nIs there a square? ASSISTANT:"))
+    pixels = processor.image_processor(images / "red.png")[None]
+    assert answerer.answer([request]) == [hand_greedy(model, tok, ids, pixels, 4)]
 
 
-def test_bad_request_is_named(model, images):
+def test_bad_request_is_named(model, processor, images):
     with pytest.raises(AnswerRequestError, match="answer request 1: needs 'prompt' or 'conversation'"):
-        ModelAnswerer(model, image_root=images).answer([{"prompt": "<image> hi", "images": ["red.png"]}, {"images": []}])
+        ModelAnswerer(model, processor, image_root=images).answer(
+            [{"prompt": "<image> hi", "images": ["red.png"]}, {"images": []}])
