@@ -1,41 +1,5 @@
-"""Evaluate a trained experiment: python eval.py --cfg-path eval_configs/Y.yaml [a.b=c ...]
-
-The config's model.checkpoint names the folder that train.py wrote (output_dir/final).
-Without --cfg-path it evaluates the embedded default.
-"""
-import json
-from pathlib import Path
-
-import torch
-
-import mmrag  # noqa: F401  (registers every component)
-from mmrag.common.cli import REPO_ROOT, exit_on_user_error, parse_args, setup_logging
-from mmrag.common.config import build_config, save_config
-from mmrag.common.registry import TASKS
-
-DEFAULT_CFG = REPO_ROOT / "eval_configs" / "gemkr_tiny_world.yaml"
-
-
-def main(argv=None) -> dict:
-    args = parse_args(__doc__, DEFAULT_CFG, argv)
-    setup_logging()
-    with exit_on_user_error():
-        cfg = build_config(args.cfg_path, args.options)
-        metrics = evaluate(cfg)
-    print(json.dumps(metrics, indent=2))
-    return metrics
-
-
-def evaluate(cfg) -> dict:
-    torch.manual_seed(cfg.run.seed)
-    task = TASKS.get(cfg.run.task)(cfg)
-    model = task.build_model(cfg)
-    if torch.cuda.is_available() and cfg.run.device != "cpu":
-        model = model.cuda()
-    out_dir = Path(cfg.run.output_dir)
-    save_config(cfg, out_dir)
-    return task.evaluate(model, cfg, out_dir)
-
+"""Evaluate a trained experiment: python eval.py --cfg-path eval_configs/Y.yaml [a.b=c ...] (mmrag.cli.eval)."""
+from mmrag.cli.eval import main
 
 if __name__ == "__main__":
     main()

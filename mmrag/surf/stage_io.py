@@ -9,15 +9,15 @@ can simply be started again. The next stage reads the merged parts in input orde
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
 
 from tqdm import tqdm
 
-from mmrag.common.jsonl import read_jsonl as _read_jsonl
 from mmrag.common.errors import UserError
+from mmrag.common.jsonl import read_jsonl as _read_jsonl
+from mmrag.common.jsonl import write_jsonl  # noqa: F401  (stage writers use the one atomic writer)
 
 Record = Dict[str, Any]
 
@@ -41,15 +41,8 @@ def chunk_slice(items: Sequence[Any], index: int, count: int) -> Sequence[Any]:
 
 
 def read_jsonl(path: Path) -> List[Record]:
+    """The rows of a stage file; a bad line raises StageError naming file:line."""
     return _read_jsonl(path, StageError)
-
-
-def write_jsonl(path: Path, rows: Iterable[Record]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def _cut_partial_tail(path: Path) -> None:

@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 from omegaconf import OmegaConf
 
-from data_process.make_pope_style_train import YesNoDataError, main, mixed_pope_questions, to_llava
+from mmrag.cli.make_pope_style_train import main
+from mmrag.datasets.pope_yesno import YesNoDataError, make_yes_no_files, mixed_pope_questions, to_llava
 from mmrag.datasets.formats import read_llava_conversations
-from mmrag.datasets.pope_builder import build_pope
 from tests.conftest import REPO_ROOT
 
 NAMES = ["ball", "bird", "car", "cat", "dog", "road", "tree", "cup", "lamp"]
@@ -64,15 +64,22 @@ def test_labels_balanced_and_true_to_the_annotations(world):
 
 
 def test_each_image_takes_one_strategy_and_all_strategies_appear():
-    instances = make_instances(OBJECTS)
-    rows = mixed_pope_questions(instances, per_image=2, seed=0)
-    reference = {s: build_pope(instances, s, n_per_image=2, seed=0) for s in ("random", "popular", "adversarial")}
+    rows = mixed_pope_questions(make_instances(OBJECTS), per_image=2, seed=0)
     for image in {r["image"] for r in rows}:
-        mine = [(r["text"], r["label"]) for r in rows if r["image"] == image]
-        strategies = {r["strategy"] for r in rows if r["image"] == image}
-        assert len(strategies) == 1
-        assert mine == [(r["text"], r["label"]) for r in reference[strategies.pop()] if r["image"] == image]
+        assert len({r["strategy"] for r in rows if r["image"] == image}) == 1
     assert {r["strategy"] for r in rows} == {"random", "popular", "adversarial"}
+
+
+def test_popular_negatives_are_the_most_frequent_absent_objects():
+    # images per object in OBJECTS, counted by hand: dog 5, cat 4, then ball/tree/car/bird/road 3 each,
+    # cup/lamp 2. An image without dog and cat gets exactly {dog, cat} as its popular negatives.
+    for seed in range(4):
+        rows = [r for r in mixed_pope_questions(make_instances(OBJECTS), per_image=2, seed=seed) if r["strategy"] == "popular"]
+        for image in {r["image"] for r in rows}:
+            objects = set(OBJECTS[int(str(image)[3:6])])
+            negatives = {str(r["text"]).split("a ", 1)[1].split(" in")[0] for r in rows if r["image"] == image and r["label"] == "no"}
+            if not objects & {"dog", "cat"}:
+                assert negatives == {"dog", "cat"}, (image, negatives)
 
 
 def test_wording_matches_the_pope_task_at_inference():
@@ -88,4 +95,6 @@ def test_test_split_written_and_missing_split_named(world):
     asked = [parse(r) for r in read_llava_conversations(world / "llava" / "yesno_test.json")]
     assert sorted({image for image, _, _ in asked}) == ["img001.jpg", "img004.jpg", "img007.jpg"]
     with pytest.raises(YesNoDataError, match="instances_val.json"):
+        make_yes_no_files({"world": str(world), "splits": ["val"], "per_image": 2, "seed": 0})
+    with pytest.raises(SystemExit, match="error: .*instances_val.json"):   # the CLI: one line, no traceback
         main(["--world", str(world), "--splits", "val"])

@@ -150,7 +150,7 @@ def test_resume_with_another_config_is_refused(tmp_path):
 
 
 def test_create_index_cli_builds_a_searchable_database(tmp_path):
-    from data_process.create_index import main
+    from mmrag.cli.create_index import main
 
     write_world(tmp_path / "w", 8)
     out = main(["--world", str(tmp_path / "w"), "--out", str(tmp_path / "db"), "--no-progress",

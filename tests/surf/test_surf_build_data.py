@@ -26,7 +26,7 @@ def make():
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """8 images + captions, a LLaVA file with one question per image, a database over the images."""
-    from data_process.create_index import main as create_index
+    from mmrag.cli.create_index import main as create_index
 
     root = tmp_path_factory.mktemp("world")
     (root / "images").mkdir()
@@ -50,7 +50,7 @@ def overrides(world, work):
 
 
 def test_chunked_stages_equal_one_process(world, tmp_path, monkeypatch, capsys):
-    from data_process.surf_build_data import main
+    from mmrag.cli.surf_build_data import main
 
     monkeypatch.syspath_prepend(str(world))
     main(["all", *overrides(world, tmp_path / "one")])
@@ -73,7 +73,7 @@ def test_chunked_stages_equal_one_process(world, tmp_path, monkeypatch, capsys):
 
 
 def test_missing_answerer_is_named(world, tmp_path):
-    from data_process.surf_build_data import main
+    from mmrag.cli.surf_build_data import main
 
     main(["split", *overrides(world, tmp_path)[:-2]])
     main(["retrieve", *overrides(world, tmp_path)[:-2]])

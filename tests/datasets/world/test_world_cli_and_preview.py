@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data_process import make_world
+from mmrag.cli import make_world
 from mmrag.datasets.world.preview import render_preview
 
 REPO = Path(__file__).resolve().parents[3]

@@ -1,0 +1,111 @@
+"""The embedded default, end to end: prepare the synthetic world and its indexes, train the tiny
+GeMKR and its ablations, evaluate them and the baselines on the same test questions, and write the
+results table (`<out>/results.md`). Every step is a resumable stage (mmrag.pipelines.stages) logged
+in `<out>/stages.jsonl`; trainings and evaluations run as `train.py` / `eval.py` subprocesses, each
+with its own log file beside its outputs.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from mmrag.pipelines.prepare import default_input_stages
+from mmrag.pipelines.stages import Stage, run_stages
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+SETTINGS = {  # inputs to prepare, and the prefix of the experiment configs
+    "default": ({"world": "world_small", "preset": "small", "tower": "tiny",
+                 "cfg_path": "train_configs/gemkr_tiny_world.yaml"}, "gemkr_tiny_world"),
+    "large": ({"world": "world_large", "preset": "large", "tower": "large",
+               "cfg_path": "train_configs/gemkr_large_world.yaml", "workers": 16}, "gemkr_large_world"),
+}
+# (row label, training variant or None for a baseline without one, evaluation variant): variant ""
+# is the main model; the files are train_configs/<prefix><variant>.yaml and eval_configs/<prefix><variant>.yaml
+RUNS = [
+    ("GeMKR (constrained)", "", ""),
+    ("GeMKR, no constraint", "", "_unconstrained"),
+    ("GeMKR, no region features", "_noregion", "_noregion"),
+    ("GeMKR, no prefix", "_noprefix", "_noprefix"),
+    ("BM25 (question + caption)", None, "_bm25"),
+    ("Dense dual encoder", None, "_dense"),
+]
+QUICK_BUDGET = ["run.max_steps=40", "evaluation.max_samples=40"]
+
+
+def prepare_default_inputs(setting: str = "default", root: Path = REPO_ROOT, log_dir: Optional[Path] = None,
+                           force: Sequence[str] = ()) -> List[str]:
+    """Run the input-preparation stages of a setting (skipping those done); returns the stages that ran."""
+    stages = default_input_stages(root, **SETTINGS[setting][0])
+    return run_stages(stages, root, log_dir or root / "output" / setting, force=force)
+
+
+def _folder(out: Path, root: Path) -> str:
+    """`out` relative to root when under it (stage outputs are root-relative), else absolute."""
+    try:
+        return str(out.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(out.resolve())
+
+
+def eval_folder(label: str) -> str:
+    """'GeMKR, no region features' -> 'gemkr_no_region_features' (the evaluation's output folder)."""
+    return label.split(" (")[0].replace(" ", "_").replace(",", "").lower()
+
+
+def table_stages(setting: str, out: str, quick: bool = False, ablations: bool = True) -> List[Tuple[Stage, Optional[str]]]:
+    """(stage, table row label or None for a training) of the trainings and evaluations, in run order."""
+    prefix, py = SETTINGS[setting][1], sys.executable
+    budget = QUICK_BUDGET if quick else []
+    stages, trained = [], set()
+    for label, train_variant, eval_variant in [r for r in RUNS if ablations or not r[1]]:
+        if train_variant is not None and train_variant not in trained:
+            trained.add(train_variant)
+            run = f"gemkr{train_variant}"
+            stages.append((Stage(f"train_{run}", [f"{out}/{run}/final/trainable.safetensors"],
+                                 [py, "train.py", "--cfg-path", f"train_configs/{prefix}{train_variant}.yaml",
+                                  f"run.output_dir={out}/{run}", "run.evaluate=false", "run.resume=auto", *budget],
+                                 log_file=f"{out}/train_{run}.log"), None))
+        folder = f"{out}/eval/{eval_folder(label)}"
+        ckpt = [f"model.checkpoint={out}/gemkr{train_variant}/final"] if train_variant is not None else []
+        stages.append((Stage(f"eval_{eval_folder(label)}", [f"{folder}/retrieval_summary.json"],
+                             [py, "eval.py", "--cfg-path", f"eval_configs/{prefix}{eval_variant}.yaml",
+                              f"run.output_dir={folder}", *ckpt, *budget], log_file=f"{folder}.log"), label))
+    return stages
+
+
+def results_table(rows) -> str:
+    lines = ["| method | P@5 | R@5 | R@10 | MRR@10 | clues in corpus |", "|---|---|---|---|---|---|"]
+    for label, s in rows:
+        clues = f"{100 * s['clues_in_corpus']:.0f}%" if "clues_in_corpus" in s else "-"
+        lines.append(f"| {label} | {100 * s['P@5']:.1f} | {100 * s['R@5']:.1f} | {100 * s['R@10']:.1f} | "
+                     f"{100 * s['MRR@10']:.1f} | {clues} |")
+    return "\n".join(lines)
+
+
+def run_default(setting: str = "default", out: Optional[Path] = None, quick: bool = False, ablations: bool = True,
+                force: Sequence[str] = (), root: Path = REPO_ROOT) -> str:
+    """Prepare, train, evaluate and write `<out>/results.md`; returns the table."""
+    out = Path(out) if out else root / "output" / setting
+    out = out if out.is_absolute() else root / out
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    pairs = table_stages(setting, _folder(out, root), quick, ablations)
+    run_stages([*default_input_stages(root, **SETTINGS[setting][0]), *(s for s, _ in pairs)], root, out, force=force)
+    rows = [(label, json.loads((root / stage.outputs[0]).read_text())) for stage, label in pairs if label]
+    table = results_table(rows)
+    (out / "results.md").write_text(table + "\n")
+    print(table)
+    _record_time(out, time.time() - t0, setting, quick)
+    print(f"\n{time.time() - t0:.0f} s in all; per-query results, summaries and recall@k plots under {out}")
+    return table
+
+
+def _record_time(out: Path, seconds: float, setting: str, quick: bool) -> None:
+    timing = out / "timing.json"  # a resumed invocation records its own time beside the earlier ones
+    runs: List[Dict] = json.loads(timing.read_text()) if timing.is_file() else []
+    runs.append({"seconds": round(seconds, 1), "setting": setting, "quick": quick})
+    timing.write_text(json.dumps(runs, indent=1))
