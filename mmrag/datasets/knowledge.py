@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List
 
+from mmrag.common.errors import DataFormatError
+from mmrag.common.paths import require_path
 from mmrag.common.registry import DATASETS
 from mmrag.datasets.builders import Builder, split_path
+from mmrag.datasets.clue_sampler import (ClueSamplerConfig, rarity_scores, sample_clues, word_start_table,
+                                         word_starts)
 from mmrag.datasets.multimodal_dataset import ConversationDataset, drop_missing_images
-from mmrag.common.paths import require_path
-from mmrag.retrieval.clue_sampler import (ClueSamplerConfig, rarity_scores, sample_clues, word_start_table,
-                                          word_starts)
 
 IMAGE_SLOT = "\n\n### Image:\n<image>"
 
@@ -35,8 +36,10 @@ def load_corpus_index(cfg, tokenizer):
     return load_index(path, tokenizer=tokenizer, verify_hash=cfg.verify_index)
 
 
-def clue_records(questions, index, tokenizer, clue_cfg: ClueSamplerConfig, image_root: Path, ext: str):
-    """One record per (question, clue): the prompt, the image, and the clue token ids as target."""
+def clue_records(questions, index, tokenizer, clue_cfg: ClueSamplerConfig, image_root: Path, ext: str,
+                 source: str = "questions"):
+    """One record per (question, clue): the prompt, the image, and the clue token ids as target.
+    `source` (the questions file) names where a bad question came from."""
     row_of = {index.passage_id(r): r for r in range(index.n_passages)}
     starts = word_start_table(tokenizer)
     rarity = {}  # passage row -> rarity per word start; many questions share a gold passage
@@ -48,6 +51,9 @@ def clue_records(questions, index, tokenizer, clue_cfg: ClueSamplerConfig, image
         if q.get("gold_passage_ids"):
             clues = []
             for pid in q["gold_passage_ids"]:
+                if str(pid) not in row_of:
+                    raise DataFormatError(f"{source}: question {qid}: gold passage id {pid!r} is not in the corpus "
+                                          f"index ({index.n_passages} passages); build the index from the same corpus")
                 row = row_of[str(pid)]
                 tokens = index.passage_tokens(row)
                 if row not in rarity:
@@ -58,7 +64,8 @@ def clue_records(questions, index, tokenizer, clue_cfg: ClueSamplerConfig, image
         elif isinstance(q["output"], str):
             clues = [tokenizer(q["output"], add_special_tokens=False)["input_ids"]]
         else:
-            raise ValueError(f"question {qid}: needs 'gold_passage_ids' or a clue string as 'output' to train on")
+            raise DataFormatError(f"{source}: question {qid}: needs 'gold_passage_ids' or a clue string as 'output' "
+                                  "to train on")
         for j, clue in enumerate(clues):
             records.append({"id": f"{qid}#{j}", "images": [image_path(image_root, q["image"], ext)],
                             "conversations": knowledge_prompt(q["input"]) + [{"from": "gpt", "value": ""}],
@@ -79,7 +86,7 @@ class KnowledgeCluesBuilder(Builder):
     }
 
     @classmethod
-    def build(cls, cfg, model, split: str, name: str) -> ConversationDataset:
+    def build(cls, cfg, processor, split: str, name: str) -> ConversationDataset:
         from mmrag.datasets.formats import read_knowledge_questions
 
         path = split_path(cfg, split)
@@ -87,11 +94,11 @@ class KnowledgeCluesBuilder(Builder):
         questions = read_knowledge_questions(path)
         if cfg.max_samples:
             questions = questions[: cfg.max_samples]
-        index = load_corpus_index(cfg, model.tokenizer)
-        records = clue_records(questions, index, model.tokenizer, ClueSamplerConfig(**cfg.clues), image_root,
-                               cfg.image_ext)
+        index = load_corpus_index(cfg, processor.tokenizer)
+        records = clue_records(questions, index, processor.tokenizer, ClueSamplerConfig(**cfg.clues), image_root,
+                               cfg.image_ext, source=str(path))
         records = drop_missing_images(records, cfg.missing_images, str(path))
-        return ConversationDataset(records, model.image_processor, name, region_store(cfg, name))
+        return ConversationDataset(records, processor.image_processor, name, region_store(cfg, name))
 
 
 def region_store(cfg, name: str):

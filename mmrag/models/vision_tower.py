@@ -11,8 +11,9 @@ from typing import Any, Dict, List
 import torch
 from torch import nn
 
-from mmrag.common.registry import VISION_TOWERS
 from mmrag.common.paths import require_path
+from mmrag.common.registry import VISION_TOWERS
+from mmrag.models.clip import load_hf_clip, load_open_clip
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -90,7 +91,7 @@ class HFCLIPVisionTower(VisionTower):
 
         if cfg.get("path"):
             path = require_path("model.vision_tower.path", cfg["path"], "CLIP folder (config.json + weights)")
-            self.model = CLIPVisionModel.from_pretrained(str(path))
+            self.model = load_hf_clip(path, vision_only=True)
         elif cfg.get("config"):
             self.model = CLIPVisionModel(CLIPVisionConfig(**cfg["config"]))
         else:
@@ -125,13 +126,11 @@ class OpenCLIPVisionTower(VisionTower):
 
     def __init__(self, cfg: Dict[str, Any]) -> None:
         super().__init__(cfg)
-        import open_clip
-
         if cfg.get("config"):
-            model = open_clip.CLIP(**cfg["config"])
+            model = load_open_clip(arch=cfg["config"])
         else:
             path = require_path("model.vision_tower.path", cfg.get("path"), "open_clip weights file")
-            model = open_clip.create_model(cfg["model_name"], pretrained=str(path))
+            model = load_open_clip(model_name=cfg["model_name"], weights=path)
         self.visual = model.visual
         self.hidden_size = self.visual.transformer.width
         size = self.visual.image_size

@@ -42,6 +42,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from mmrag.models.clip import load_hf_clip, load_open_clip
 from mmrag.retrieval.image_pipeline import (  # noqa: F401  (ImageReadError, decode_images, preprocess_tensors: re-exported)
     EmbedderConfigError,
     ImageBytes,
@@ -144,21 +145,9 @@ def build_open_clip_model(cfg: Dict[str, Any]) -> Tuple[torch.nn.Module, Dict[st
         raise EmbedderConfigError(f"embedder config: 'model_name' = {name!r} is not an open_clip architecture")
     if not arch:
         raise EmbedderConfigError("embedder config: set 'model_name' or 'model_cfg' for type 'open_clip'")
+    weights = _require_file(cfg, "pretrained", want_dir=False) if cfg.get("pretrained") else None
     torch.manual_seed(int(cfg.get("seed", 0)))  # random init must be reproducible across runs/resumes
-    model = open_clip.CLIP(**arch) if not name else open_clip.create_model(name, pretrained=None)
-    if cfg.get("pretrained"):
-        weights = _require_file(cfg, "pretrained", want_dir=False)
-        model.load_state_dict(_read_state_dict(weights))
-    return model.eval(), arch
-
-
-def _read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+    return load_open_clip(model_name=name, arch=None if name else arch, weights=weights), arch
 
 
 def _open_clip_backend(cfg: Dict[str, Any]) -> _Backend:
@@ -181,10 +170,10 @@ def _open_clip_backend(cfg: Dict[str, Any]) -> _Backend:
 
 
 def _hf_clip_backend(cfg: Dict[str, Any]) -> _Backend:
-    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+    from transformers import AutoTokenizer, CLIPImageProcessor
 
     path = _require_file(cfg, "path", want_dir=True)
-    model = CLIPModel.from_pretrained(str(path), local_files_only=True).eval()
+    model = load_hf_clip(path)
     processor = CLIPImageProcessor.from_pretrained(str(path), local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     max_len = int(model.config.text_config.max_position_embeddings)
