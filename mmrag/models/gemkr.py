@@ -14,14 +14,11 @@ from mmrag.models.multimodal_llm import MultimodalLLM
 
 @MODELS.register("gemkr")
 class GeMKR(MultimodalLLM):
-    @classmethod
-    def default_config(cls, user_cfg):
-        defaults = super().default_config(user_cfg)
-        return OmegaConf.merge(defaults, {
-            "arch": "gemkr",
-            "region_prefix": {"enabled": True, "layers": 20, "prefix_len": 10, "num_output_tokens": 2},
-            "projector": "layernorm_linear",
-            "lora": {"enabled": True, "r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]},
-            "conversation_template": "knowledge_completion",
-            "max_txt_len": 360,
-        })
+    DEFAULTS = OmegaConf.to_container(OmegaConf.merge(MultimodalLLM.DEFAULTS, {
+        "arch": "gemkr",
+        "region_prefix": {"enabled": True, "layers": 20, "prefix_len": 10, "num_output_tokens": 2},
+        "projector": {"type": "layernorm_linear"},
+        "lora": {"enabled": True, "r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]},
+        "conversation_template": "knowledge_completion",
+        "max_txt_len": 360,
+    }))

@@ -17,13 +17,14 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from mmrag.common.registry import MODELS, VISION_TOWERS
+from mmrag.models.context_modules import ContextInputs, build_context_module, context_defaults
 from mmrag.models.llm import LLM_DEFAULTS, LORA_DEFAULTS, apply_lora, base_causal_lm, load_llm
 from mmrag.models.persistence import load_trainable, save_trainable
-from mmrag.models.projectors import build_projector
+from mmrag.models.projectors import build_projector, projector_defaults
 from mmrag.models.region_prefix import RegionPrefixEncoder
 from mmrag.models.vision_tower import build_vision_tower
 from mmrag.processors.multimodal_processor import VisualInputSpec
-from mmrag.processors.tokenization import IGNORE_INDEX, IMAGE_PLACEHOLDER_ID
+from mmrag.processors.tokenization import CONTEXT_PLACEHOLDER_ID, IGNORE_INDEX, IMAGE_PLACEHOLDER_ID
 from mmrag.processors.tokenizers import TokenIds, token_ids
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ class MultimodalLLM(nn.Module):
         "arch": "mm_llm",
         "vision_tower": {},  # filled from the chosen tower type's defaults
         "region_prefix": {"enabled": False, "layers": 2, "prefix_len": 10, "num_output_tokens": 2, "region_dim": None},
-        "projector": "mlp2x_gelu",
+        "projector": {"type": "mlp2x_gelu"},  # filled from the chosen projector type's defaults
+        "context_module": {"type": "none"},   # reads retrieved examples; none: no module
         "llm": LLM_DEFAULTS,
         "lora": LORA_DEFAULTS,
         "conversation_template": "vicuna_v1",
@@ -47,9 +49,12 @@ class MultimodalLLM(nn.Module):
 
     @classmethod
     def default_config(cls, user_cfg) -> Dict[str, Any]:
+        """DEFAULTS with the chosen tower / projector / context module types' own defaults filled in."""
         tower_type = (user_cfg.get("vision_tower") or {}).get("type", "hf_clip")
         defaults = OmegaConf.create(cls.DEFAULTS)
         defaults.vision_tower = VISION_TOWERS.get(tower_type).default_config()
+        defaults.projector = projector_defaults(user_cfg.get("projector"), defaults.projector.type)
+        defaults.context_module = context_defaults(user_cfg.get("context_module"), defaults.context_module.type)
         return defaults
 
     def __init__(self, cfg, token_ids: Optional[TokenIds] = None) -> None:
@@ -64,9 +69,14 @@ class MultimodalLLM(nn.Module):
         self.llm = load_llm(OmegaConf.to_container(cfg.llm, resolve=True), vocab_size=self.token_ids.vocab_size)
         if cfg.llm.freeze:
             self.llm.requires_grad_(False)
-        self.projector = build_projector(cfg.projector, visual_width, self.llm.config.hidden_size)
+        llm_width = self.llm.config.hidden_size
+        self.projector = build_projector(OmegaConf.to_container(cfg.projector, resolve=True), visual_width, llm_width,
+                                         self._patch_grid())
         if cfg.lora.enabled:
             self.llm = apply_lora(self.llm, cfg.lora)
+        # built last: with the default {type: none} nothing is built and no random number is drawn
+        self.context_module = build_context_module(OmegaConf.to_container(cfg.context_module, resolve=True),
+                                                   self.num_visual_tokens, llm_width)
         if cfg.checkpoint:
             self.load_trainable(cfg.checkpoint)
         log.info("model %s: %s trainable parameters of %s", cfg.arch, f"{self.num_trainable():,}", f"{self.num_parameters():,}")
@@ -76,15 +86,30 @@ class MultimodalLLM(nn.Module):
             return None
         return RegionPrefixEncoder(self.vision_tower, rp.layers, rp.prefix_len, rp.num_output_tokens)
 
+    def _patch_grid(self) -> Optional[int]:
+        """Side of the square patch grid the image encoder outputs, or None (CLS / prefix tokens)."""
+        tower = self.vision_tower
+        if self.region_prefix is not None or tower.select_feature != "patch":
+            return None
+        return tower.image_size // tower.patch_size
+
     # ------------------------------------------------------------------ sizes
     @property
-    def num_visual_tokens(self) -> int:
+    def num_encoder_tokens(self) -> int:
+        """Vision tokens per image before the projector (tower patches, or CLS + region-prefix outputs)."""
         return self.region_prefix.num_tokens if self.region_prefix is not None else self.vision_tower.num_tokens
+
+    @property
+    def num_visual_tokens(self) -> int:
+        """LLM positions one image fills: what the projector makes of the encoder's tokens."""
+        return self.projector.num_tokens(self.num_encoder_tokens)
 
     def visual_input_spec(self) -> VisualInputSpec:
         """What the processor needs to know of this model's image input."""
         tower = self.vision_tower
-        return VisualInputSpec(self.num_visual_tokens, tower.image_size, tuple(tower.image_mean), tuple(tower.image_std))
+        ctx = self.context_module
+        return VisualInputSpec(self.num_visual_tokens, tower.image_size, tuple(tower.image_mean), tuple(tower.image_std),
+                               ctx.fixed_tokens if ctx is not None else 0, ctx.tokens_per_example if ctx is not None else 0)
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -107,17 +132,33 @@ class MultimodalLLM(nn.Module):
                 feats = self.vision_tower(pixel_values)
         return self.projector(feats.to(next(self.projector.parameters()).dtype))
 
-    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, regions=None) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, regions=None, context=None) -> torch.Tensor:
+        """Token embeddings with image features (and context-module tokens) written over their placeholders."""
         # decided from shapes and CPU tensors only: a check on GPU values would stall the host every step
         if input_ids.device.type == "cpu":
             self._check_image_positions(input_ids, pixel_values)
         input_ids = input_ids.to(self.device, non_blocking=True)
         placeholders = input_ids == IMAGE_PLACEHOLDER_ID
-        embeds = self.llm.get_input_embeddings()(input_ids.masked_fill(placeholders, 0))
+        embeds = self.llm.get_input_embeddings()(input_ids.masked_fill(input_ids < 0, 0))  # all placeholders
         if pixel_values.shape[0]:
             visual = self.encode_images(pixel_values, regions).to(embeds.dtype)
             embeds = embeds.masked_scatter(placeholders.unsqueeze(-1), visual.reshape(-1, visual.shape[-1]))
+        if context is not None and self.context_module is not None:
+            embeds = self._embed_context(embeds, input_ids, context)
         return embeds
+
+    def _embed_context(self, embeds: torch.Tensor, input_ids: torch.Tensor, context: Dict[str, Any]) -> torch.Tensor:
+        """Runs the context module on the batch's retrieved examples (processor.collate's `context`)."""
+        table = self.llm.get_input_embeddings()
+        text_ids = context["text_ids"].to(self.device)
+        pixels = context["pixel_values"]
+        image_tokens = (self.encode_images(pixels) if pixels.shape[0]
+                        else embeds.new_zeros(0, self.num_visual_tokens, embeds.shape[-1]))
+        inputs = ContextInputs(image_tokens.to(embeds.dtype), context["image_counts"].tolist(), table(text_ids),
+                               context["text_mask"].to(self.device), context["text_counts"].tolist())
+        tokens = torch.cat(list(self.context_module(inputs)), dim=0).to(embeds.dtype)
+        slots = (input_ids == CONTEXT_PLACEHOLDER_ID).unsqueeze(-1)
+        return embeds.masked_scatter(slots, tokens)
 
     def _check_image_positions(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> None:
         positions, expected = int((input_ids == IMAGE_PLACEHOLDER_ID).sum()), pixel_values.shape[0] * self.num_visual_tokens
@@ -127,7 +168,7 @@ class MultimodalLLM(nn.Module):
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Summed token loss and the number of target tokens (the runner normalises over the global batch)."""
-        embeds = self.embed(batch["input_ids"], batch["pixel_values"], batch.get("regions"))
+        embeds = self.embed(batch["input_ids"], batch["pixel_values"], batch.get("regions"), batch.get("context"))
         causal_lm = base_causal_lm(self.llm)
         mask = batch["attention_mask"]  # the CPU batch: checking it costs the GPU no sync
         # no padding: no mask, so attention takes its causal fast path; no KV cache: training never
@@ -154,7 +195,7 @@ class MultimodalLLM(nn.Module):
     @torch.no_grad()
     def generate(self, batch: Dict[str, torch.Tensor], **generate_kwargs) -> torch.Tensor:
         """New token ids for left-padded prompts (processor.collate(..., generation=True))."""
-        embeds = self.embed(batch["input_ids"], batch["pixel_values"], batch.get("regions"))
+        embeds = self.embed(batch["input_ids"], batch["pixel_values"], batch.get("regions"), batch.get("context"))
         generate_kwargs.setdefault("pad_token_id", self.token_ids.pad_token_id)
         generate_kwargs.setdefault("eos_token_id", self.token_ids.eos_token_id)
         return self.llm.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(self.device),

@@ -23,11 +23,12 @@ class ConversationTemplate:
     eos_after_answer: bool
     turn_separator: str
 
-    def segments(self, turns: Sequence[Dict[str, str]], add_generation_prompt: bool = False) -> List[Segment]:
+    def segments(self, turns: Sequence[Dict[str, str]]) -> List[Segment]:
         """Render alternating human/gpt turns (LLaVA `from`/`value` dicts) into segments.
 
-        The last human turn without an answer (or `add_generation_prompt`) ends the text with the
-        assistant prefix, ready for generation.
+        Every human turn ends with the assistant prefix, so a conversation that ends with a human
+        turn is ready for generation. `eos_after_answer`: whether the tokenizer's EOS follows each
+        answer (and carries loss: the model learns to stop).
         """
         segments: List[Segment] = [(self.system, False)] if self.system else []
         for i, turn in enumerate(turns):
@@ -40,8 +41,6 @@ class ConversationTemplate:
                 segments.append((self.answer.format(content=content), True))
             else:
                 raise ValueError(f"conversation turn {i}: role must be 'human' or 'gpt', got {role!r}")
-        if add_generation_prompt and turns and turns[-1]["from"] == "gpt":
-            raise ValueError("add_generation_prompt needs a conversation that ends with a human turn")
         return segments
 
     def prompt(self, turns: Sequence[Dict[str, str]]) -> str:

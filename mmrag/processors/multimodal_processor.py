@@ -3,7 +3,9 @@
 Built from the same `model:` config section as the model plus what the built model reports about
 its inputs (`VisualInputSpec`: how many LLM positions one image fills, the tower's image size and
 normalisation). It holds the tokenizer, the conversation template and the image processor, and
-collates samples {conversations, pixel_values [n,3,H,W], regions?, target_ids?, id?} into batches.
+collates samples {conversations, pixel_values [n,3,H,W], regions?, target_ids?, id?, context?} into
+batches; `context` = the retrieved examples {pixel_values [m,3,H,W], texts [str]} a context module
+reads, written where the prompt says `<context>`.
 The model never tokenises; a caller that wants another prompt format passes another template.
 """
 from __future__ import annotations
@@ -27,15 +29,22 @@ class VisualInputSpec:
     image_size: int                  # square side the tower reads, in pixels
     image_mean: Tuple[float, ...]    # per-channel normalisation of the tower, on 0..1 pixel values
     image_std: Tuple[float, ...]
+    context_fixed_tokens: int = 0        # context module: tokens per `<context>` ...
+    context_tokens_per_example: int = 0  # ... plus these per retrieved example (0, 0: no context module)
+
+    def context_tokens(self, num_examples: int) -> int:
+        return self.context_fixed_tokens + self.context_tokens_per_example * num_examples
 
 
 class MultimodalProcessor:
     """Tokenizer + conversation template + image processor + collation, for one model config."""
 
     def __init__(self, tokenizer, template: ConversationTemplate, image_processor: ImageProcessor,
-                 num_visual_tokens: int, image_token: str = "<image>", max_txt_len: int = 512) -> None:
+                 num_visual_tokens: int, image_token: str = "<image>", max_txt_len: int = 512,
+                 spec: Optional[VisualInputSpec] = None) -> None:
         self.tokenizer, self.template, self.image_processor = tokenizer, template, image_processor
         self.num_visual_tokens, self.image_token, self.max_txt_len = num_visual_tokens, image_token, max_txt_len
+        self.spec = spec
 
     @classmethod
     def from_config(cls, model_cfg, spec: VisualInputSpec, tokenizer=None) -> "MultimodalProcessor":
@@ -44,13 +53,14 @@ class MultimodalProcessor:
         images = ImageProcessor(spec.image_size, spec.image_mean, spec.image_std, model_cfg.pad_to_square)
         return cls(tokenizer if tokenizer is not None else load_tokenizer(model_cfg.llm),
                    get_template(model_cfg.conversation_template), images, spec.num_visual_tokens,
-                   model_cfg.image_token, model_cfg.max_txt_len)
+                   model_cfg.image_token, model_cfg.max_txt_len, spec)
 
     # ------------------------------------------------------------------ one sample
     def encode_conversation(self, turns: Sequence[Dict[str, str]], n_images: int, where: str = "sample",
                             generation: bool = False, target_ids: Optional[List[int]] = None,
-                            template: Optional[ConversationTemplate] = None) -> EncodedSample:
-        """Token ids and labels for one sample. `target_ids` replaces the last answer's text by ids."""
+                            template: Optional[ConversationTemplate] = None, num_examples: int = 0) -> EncodedSample:
+        """Token ids and labels for one sample. `target_ids` replaces the last answer's text by ids;
+        `num_examples`: retrieved examples the sample's `<context>` stands for."""
         template = template or self.template
         segments = template.segments(turns)
         if target_ids is not None:
@@ -58,6 +68,7 @@ class MultimodalProcessor:
         encoded = encode_segments(
             self.tokenizer, segments, self.num_visual_tokens, self.image_token,
             eos_after_targets=template.eos_after_answer, max_length=0 if generation else self.max_txt_len,
+            n_context_tokens=self.spec.context_tokens(num_examples) if self.spec is not None else 0,
         )
         check_image_count(encoded, n_images, where)
         return encoded
@@ -73,7 +84,7 @@ class MultimodalProcessor:
         """
         encoded = [
             self.encode_conversation(s["conversations"], len(s["pixel_values"]), s.get("id", f"sample {i}"),
-                                     generation, s.get("target_ids"), template)
+                                     generation, s.get("target_ids"), template, _num_examples(s))
             for i, s in enumerate(samples)
         ]
         batch = pad_encoded(encoded, self.tokenizer.pad_token_id, left=generation)
@@ -81,11 +92,35 @@ class MultimodalProcessor:
         batch["pixel_values"] = torch.cat(pixel) if pixel else torch.zeros(0, 3, 1, 1)
         if any(s.get("regions") is not None for s in samples):
             batch["regions"] = torch.cat([s["regions"] for s in samples if len(s["pixel_values"])])
+        if any(s.get("context") is not None for s in samples):
+            batch["context"] = self.collate_context([s.get("context") or {} for s in samples])
         return batch
+
+    def collate_context(self, contexts: Sequence[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+        """Retrieved examples per sample ({pixel_values [m,3,H,W], texts [str]}) -> the model's
+        `context` input: all images, all texts right-padded, and the counts per sample."""
+        pixels = [c["pixel_values"] for c in contexts if c.get("pixel_values") is not None and len(c["pixel_values"])]
+        texts = [t for c in contexts for t in c.get("texts", [])]
+        rows = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        width = max([len(r) for r in rows] + [1])
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r, dtype=torch.long), 1
+        return {"pixel_values": torch.cat(pixels) if pixels else torch.zeros(0, 3, 1, 1),
+                "image_counts": torch.tensor([len(c.get("pixel_values", [])) for c in contexts]),
+                "text_ids": ids, "text_mask": mask,
+                "text_counts": torch.tensor([len(c.get("texts", [])) for c in contexts])}
 
     def decode(self, ids) -> List[str]:
         """Generated id rows -> texts, special tokens dropped."""
         return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+
+def _num_examples(sample: Dict[str, Any]) -> int:
+    context = sample.get("context") or {}
+    images = context.get("pixel_values")
+    return max(len(images) if images is not None else 0, len(context.get("texts", [])))
 
 
 def pad_encoded(encoded: Sequence[EncodedSample], pad_id: int, left: bool) -> Dict[str, torch.Tensor]:

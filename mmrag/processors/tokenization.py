@@ -12,6 +12,7 @@ from mmrag.common.errors import DataFormatError
 
 IGNORE_INDEX = -100
 IMAGE_PLACEHOLDER_ID = -200  # never a vocabulary id; replaced by visual features in the model
+CONTEXT_PLACEHOLDER_ID = -300  # `<context>` positions; replaced by the context module's tokens
 SegmentText = Union[str, List[int]]  # a target may be given as token ids (e.g. a corpus span)
 
 
@@ -30,6 +31,15 @@ def _text_ids(tokenizer, text: str) -> List[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
 
+def _context_ids(tokenizer, text: str, n_context_tokens: int, context_token: str) -> List[int]:
+    if not n_context_tokens:
+        return _text_ids(tokenizer, text)
+    ids: List[int] = []
+    for i, part in enumerate(text.split(context_token)):
+        ids += ([CONTEXT_PLACEHOLDER_ID] * n_context_tokens if i else []) + _text_ids(tokenizer, part)
+    return ids
+
+
 def encode_segments(
     tokenizer,
     segments: Sequence[Tuple[SegmentText, bool]],
@@ -38,8 +48,11 @@ def encode_segments(
     eos_after_targets: bool = True,
     max_length: int = 0,
     add_bos: bool = True,
+    n_context_tokens: int = 0,
+    context_token: str = "<context>",
 ) -> EncodedSample:
-    """Tokenise segments; `max_length` > 0 truncates from the end but never through an image."""
+    """Tokenise segments; `max_length` > 0 truncates from the end but never through an image.
+    With `n_context_tokens` > 0 each `context_token` becomes that many CONTEXT_PLACEHOLDER_IDs."""
     ids: List[int] = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
     labels: List[int] = [IGNORE_INDEX] * len(ids)
     n_images = 0
@@ -53,11 +66,11 @@ def encode_segments(
                 if i > 0:
                     piece += [IMAGE_PLACEHOLDER_ID] * n_visual_tokens
                     n_images += 1
-                piece += _text_ids(tokenizer, part)
+                piece += _context_ids(tokenizer, part, n_context_tokens, context_token)
         if is_target and eos_after_targets:
             piece.append(tokenizer.eos_token_id)
         ids += piece
-        labels += [t if is_target and t != IMAGE_PLACEHOLDER_ID else IGNORE_INDEX for t in piece]
+        labels += [t if is_target and t >= 0 else IGNORE_INDEX for t in piece]  # placeholders never carry loss
     if max_length and len(ids) > max_length:
         if IMAGE_PLACEHOLDER_ID in ids[max_length:]:
             raise ImageCountError(

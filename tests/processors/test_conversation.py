@@ -1,0 +1,36 @@
+"""Each conversation template against the reference format, written out by hand."""
+from mmrag.processors import get_template
+
+TURNS = [{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A cat."},
+         {"from": "human", "value": "Colour?"}, {"from": "gpt", "value": "Black."}]
+VICUNA_SYS = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+              "detailed, and polite answers to the user's questions.")
+
+
+def rendered(name, turns=TURNS, eos="</s>"):
+    """The text with each target followed by the EOS string, as the model is trained on it."""
+    return "".join(text + (eos if target else "") for text, target in get_template(name).segments(turns))
+
+
+def test_vicuna_v1_reference_format():
+    # Vicuna v1.1: "<system> USER: <q> ASSISTANT: <a></s>USER: <q> ASSISTANT: <a></s>"
+    assert rendered("vicuna_v1") == (VICUNA_SYS + " USER: <image>\nWhat is it? ASSISTANT: A cat.</s>"
+                                     "USER: Colour? ASSISTANT: Black.</s>")
+
+
+def test_llama2_chat_reference_format():
+    # LLaMA-2 chat: "[INST] <<SYS>>\n<system>\n<</SYS>>\n\n<q> [/INST] <a> </s>[INST] <q> [/INST] <a> </s>"
+    system = "You are a helpful, honest assistant that answers questions about images."
+    assert rendered("llama2_chat") == (f"[INST] <<SYS>>\n{system}\n<</SYS>>\n\n<image>\nWhat is it? [/INST] A cat. </s>"
+                                       "[INST] Colour? [/INST] Black. </s>")
+
+
+def test_generation_prompt_ends_with_the_assistant_prefix():
+    assert get_template("vicuna_v1").prompt(TURNS[:1]) == VICUNA_SYS + " USER: <image>\nWhat is it? ASSISTANT:"
+    assert get_template("llama2_chat").prompt(TURNS[:1]).endswith("<image>\nWhat is it? [/INST]")
+
+
+def test_only_answers_are_targets():
+    for name in ["vicuna_v1", "llama2_chat", "alpaca", "knowledge_completion"]:
+        targets = [text for text, target in get_template(name).segments(TURNS) if target]
+        assert [t.strip() for t in targets] == ["A cat.", "Black."]
