@@ -110,3 +110,20 @@ def list_checkpoints(output_dir: Path) -> List[Path]:
 def prune(output_dir: Path, keep: int) -> None:
     for old in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old)
+
+
+def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Dict[str, Any]:
+    """The optimizer state keyed by parameter name, whole (gathered under FSDP: every process must call
+    it; only the main process receives it), so a checkpoint resumes on any number of processes."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=dist.is_initialized())
+    return get_optimizer_state_dict(model, optimizer, options=options)
+
+
+def set_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: Dict[str, Any]) -> None:
+    """Load a `full_optimizer_state` (every process passes the whole state; FSDP keeps its shard)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))

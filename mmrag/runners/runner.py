@@ -7,6 +7,7 @@ per such interval with the interval's mean loss. Checkpoints are atomic and resu
 """
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -19,11 +20,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from mmrag.common.config import save_config
-from mmrag.common.errors import ConfigError, MissingPathError
-from mmrag.common.jsonl import read_jsonl, write_jsonl
+from mmrag.common.errors import ConfigError, DataFormatError, MissingPathError
+from mmrag.common.jsonl import write_jsonl
 from mmrag.common.registry import LR_SCHEDULES, RUNNERS
 from mmrag.runners import checkpoint as ckpt
 from mmrag.runners import distributed as dist_utils
+from mmrag.runners import schedules  # noqa: F401  (registers the lr schedules)
 from mmrag.runners.batch_plan import BatchPlan, check_divisible
 from mmrag.runners.compilation import COMPILE_MODES, COMPILE_SCOPES, compile_model, uncompile_model, uses_cudagraphs
 from mmrag.runners.train_step import DTYPES, OPTIMIZERS, TrainStep, build_on, build_optimizer, cast_weights
@@ -261,8 +263,6 @@ class Runner:
 
     def _log(self, record: Dict[str, Any], writer, total: int) -> None:
         with open(self.output_dir / METRICS, "a") as f:
-            import json
-
             f.write(json.dumps(record) + "\n")
         log.info("step %d/%d loss %.4f lr %.2e", record["step"], total, record["loss"], record["lr"])
         if writer is not None:
@@ -318,14 +318,22 @@ class Runner:
 
 
 def drop_records_after(metrics_file: Path, step: int) -> int:
-    """Resuming from a checkpoint of `step`: drop the records of the steps after it (the killed run's),
-    which the resumed run writes again; rewritten atomically. Returns how many were dropped."""
+    """Resuming from a checkpoint of `step`: drop the records of the steps after it (the killed run's,
+    which this run writes again) and a last line cut short by the kill; rewritten atomically.
+    Returns how many lines were dropped."""
     if not metrics_file.is_file():
         return 0
-    rows = read_jsonl(metrics_file)
+    lines = [line for line in metrics_file.read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n != len(lines) - 1:  # only the last line can be cut short by a kill
+                raise DataFormatError(f"{metrics_file}:{n + 1}: not valid JSON") from None
     kept = [r for r in rows if r["step"] <= step]
-    if len(kept) != len(rows):
+    if len(kept) != len(lines):
         write_jsonl(metrics_file, kept)
-        log.info("%s: dropped %d record(s) after step %d (written again by this run)", metrics_file,
-                 len(rows) - len(kept), step)
-    return len(rows) - len(kept)
+        log.info("%s: dropped %d line(s) after step %d (this run writes them again)", metrics_file,
+                 len(lines) - len(kept), step)
+    return len(lines) - len(kept)

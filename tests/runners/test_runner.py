@@ -1,4 +1,5 @@
-"""The runner: resume gives the uninterrupted result; checkpoints are verified; DDP == one process."""
+"""The runner: resume gives the uninterrupted result (weights and metrics log); checkpoints are verified;
+DDP and FSDP2 over 2 gloo processes == one process; the logged loss is the mean of the per-step losses."""
 import copy
 import json
 import os
@@ -13,9 +14,10 @@ import torch
 from safetensors.torch import load_file
 
 from mmrag.runners.checkpoint import CorruptCheckpointError, list_checkpoints
-from toy_task import train
+from tests.runners.toy_task import train
 
 HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parents[1]
 
 
 @pytest.fixture()
@@ -54,19 +56,61 @@ def test_corrupt_checkpoint_is_refused_by_name(model_cfg, tmp_path):
     assert len(list_checkpoints(tmp_path / "run")) == 2  # nothing deleted
 
 
-def test_two_process_gloo_matches_one_process(tmp_path):
-    # the repo first, then whatever the environment already puts on the path (packages installed there)
-    path = os.pathsep.join(p for p in (str(HERE.parents[1]), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    for n in (1, 2):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port",
-               str(29500 + n), str(HERE / "toy_task.py"), str(tmp_path / f"p{n}"), "3"]
-        subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)
+def _torchrun(out: Path, n: int, steps: int, *options: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n),
+           "-m", "tests.runners.toy_task", str(out), str(steps), *options]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _ranks_that_ran(out: Path):
+    return sorted((json.loads(p.read_text())["rank"], json.loads(p.read_text())["world_size"])
+                  for p in (out / "ranks").glob("*.json"))
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_process_gloo_matches_one_process(tmp_path, strategy):
+    """Each process reads half of every global batch; the gradient is normalised over the global batch,
+    so losses and weights equal one process reading it all (one process under fsdp: a group of one)."""
+    _torchrun(tmp_path / "p1", 1, 3, f"distributed={strategy}")
+    _torchrun(tmp_path / "p2", 2, 3, f"distributed={strategy}")
+    assert _ranks_that_ran(tmp_path / "p1") == [(0, 1)]
+    assert _ranks_that_ran(tmp_path / "p2") == [(0, 2), (1, 2)]  # both ranks ran, in one job of two
     one = json.loads((tmp_path / "p1" / "history.json").read_text())
     two = json.loads((tmp_path / "p2" / "history.json").read_text())
     assert len(one) == 3 and two == pytest.approx(one, rel=1e-5)
     a, b = _final_weights(tmp_path / "p1"), _final_weights(tmp_path / "p2")
-    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_metrics_log_after_a_kill_and_resume_holds_each_step_once(model_cfg, tmp_path):
+    """A run killed after its step-3 checkpoint, having logged steps 4-5, resumes with run.resume=auto:
+    the log then holds steps 1..6 once each, and the same losses as an uninterrupted run."""
+    full = train(model_cfg, tmp_path / "full", tmp_path / "img", max_steps=6, save_every=3)
+    run = tmp_path / "killed"
+    train(model_cfg, run, tmp_path / "img", max_steps=6, save_every=3)
+    import shutil
+
+    shutil.rmtree(run / "ckpt_step00000006")  # the kill came before the step-6 checkpoint ...
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(lines[:5]) + "\n" + lines[5][:7])  # ... while writing step 6
+    train(model_cfg, run, tmp_path / "img", max_steps=6, save_every=3, resume="auto")
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in records] == pytest.approx([h["loss"] for h in full["history"]], abs=1e-6)
+
+
+def test_logged_loss_is_the_mean_of_the_step_losses(model_cfg, tmp_path):
+    """log_every=3: one record per 3 steps, whose loss is the plain mean of the 3 per-step losses of a
+    run that logs every step (same seed, same steps); the last record covers the leftover steps."""
+    every = train(model_cfg, tmp_path / "every", tmp_path / "img", max_steps=7, save_every=100)
+    grouped = train(model_cfg, tmp_path / "grouped", tmp_path / "img", max_steps=7, save_every=100, log_every=3)
+    per_step = [h["loss"] for h in every["history"]]
+    assert [(r["step"], r["steps"]) for r in grouped["history"]] == [(3, 3), (6, 3), (7, 1)]
+    expected = [sum(per_step[0:3]) / 3, sum(per_step[3:6]) / 3, per_step[6]]
+    assert [r["loss"] for r in grouped["history"]] == pytest.approx(expected, rel=1e-6)
+    assert sum(r["tokens"] for r in grouped["history"]) == sum(h["tokens"] for h in every["history"])
 
 
 def test_bad_run_choices_fail_before_building(model_cfg, tmp_path):
@@ -76,3 +120,14 @@ def test_bad_run_choices_fail_before_building(model_cfg, tmp_path):
         train(model_cfg, tmp_path / "run", tmp_path / "img", max_steps=1, amp="bf17")
     with pytest.raises(UnknownNameError, match="linear_warmup_cosine"):
         train(model_cfg, tmp_path / "run", tmp_path / "img", max_steps=1, lr_sched="cosine_warmup")
+    bad = {"optimizer": ("sgd", "run.optimizer='sgd' is not one of adamw"),
+           "distributed": ("deepspeed", "run.distributed='deepspeed' is not one of ddp, fsdp"),
+           "param_dtype": ("fp8", "run.param_dtype='fp8' is not one of null, float32, bfloat16, float16"),
+           "compile_mode": ("fast", "run.compile_mode='fast' is not one of default"),
+           "log_every": (0, "run.log_every=0 must be >= 1")}
+    for key, (value, message) in bad.items():
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+            train(model_cfg, tmp_path / "run", tmp_path / "img", max_steps=1, **{key: value})
+    with pytest.raises(ConfigError, match="set run.trainable_dtype=float32"):
+        train(model_cfg, tmp_path / "run", tmp_path / "img", max_steps=1, amp="fp16", param_dtype="float16")
+    assert not (tmp_path / "run").exists()  # refused before anything was built or written
