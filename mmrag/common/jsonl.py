@@ -32,3 +32,13 @@ def write_jsonl(path: str | Path, rows: Iterable[Dict[str, Any]]) -> Path:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def write_json(path: str | Path, obj: Any, indent: int = 2) -> Path:
+    """Write `obj` as indented JSON, atomically (results files read by reports and pipelines)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -5,7 +5,7 @@ A passage is relevant to a query when it contains any gold answer as a substring
 - "vrr": passage and answers both lower-cased (VRR's own evaluator).
 
 Per query and cut-off k: P@k = relevant passages among the top k / k (a short list still divides
-by k), R@k = 1 if any of the top k is relevant else 0 (with pseudo-relevance the number of relevant
+by k), R@k (`hit_at_k`) = 1 if any of the top k is relevant else 0 (with pseudo-relevance the number of relevant
 passages in the corpus is unknown, so recall is the hit rate), MRR@k = 1 / rank of the first
 relevant passage within the top k, else 0. The summary averages over queries.
 """
@@ -48,7 +48,9 @@ def precision_at_k(relevant: Sequence[bool], k: int) -> float:
     return sum(bool(r) for r in relevant[:k]) / k
 
 
-def recall_at_k(relevant: Sequence[bool], k: int) -> float:
+def hit_at_k(relevant: Sequence[bool], k: int) -> float:
+    """1 if any of the top k is relevant, else 0: the "R@k" of the reports (see the module doc).
+    (`mmrag.retrieval.clip_embedder.recall_at_k` is the paired-item recall of a score matrix.)"""
     _check_k(k)
     return 1.0 if any(relevant[:k]) else 0.0
 
@@ -76,7 +78,7 @@ def evaluate_query(query: RetrievalQuery, ks: Sequence[int] = (5, 10), case_mode
                                  "relevant": relevant, "answers": list(query.answers), **query.extra}
     for k in ks:
         record[f"P@{k}"] = precision_at_k(relevant, k)
-        record[f"R@{k}"] = recall_at_k(relevant, k)
+        record[f"R@{k}"] = hit_at_k(relevant, k)
         record[f"MRR@{k}"] = mrr_at_k(relevant, k)
     return record
 

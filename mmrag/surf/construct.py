@@ -1,7 +1,8 @@
 """SURf training-data construction, one pure function per step (the CLI wraps each in a stage).
 
 1. `split_turns`        multi-turn LLaVA samples -> single-turn questions
-2. `retrieve`           each question's image -> top-k similar database images (self excluded)
+2. `retrieve`           each question's image -> top-k similar database images (a Retriever,
+                        self excluded; absolute image paths)
 3. `initial_answers`    the frozen model answers with the question image alone
 4. `expand_pairs` + `reanswer_pairs`   it answers again once per retrieved item
                         (retrieved image first, question image second)
@@ -17,12 +18,15 @@ initial answer was (by the configured similarity scorer, whose name is stored in
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
 
-from mmrag.surf.answerer import Answerer
-from mmrag.surf.prompts import IMAGE_TOKEN, format_rag_prompt, reanswer_prompt, strip_image_token
-from mmrag.surf.tool_eval import SimilarityScorer, answer_type, is_correct
 from mmrag.common.errors import DataFormatError
+from mmrag.metrics.answers import answer_type, exact_match
+from mmrag.retrievers.base import Retriever
+from mmrag.surf.answerer import Answerer
+from mmrag.surf.prompts import IMAGE_TOKEN, format_rag_prompt, reanswer_prompt, retrieved_item, strip_image_token
+from mmrag.surf.tool_eval import SimilarityScorer
 
 Record = Dict[str, Any]
 
@@ -57,14 +61,16 @@ def split_turns(samples: Sequence[Record]) -> List[Record]:
 
 
 # ----------------------------------------------------------------------------- 2. retrieve
-def retrieve(records: Sequence[Record], search: Callable[[List[str], int], List[List[Record]]], k: int) -> List[Record]:
-    """Attach `retrieved` = [{"id", "image", "caption", "score"}] (best first) to each record.
+def retrieve(records: Sequence[Record], retriever: Retriever, k: int, image_root: Optional[str | Path] = None) -> List[Record]:
+    """Attach `retrieved` = [{"id", "image" (absolute), "caption", "score"}] (best first) to each record.
 
-    `search(image_paths, k)` returns, per path, hits with the query itself already excluded
-    (e.g. a DenseIndex.search_by_image wrapper; see data_process/surf_build_data.py).
+    Each question's image (relative to `image_root` when given) is the query; the retriever excludes
+    the query itself (`exclude="self"`: its database id and near-identical images).
     """
-    hits = search([r["image"] for r in records], k)
-    return [{**r, "retrieved": list(h)} for r, h in zip(records, hits)]
+    root = Path(image_root) if image_root else None
+    queries = [str(root / r["image"]) if root else str(r["image"]) for r in records]
+    hits = retriever.retrieve(queries, k, exclude="self")
+    return [{**r, "retrieved": [retrieved_item(h) for h in found]} for r, found in zip(records, hits)]
 
 
 # ----------------------------------------------------------------------------- 3. initial answers
@@ -111,7 +117,7 @@ def evaluate_pairs(pairs: Sequence[Record], scorer: SimilarityScorer) -> List[Re
             out.append({**p, "label": int(re_score > init_score), "evaluator": scorer.name,
                         "reanswer_sim": float(re_score), "initial_sim": float(init_score)})
         else:
-            out.append({**p, "label": int(is_correct(p["reanswer"], p["answer"], p["answer_type"])), "evaluator": "match"})
+            out.append({**p, "label": int(exact_match(p["reanswer"], p["answer"], p["answer_type"])), "evaluator": "match"})
     return out
 
 

@@ -1,6 +1,6 @@
-"""Prompts of retrieval-augmented answering (SURf): the RAG human turn, the re-answer prompt and the
-retrieval-aware system prompt. The same builder makes training samples and inference prompts, so the
-model sees one format.
+"""Prompts of retrieval-augmented answering (SURf): the RAG human turn and the re-answer prompt. The
+retrieval-aware system prompt is the `vicuna_v1_retrieval` conversation template's. The same builder
+makes training samples and inference prompts, so the model sees one format.
 
 RAG human turn (retrieved images first, the query image last; one `<image>` per image, in order):
 
@@ -17,23 +17,12 @@ from typing import Any, Dict, List, Optional, Sequence
 
 IMAGE_TOKEN = "<image>"
 
-# Our wording of SURf's idea: retrieved pairs may help; look at them, but answer about the test image.
-RETRIEVAL_HINT = (
-    "Some retrieved image-caption pairs may be shown before the question. They can hold useful "
-    "hints, so the assistant may consult them, but it answers about the last image."
-)
-
 # Re-answering with one retrieved item during data construction: retrieved image, then the test image.
 REANSWER_TEMPLATE = (
     "Here is an image that resembles the test image:\n" + IMAGE_TOKEN + "\n"
     "Taking it into account, look at the test image:\n" + IMAGE_TOKEN + "\n"
     "and answer the question: {question}"
 )
-
-
-def retrieval_system_prompt(base_system: str) -> str:
-    """The conversation template's system prompt with the retrieval hint appended."""
-    return f"{base_system.rstrip()} {RETRIEVAL_HINT}" if base_system else RETRIEVAL_HINT
 
 
 def strip_image_token(text: str) -> str:
@@ -64,6 +53,12 @@ class RagPrompt:
     prompt: str
     images: List[str]
     retrieved: List[Dict[str, Any]] = field(default_factory=list)
+
+
+def retrieved_item(hit: Any) -> Dict[str, Any]:
+    """A retriever Hit as the {"id", "image", "caption", "score"} item that RAG prompts and SURf
+    records hold (the image path absolute, as the retriever gives it)."""
+    return {"id": hit.id, "image": hit.image, "caption": hit.text, "score": hit.score}
 
 
 def select_retrieved(retrieved: Sequence[Dict[str, Any]], cfg: RagConfig) -> List[Dict[str, Any]]:

@@ -1,72 +1,19 @@
 """Tool evaluation of answers: does an answer agree with the ground truth?
 
-- Multiple choice (the ground truth is an option letter and the question lists lettered options):
-  the letter found in the answer ("B", "(B)", "B. cat", "The answer is B") must equal it.
-- Short answers (a single word or phrase): after lower-casing and dropping punctuation and the
-  articles a/an/the, the answer equals the ground truth or contains it as whole words.
+- Multiple-choice and short answers: `mmrag.metrics.answers.exact_match` (option letters agree;
+  the normalised answer equals the ground truth or contains it as whole words).
 - Open-ended answers: a similarity score to the ground truth from a pluggable scorer. Scorers, in
   order of preference: BERTScore-F1 with a configured local model, the all-MiniLM-L6-v2 sentence
   encoder (cosine of mean-pooled, normalised embeddings), token F1. The scorer's name is recorded.
 """
 from __future__ import annotations
 
-import re
-import string
 import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Protocol, Sequence
 
-_ARTICLES = {"a", "an", "the"}
-_OPTION_LINE = re.compile(r"^\s*\(?[A-Z][.)]\s+\S", re.MULTILINE)
-_LETTER_ONLY = re.compile(r"^\(?([A-Z])\)?\.?$")
-_LETTER_PATTERNS = (
-    re.compile(r"^\s*\(?([A-Z])\)?(?:[.:)]|$)"),                   # "B", "(B)", "B. cat", "B) cat"
-    re.compile(r"\b(?:answer|option|choice) is:?\s*\(?([A-Z])\b"),  # "The answer is B"
-    re.compile(r"\(([A-Z])\)"),                                     # "I pick (B) because ..."
-)
-
-
-def normalize(text: str) -> str:
-    """Lower-case, punctuation -> spaces, articles dropped, whitespace collapsed."""
-    text = text.lower().translate(str.maketrans(string.punctuation, " " * len(string.punctuation)))
-    return " ".join(w for w in text.split() if w not in _ARTICLES)
-
-
-def answer_type(question: str, answer: str) -> str:
-    """'mc' (option letter answer to a question with lettered options), 'short' (<= 3 words, or the
-    prompt asks for a single word or phrase) or 'open'."""
-    if _LETTER_ONLY.match(answer.strip()) and _OPTION_LINE.search(question):
-        return "mc"
-    if "single word or phrase" in question.lower() or len(answer.split()) <= 3:
-        return "short"
-    return "open"
-
-
-def option_letter(text: str) -> Optional[str]:
-    """The option letter an answer picks, or None."""
-    for pattern in _LETTER_PATTERNS:
-        match = pattern.search(text.strip())
-        if match:
-            return match[1]
-    return None
-
-
-def short_answer_match(prediction: str, truth: str) -> bool:
-    """Exact match after normalisation, or the truth as a whole-word substring of the prediction."""
-    pred, gold = normalize(prediction), normalize(truth)
-    if not gold:
-        return not pred
-    return pred == gold or f" {gold} " in f" {pred} "
-
-
-def is_correct(prediction: str, truth: str, kind: str) -> bool:
-    """Match for 'mc' and 'short' answers (open answers are compared by similarity instead)."""
-    if kind == "mc":
-        return option_letter(prediction) == option_letter(truth)
-    if kind == "short":
-        return short_answer_match(prediction, truth)
-    raise ValueError(f"is_correct: answer kind {kind!r} has no exact rule; use a SimilarityScorer")
+from mmrag.metrics.answers import normalize_answer
 
 
 # ----------------------------------------------------------------------------- similarity scorers
@@ -88,7 +35,7 @@ class TokenF1Scorer:
 
     @staticmethod
     def _f1(prediction: str, reference: str) -> float:
-        pred, ref = normalize(prediction).split(), normalize(reference).split()
+        pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
         common = sum((Counter(pred) & Counter(ref)).values())
         if common == 0:
             return float(pred == ref)

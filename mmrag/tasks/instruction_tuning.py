@@ -1,23 +1,24 @@
 """Visual instruction tuning (LLaVA-style conversations); evaluated by short-answer accuracy."""
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 from tqdm import tqdm
 
+from mmrag.common.jsonl import write_json, write_jsonl
 from mmrag.common.registry import DATASETS, TASKS
 from mmrag.datasets.multimodal_dataset import collate_indices
+from mmrag.metrics.answers import first_line, normalize_answer
 from mmrag.tasks.base import Task
 
 
-def normalise_answer(text: str) -> str:
-    """Lower-case, first line, strip punctuation and articles: 'The Blue one.' -> 'blue one'."""
-    text = text.strip().split("\n")[0].lower()
-    text = re.sub(r"[^\w\s]", " ", text)
-    return " ".join(w for w in text.split() if w not in ("a", "an", "the"))
+def short_answer_accuracy(predictions: Sequence[str], golds: Sequence[str], max_words: int) -> Dict[str, Any]:
+    """Accuracy on the records whose gold answer has at most `max_words` words: the first line of
+    the prediction, normalised (`mmrag.metrics.answers.normalize_answer`), equals the normalised gold."""
+    short = [i for i, g in enumerate(golds) if len(g.split()) <= max_words]
+    correct = [normalize_answer(first_line(predictions[i])) == normalize_answer(first_line(golds[i])) for i in short]
+    return {"short_answer_accuracy": sum(correct) / max(1, len(correct)), "n_short": len(short), "n": len(golds)}
 
 
 def generate_answers(model, processor, dataset, batch_size: int, max_new_tokens: int,
@@ -65,17 +66,9 @@ class InstructionTuningTask(Task):
             dataset = DATASETS.get(ds_cfg.builder or name).build(ds_cfg, processor, split=ev.split, name=name)
             golds = [r["conversations"][-1]["value"] for r in dataset.records]
             preds = generate_answers(model, processor, dataset, ev.batch_size, ev.max_new_tokens, f"eval {name}")
-            short = [i for i, g in enumerate(golds) if len(g.split()) <= ev.short_answer_words]
-            correct = [normalise_answer(preds[i]) == normalise_answer(golds[i]) for i in short]
-            results[name] = {"short_answer_accuracy": sum(correct) / max(1, len(correct)), "n_short": len(short),
-                             "n": len(golds)}
-            _write_predictions(Path(out_dir) / f"predictions_{name}.jsonl", dataset.records, preds, golds)
-        (Path(out_dir) / "metrics.json").write_text(json.dumps(results, indent=2))
+            results[name] = short_answer_accuracy(preds, golds, ev.short_answer_words)
+            write_jsonl(Path(out_dir) / f"predictions_{name}.jsonl",
+                        [{"id": rec["id"], "prediction": pred, "answer": gold}
+                         for rec, pred, gold in zip(dataset.records, preds, golds)])
+        write_json(Path(out_dir) / "metrics.json", results)
         return results
-
-
-def _write_predictions(path: Path, records, preds, golds) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for rec, pred, gold in zip(records, preds, golds):
-            f.write(json.dumps({"id": rec["id"], "prediction": pred, "answer": gold}) + "\n")

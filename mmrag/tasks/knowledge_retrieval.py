@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-from mmrag.common.registry import RETRIEVERS, TASKS
+from mmrag.common.registry import TASKS
 from mmrag.metrics.retrieval import RetrievalQuery, evaluate_retrieval, write_retrieval_results
+from mmrag.retrievers.base import build_retriever
+from mmrag.retrievers.knowledge import knowledge_queries
 from mmrag.tasks.base import Task
 
 
@@ -48,23 +50,26 @@ class KnowledgeRetrievalTask(Task):
         return super().build_model(cfg)
 
     def evaluate(self, model, cfg, out_dir) -> Dict[str, Any]:
-        from mmrag.datasets.formats import read_knowledge_questions
         from mmrag.datasets.builders import split_path
+        from mmrag.datasets.formats import read_knowledge_questions
         from mmrag.datasets.knowledge import load_corpus_index
 
         ev = cfg.evaluation
         name = ev.dataset or next(iter(cfg.datasets))
         ds_cfg = cfg.datasets[name]
         questions = read_knowledge_questions(split_path(ds_cfg, ev.split))[: ev.max_samples or None]
-        index = load_corpus_index(ds_cfg, model.tokenizer)
+        processor = self.build_processor(cfg, model) if ev.method == "generative" else None
+        tokenizer = processor.tokenizer if processor is not None else model.tokenizer
+        index = load_corpus_index(ds_cfg, tokenizer)
+        retriever = build_retriever(ev.method, cfg, model=model, processor=processor, tokenizer=tokenizer,
+                                    index=index, ds_cfg=ds_cfg)
         start = time.time()
-        rankings = RETRIEVERS.get(ev.method)(model=model, questions=questions, index=index, cfg=cfg, ds_cfg=ds_cfg)
+        rankings = retriever.retrieve(knowledge_queries(questions, ds_cfg), ev.top_k, exclude="none")
         seconds = time.time() - start
         queries = [
-            RetrievalQuery(str(q.get("question_id", i)), [index.passage_id(r) for r in ranked["rows"]],
-                           [index.passage_text(r) for r in ranked["rows"]], list(q["output"]),
-                           {k: v for k, v in ranked.items() if k != "rows"})
-            for i, (q, ranked) in enumerate(zip(questions, rankings))
+            RetrievalQuery(str(q.get("question_id", i)), [h.id for h in hits], [h.text for h in hits],
+                           list(q["output"]), {"scores": [round(h.score, 4) for h in hits], **hits.meta})
+            for i, (q, hits) in enumerate(zip(questions, rankings))
         ]
         records, summary = evaluate_retrieval(queries, tuple(ev.ks), ev.case_mode)
         summary.update({"method": ev.name or ev.method, "seconds": round(seconds, 2),
@@ -73,7 +78,7 @@ class KnowledgeRetrievalTask(Task):
             summary["clues_in_corpus"] = _clue_occurrence(records, index)
         out_dir = Path(out_dir)
         write_retrieval_results(records, summary, out_dir)
-        plot_recall_curve(records, out_dir / "recall_at_k.png", ev.top_k, summary["method"])
+        plot_hit_rate_curve(records, out_dir / "recall_at_k.png", ev.top_k, summary["method"])
         return summary
 
 
@@ -83,7 +88,7 @@ def _clue_occurrence(records: List[Dict[str, Any]], index) -> float:
     return sum(index.count(c) > 0 for c in clues) / max(1, len(clues))
 
 
-def plot_recall_curve(records: List[Dict[str, Any]], path: Path, top_k: int, label: str) -> Path:
+def plot_hit_rate_curve(records: List[Dict[str, Any]], path: Path, top_k: int, label: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,7 +109,7 @@ class _NoModel:
     """Baselines need no LLM, only its tokenizer (the corpus index is tokenised with it)."""
 
     def __init__(self, cfg) -> None:
-        from mmrag.models.llm import load_tokenizer
+        from mmrag.processors import load_tokenizer
 
         self.tokenizer = load_tokenizer(cfg.model.llm)
 

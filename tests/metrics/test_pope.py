@@ -1,11 +1,9 @@
-"""POPE scorer against hand-worked answers and metrics; files joined by question_id; report written."""
+"""The POPE rule and metrics against hand-worked answers."""
 from __future__ import annotations
-
-import json
 
 import pytest
 
-from mmrag.metrics.pope import PopeFileError, answer_to_label, pope_metrics, score_split, write_report
+from mmrag.metrics.pope import answer_to_label, pope_metrics
 
 
 @pytest.mark.parametrize(
@@ -51,27 +49,3 @@ def test_bad_labels_and_lengths_are_errors():
         pope_metrics(["Yes"], ["maybe"])
     with pytest.raises(ValueError, match="2 answers for 1 labels"):
         pope_metrics(["Yes", "No"], ["yes"])
-
-
-def _write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def test_score_split_joins_by_question_id_and_writes_report(tmp_path):
-    questions = [{"question_id": i, "image": f"images/{i}.jpg", "text": "Is there a dog in the image?", "label": lab}
-                 for i, lab in enumerate(["yes", "no", "yes", "no"])]
-    _write_jsonl(tmp_path / "random.jsonl", questions)
-    _write_jsonl(tmp_path / "answers.jsonl", [{"question_id": 3, "text": "No."}, {"question_id": 0, "text": "Yes, there is."},
-                                             {"question_id": 2, "text": "There is not."}, {"question_id": 1, "text": "Yes"}])
-    m = score_split(tmp_path / "random.jsonl", tmp_path / "answers.jsonl")
-    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (1, 1, 1, 1) and m["accuracy"] == 0.5
-    files = write_report({"random": m, "popular": m}, tmp_path / "out")
-    assert json.loads(files["json"].read_text())["random"]["accuracy"] == 0.5
-    assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_missing_answer_is_named(tmp_path):
-    _write_jsonl(tmp_path / "q.jsonl", [{"question_id": "q1", "label": "yes"}, {"question_id": "q2", "label": "no"}])
-    _write_jsonl(tmp_path / "a.jsonl", [{"question_id": "q1", "text": "Yes"}])
-    with pytest.raises(PopeFileError, match="no answer for question_id 'q2'"):
-        score_split(tmp_path / "q.jsonl", tmp_path / "a.jsonl")

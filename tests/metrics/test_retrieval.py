@@ -6,7 +6,7 @@ import json
 import pytest
 
 from mmrag.metrics.retrieval import (RetrievalMetricError, RetrievalQuery, evaluate_retrieval, is_relevant,
-                                     mrr_at_k, precision_at_k, recall_at_k, write_retrieval_results)
+                                     mrr_at_k, precision_at_k, hit_at_k, write_retrieval_results)
 
 PASSAGES = {
     "a": "Paris is the capital of France.",
@@ -60,7 +60,7 @@ def test_vrr_mode_fixture():
 def test_single_list_metrics_and_bad_k():
     flags = [False, False, True, True]
     assert precision_at_k(flags, 3) == pytest.approx(1 / 3) and precision_at_k(flags, 10) == pytest.approx(0.2)
-    assert recall_at_k(flags, 2) == 0.0 and recall_at_k(flags, 3) == 1.0
+    assert hit_at_k(flags, 2) == 0.0 and hit_at_k(flags, 3) == 1.0
     assert mrr_at_k(flags, 4) == pytest.approx(1 / 3) and mrr_at_k(flags, 2) == 0.0
     with pytest.raises(RetrievalMetricError, match="cut-off k must be positive"):
         precision_at_k(flags, 0)

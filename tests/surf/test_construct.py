@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from mmrag.retrievers.base import Hit
 from mmrag.surf import construct
 from mmrag.surf.prompts import REANSWER_TEMPLATE
 from mmrag.surf.tool_eval import TokenF1Scorer
@@ -26,7 +27,7 @@ SAMPLES = [
 
 
 def hit(name, score):
-    return {"id": name, "image": f"db/{name}.jpg", "caption": f"caption of {name}", "score": score}
+    return Hit(name, score, f"db/{name}.jpg", f"caption of {name}")
 
 
 HITS = {
@@ -69,13 +70,21 @@ class FakeModel:
         return out
 
 
-def fake_search(paths, k):
-    return [HITS[p][:k] for p in paths]
+class FakeRetriever:
+    """The Retriever protocol over the HITS table; records the queries it got."""
+
+    def __init__(self, root=""):
+        self.root, self.queries = root, []
+
+    def retrieve(self, queries, k, exclude="self"):
+        assert exclude == "self"  # data construction never shows a question its own image
+        self.queries += list(queries)
+        return [HITS[q[len(self.root):]][:k] for q in queries]
 
 
 def run_pipeline(model):
     records = construct.split_turns(SAMPLES)
-    records = construct.initial_answers(construct.retrieve(records, fake_search, 3), model)
+    records = construct.initial_answers(construct.retrieve(records, FakeRetriever(), 3), model)
     pairs = construct.reanswer_pairs(construct.expand_pairs(records), model)
     random.Random(3).shuffle(pairs)  # the grouping step must not depend on row order
     groups = construct.group_by_question(construct.evaluate_pairs(pairs, TokenF1Scorer()))
@@ -88,6 +97,16 @@ def test_split_turns():
     assert records[0]["question"] == "What colour is the car?" + SHORT and records[0]["answer"] == "Red"
     assert records[3]["question"] == "Describe the scene."
     assert [r["answer_type"] for r in records] == ["short", "short", "mc", "open"]
+
+
+def test_retrieve_roots_queries_and_keeps_hits_as_items():
+    retriever = FakeRetriever(root="/data/")
+    records = construct.retrieve(construct.split_turns(SAMPLES[:2]), retriever, 2, image_root="/data")
+    assert retriever.queries == ["/data/images/q1.jpg", "/data/images/q1.jpg", "/data/images/q2.jpg"]
+    assert records[2]["retrieved"] == [
+        {"id": "r4", "image": "db/r4.jpg", "caption": "caption of r4", "score": 0.95},
+        {"id": "r5", "image": "db/r5.jpg", "caption": "caption of r5", "score": 0.6}]
+    assert records[2]["image"] == "images/q2.jpg"  # the question keeps its own (relative) image name
 
 
 def test_split_rejects_turns_out_of_order():
@@ -154,7 +173,7 @@ def test_max_samples_keeps_a_seeded_subset_in_order():
 
 def test_grouping_refuses_a_missing_rank():
     model = FakeModel()
-    records = construct.initial_answers(construct.retrieve(construct.split_turns(SAMPLES[:1]), fake_search, 3), model)
+    records = construct.initial_answers(construct.retrieve(construct.split_turns(SAMPLES[:1]), FakeRetriever(), 3), model)
     pairs = construct.evaluate_pairs(construct.reanswer_pairs(construct.expand_pairs(records), model), TokenF1Scorer())
     with pytest.raises(construct.ConstructionError, match="question s1#0: re-answers for ranks \\[0, 2\\]"):
         construct.group_by_question([p for p in pairs if not (p["qid"] == "s1#0" and p["rank"] == 1)])

@@ -1,15 +1,13 @@
-"""The RAG prompt builder used for training samples and inference, and the system prompt."""
+"""The RAG prompt builder used for training samples and inference."""
 from __future__ import annotations
 
 import pytest
 
 from mmrag.surf.prompts import (
-    RETRIEVAL_HINT,
     RagConfig,
     build_rag_prompt,
     format_rag_prompt,
     reanswer_prompt,
-    retrieval_system_prompt,
 )
 
 RETRIEVED = [{"image": "db/a.jpg", "caption": "a cat on a sofa", "score": 0.7},
@@ -36,9 +34,8 @@ def test_nothing_above_threshold_gives_the_plain_prompt():
     assert rag.prompt == "<image>\nIs there a dog?" and rag.images == ["q.jpg"]
 
 
-def test_config_and_system_prompt():
+def test_config_and_reanswer_prompt():
     assert RagConfig.from_dict({"k": 3}) == RagConfig(k=3, threshold=None)
     with pytest.raises(ValueError, match="unknown key 'topk'"):
         RagConfig.from_dict({"topk": 3})
-    assert retrieval_system_prompt("A chat.") == f"A chat. {RETRIEVAL_HINT}"
     assert reanswer_prompt("<image>\nWhat is it?").count("<image>") == 2 and reanswer_prompt("x").endswith("question: x")

@@ -18,6 +18,8 @@ from torch import nn
 from tqdm import tqdm
 
 from mmrag.common.registry import RETRIEVERS
+from mmrag.retrievers.base import Hits, Query, check_exclude, drop_self
+from mmrag.retrievers.knowledge import knowledge_queries, passage_hit
 
 
 class BagOfTokens(nn.Module):
@@ -43,7 +45,7 @@ def _bag(token_lists: Sequence[Sequence[int]]):
 @torch.no_grad()
 def image_features(cfg, paths: List[str], batch_size: int = 64) -> torch.Tensor:
     """CLS features of the last block of the (frozen) vision tower the generative model uses."""
-    from mmrag.models.image_processing import ImageProcessor
+    from mmrag.processors import ImageProcessor
     from mmrag.models.vision_tower import build_vision_tower
 
     tower = build_vision_tower(OmegaConf.to_container(cfg.model.vision_tower, resolve=True)).eval()
@@ -80,30 +82,45 @@ def _train(query_enc, passage_enc, q_tokens, img, p_tokens, pairs, opts) -> List
 
 
 @RETRIEVERS.register("dense")
-def dense(model, questions, index, cfg, ds_cfg) -> List[Dict[str, Any]]:
-    import faiss
+class DenseBaselineRetriever:
+    """Trains the dual encoder on the train split at the first `retrieve` call (so the evaluation's
+    timing includes training, as GeMKR's includes decoding), then searches passages exactly.
+    `cfg` is the experiment config: `evaluation.dense` (steps, batch_size, lr, dim), `model`
+    (vision tower, LLM tokenizer), `run.seed`, `run.device`."""
 
-    from mmrag.datasets.builders import split_path
-    from mmrag.datasets.formats import read_knowledge_questions
-    from mmrag.datasets.knowledge import image_path
+    def __init__(self, cfg, tokenizer, index, ds_cfg) -> None:
+        self.cfg, self.tokenizer, self.index, self.ds_cfg = cfg, tokenizer, index, ds_cfg
 
-    opts, tok = cfg.evaluation.dense, model.tokenizer
-    train_q = [q for q in read_knowledge_questions(split_path(ds_cfg, "train")) if q.get("gold_passage_ids")]
-    row_of = {index.passage_id(r): r for r in range(index.n_passages)}
-    p_tokens = [index.passage_tokens(r).tolist() for r in range(index.n_passages)]
-    all_q = train_q + list(questions)
-    q_tokens = [tok(q["input"], add_special_tokens=False)["input_ids"] for q in all_q]
-    img = image_features(cfg, [image_path(Path(ds_cfg.image_root), q["image"], ds_cfg.image_ext) for q in all_q])
-    torch.manual_seed(cfg.run.seed)
-    query_enc = BagOfTokens(len(tok) + 1, opts.dim, extra_in=img.shape[1])
-    passage_enc = BagOfTokens(len(tok) + 1, opts.dim)
-    pairs = [(i, row_of[str(pid)]) for i, q in enumerate(train_q) for pid in q["gold_passage_ids"]]
-    _train(query_enc, passage_enc, q_tokens, img, p_tokens, pairs, opts)
-    with torch.no_grad():
-        passages = torch.cat([passage_enc(*_bag(p_tokens[i:i + 512])) for i in range(0, len(p_tokens), 512)])
-        test = range(len(train_q), len(all_q))
-        queries = query_enc(*_bag([q_tokens[i] for i in test]), img[list(test)])
-    faiss_index = faiss.IndexFlatIP(passages.shape[1])
-    faiss_index.add(passages.numpy().astype(np.float32))
-    scores, rows = faiss_index.search(queries.numpy().astype(np.float32), min(cfg.evaluation.top_k, len(p_tokens)))
-    return [{"rows": [int(r) for r in rr], "scores": [round(float(s), 4) for s in ss]} for rr, ss in zip(rows, scores)]
+    @classmethod
+    def from_config(cls, cfg, *, tokenizer, index, ds_cfg, **_: Any) -> "DenseBaselineRetriever":
+        return cls(cfg, tokenizer, index, ds_cfg)
+
+    def retrieve(self, queries: Sequence[Query], k: int, exclude: str = "self") -> List[Hits]:
+        import faiss
+
+        from mmrag.datasets.builders import split_path
+        from mmrag.datasets.formats import read_knowledge_questions
+
+        check_exclude(exclude)
+        cfg, index, tok, opts = self.cfg, self.index, self.tokenizer, self.cfg.evaluation.dense
+        train = [q for q in read_knowledge_questions(split_path(self.ds_cfg, "train")) if q.get("gold_passage_ids")]
+        train_q, gold = knowledge_queries(train, self.ds_cfg), [q["gold_passage_ids"] for q in train]
+        row_of = {index.passage_id(r): r for r in range(index.n_passages)}
+        p_tokens = [index.passage_tokens(r).tolist() for r in range(index.n_passages)]
+        all_q = train_q + list(queries)
+        q_tokens = [tok(q.text, add_special_tokens=False)["input_ids"] for q in all_q]
+        img = image_features(cfg, [q.image for q in all_q])
+        torch.manual_seed(cfg.run.seed)
+        query_enc = BagOfTokens(len(tok) + 1, opts.dim, extra_in=img.shape[1])
+        passage_enc = BagOfTokens(len(tok) + 1, opts.dim)
+        pairs = [(i, row_of[str(pid)]) for i, pids in enumerate(gold) for pid in pids]
+        _train(query_enc, passage_enc, q_tokens, img, p_tokens, pairs, opts)
+        with torch.no_grad():
+            passages = torch.cat([passage_enc(*_bag(p_tokens[i:i + 512])) for i in range(0, len(p_tokens), 512)])
+            test = range(len(train_q), len(all_q))
+            vectors = query_enc(*_bag([q_tokens[i] for i in test]), img[list(test)])
+        faiss_index = faiss.IndexFlatIP(passages.shape[1])
+        faiss_index.add(passages.numpy().astype(np.float32))
+        scores, rows = faiss_index.search(vectors.numpy().astype(np.float32), min(k, len(p_tokens)))
+        return [Hits(drop_self([passage_hit(index, int(r), float(s)) for r, s in zip(rr, ss)], q, exclude))
+                for q, rr, ss in zip(queries, rows, scores)]
