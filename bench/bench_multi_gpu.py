@@ -1,10 +1,10 @@
 """Benchmark the GeMKR training step on N GPUs of one host under DDP and FSDP: samples/s and scaling
 efficiency against one GPU. Rank 0 prints one JSON line.
 
-    torchrun --standalone --nproc_per_node 2 bench/bench_multi_gpu.py --strategy ddp,fsdp
-    python bench/bench_multi_gpu.py --strategy single > one_gpu.json        # the 1-GPU figure alone
-    torchrun --standalone --nproc_per_node 2 bench/bench_multi_gpu.py --baseline-json one_gpu.json
-    torchrun --standalone --nproc_per_node 2 bench/bench_multi_gpu.py --toy  # CPU, gloo, tiny shapes, seconds
+    torchrun --standalone --nproc_per_node 2 -m bench.bench_multi_gpu --strategy ddp,fsdp
+    python -m bench.bench_multi_gpu --strategy single > one_gpu.json        # the 1-GPU figure alone
+    torchrun --standalone --nproc_per_node 2 -m bench.bench_multi_gpu --baseline-json one_gpu.json
+    torchrun --standalone --nproc_per_node 2 -m bench.bench_multi_gpu --toy  # CPU, gloo, tiny shapes, seconds
 
 The model, the batch and the optimiser step are those of bench/bench_train_step.py (GeMKR at its real
 shape, random weights, LoRA on q/v trainable, base frozen; recipe `ours` by default: bf16, SDPA, fused
@@ -30,9 +30,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -41,81 +40,38 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from bench.bench_train_step import (Recipe, TrainStep, add_step_arguments, build_model, decoder_layers, frozen_dtype,  # noqa: E402
+from bench.bench_train_step import (Recipe, TrainStep, add_step_arguments, build_model, frozen_dtype,
                                     random_batch, recipes_from_args, shape_from_args, step_flops)
-from bench.common import (DTYPES, BenchError, StepTimer, emit, free_memory, machine_info,  # noqa: E402
+from mmrag.runners import distributed
+from mmrag.runners.distributed import Ranks
+from bench.common import (DTYPES, BenchError, StepTimer, emit, free_memory, machine_info,
                           peak_memory_gib, percentile_ms, reset_peak_memory, sync)
 
 STRATEGIES = ("single", "ddp", "fsdp")
 
 
-@dataclass(frozen=True)
-class Ranks:
-    """This process's place in the job."""
-
-    rank: int
-    local_rank: int
-    world: int
-    device: torch.device
-    backend: str
-
-
 def init_distributed(toy: bool, device_name: Optional[str]) -> Ranks:
-    """Join the torchrun job (RANK/WORLD_SIZE/LOCAL_RANK in the environment), or form a job of one."""
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    use_cuda = device_name != "cpu" and not toy and torch.cuda.is_available()
+    """Join the torchrun job, or form a process group of one (the runner's set-up, runners/distributed.py)."""
     if device_name == "cuda" and not torch.cuda.is_available():
         raise BenchError("--device cuda: this machine has no CUDA device")
-    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    backend = "nccl" if use_cuda else "gloo"
-    if use_cuda:
-        torch.cuda.set_device(device)
-    timeout = timedelta(minutes=30)  # rank 0 may build and time a 7B 1-GPU baseline while the others wait
-    if "RANK" in os.environ:
-        dist.init_process_group(backend, timeout=timeout, device_id=device if use_cuda else None)
-    else:
-        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
-    return Ranks(rank, local_rank, world, device, backend)
+    device = "cpu" if toy or device_name == "cpu" else "auto"
+    # rank 0 may build and time a 7B 1-GPU baseline while the others wait
+    return distributed.init_distributed(device, group_of_one=True, timeout=timedelta(minutes=30))
 
 
 def barrier(ranks: Ranks) -> None:
-    dist.barrier(device_ids=[ranks.local_rank]) if ranks.backend == "nccl" else dist.barrier()
-
-
-# ---------------------------------------------------------------------------------------------- wrapping
-
-def wrap_ddp(model: nn.Module, ranks: Ranks) -> nn.Module:
-    from torch.nn.parallel import DistributedDataParallel
-
-    ids = [ranks.local_rank] if ranks.device.type == "cuda" else None
-    # frozen weights are not in DDP's buckets (requires_grad=False); the graph is the same every step
-    return DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True, static_graph=True)
-
-
-def wrap_fsdp(model: nn.Module, recipe: Recipe, ranks: Ranks) -> nn.Module:
-    """FSDP2: one unit per LLM decoder layer (its frozen weights + LoRA adapters), the rest as the root."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-    mesh = init_device_mesh(ranks.device.type, (ranks.world,))
-    kwargs: Dict[str, Any] = {"mesh": mesh}
-    frozen, master = frozen_dtype(recipe, ranks.device), recipe.master_dtype
-    if frozen != master:  # fp32 trainable weights next to bf16 frozen ones: gather in bf16, reduce in fp32
-        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=DTYPES[frozen], reduce_dtype=DTYPES[master])
-    for layer in decoder_layers(model):
-        fully_shard(layer, **kwargs)
-    fully_shard(model, **kwargs)
-    return model
+    distributed.barrier(ranks)
 
 
 def wrap(model: nn.Module, strategy: str, recipe: Recipe, ranks: Ranks) -> nn.Module:
+    """The runner's wrappers: DDP (static graph: the same every step) or FSDP2, one unit per decoder layer."""
     if strategy == "ddp":
-        return wrap_ddp(model, ranks)
+        return distributed.wrap_ddp(model, ranks, static_graph=True)
     if strategy == "fsdp":
-        return wrap_fsdp(model, recipe, ranks)
+        frozen, master = frozen_dtype(recipe, ranks.device), recipe.master_dtype
+        # fp32 trainable weights next to bf16 frozen ones: gather in bf16, reduce in fp32
+        mixed = {"param_dtype": DTYPES[frozen], "reduce_dtype": DTYPES[master]} if frozen != master else {}
+        return distributed.wrap_fsdp(model, ranks, **mixed)
     return model
 
 
@@ -166,7 +122,7 @@ def measure(strategy: str, shape: Dict[str, Any], recipe: Recipe, ranks: Ranks, 
     batch = random_batch(shape, model, ranks.device, DTYPES[frozen_dtype(recipe, ranks.device)], seed=ranks.rank)
     flops = step_flops(model, shape)["needed"]  # per rank, counted on the unsharded model
     wrapped = wrap(model, strategy, recipe, ranks)
-    step = TrainStep(wrapped, recipe, ranks.device)
+    step = TrainStep(wrapped, recipe, ranks.device, world=world)
     build_s = time.perf_counter() - start
     reset_peak_memory(ranks.device)
     timed = time_steps(step, batch, shape, ranks.device)
@@ -297,7 +253,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     if ranks.rank == 0:
         emit(result)
     barrier(ranks)
-    dist.destroy_process_group()
+    distributed.shutdown(ranks)
     return result
 
 

@@ -1,9 +1,9 @@
 """Benchmark the GeMKR training step at real shapes: the reference recipe and ours, side by side in one run.
 
-    python bench/bench_train_step.py --toy                                  # CPU, tiny shapes, seconds
-    python bench/bench_train_step.py                                        # GPU: CLIP ViT-L/14 @224 + LLaMA-7B
-    python bench/bench_train_step.py --image-size 336 --compile --recipes reference,ours,ours_fp32_master
-    python bench/bench_train_step.py --recipes reference,ours,ours@layers,ours@llm,ours@model:reduce-overhead
+    python -m bench.bench_train_step --toy                                  # CPU, tiny shapes, seconds
+    python -m bench.bench_train_step                                        # GPU: CLIP ViT-L/14 @224 + LLaMA-7B
+    python -m bench.bench_train_step --image-size 336 --compile --recipes reference,ours,ours_fp32_master
+    python -m bench.bench_train_step --recipes reference,ours,ours@layers,ours@llm,ours@model:reduce-overhead
 
 The model is the project's GeMKR class built from a config dict (random weights, created directly on
 the device in the recipe's dtype): frozen CLIP ViT-L/14 with the object-aware region prefix in its
@@ -62,26 +62,21 @@ MFU = FLOPs per step / (mean step seconds * --peak-tflops), 989 TFLOP/s = H100/H
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import traceback
 import warnings
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from bench.common import (DTYPES, BenchError, StepTimer, build_on, emit, free_memory,  # noqa: E402
+from bench.common import (DTYPES, BenchError, StepTimer, build_on, emit, free_memory,
                           machine_info, peak_memory_gib, percentile_ms, pick_device, reset_peak_memory, sync)
-from mmrag.models.gemkr import GeMKR  # noqa: E402
-from mmrag.models.tokenization import IGNORE_INDEX, IMAGE_PLACEHOLDER_ID  # noqa: E402
-from mmrag.runners import compilation  # noqa: E402
+from mmrag.models.gemkr import GeMKR
+from mmrag.processors.tokenization import IGNORE_INDEX, IMAGE_PLACEHOLDER_ID
+from mmrag.runners import compilation, distributed, train_step
 
 REAL_SHAPE: Dict[str, Any] = {
     "vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
@@ -130,6 +125,8 @@ def base_recipes(args) -> Dict[str, Recipe]:
         "ours": Recipe("ours", "bfloat16", "bfloat16", None, False, args.ours_attn, True, False, args.checkpointing),
         "ours_fp32_master": Recipe("ours_fp32_master", "bfloat16", "float32", "bfloat16", False, args.ours_attn,
                                    True, False, args.checkpointing),
+        # `ours` through `python train.py`'s code path: config system, task, Runner loop (train_py_recipe.py)
+        "runner": Recipe("runner", "bfloat16", "bfloat16", None, False, args.ours_attn, True, False, args.checkpointing),
     }
 
 
@@ -326,36 +323,27 @@ def step_flops(model: GeMKR, shape: Dict[str, Any]) -> Dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- step
 
 class TrainStep:
-    """One optimiser step of `recipe` on a fixed batch; returns the loss as a device tensor."""
+    """One optimiser step of `recipe` on a fixed batch, built from the runner's own parts
+    (mmrag/runners/train_step.py: `build_optimizer`, `TrainStep`); returns the loss as a device tensor."""
 
-    def __init__(self, model: GeMKR, recipe: Recipe, device: torch.device) -> None:
-        self.model, self.recipe = model, recipe
-        params = [p for p in model.parameters() if p.requires_grad]
-        kwargs = {"fused": True} if recipe.fused_adamw else {}
-        self.optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=0.05, **kwargs)
-        self.scaler = torch.amp.GradScaler(device.type) if recipe.grad_scaler else None
-        self.autocast = (torch.autocast(device.type, dtype=DTYPES[recipe.autocast_dtype])
-                         if recipe.autocast_dtype else nullcontext())
+    AMP = {None: "no", "bfloat16": "bf16", "float16": "fp16"}
+
+    def __init__(self, model: nn.Module, recipe: Recipe, device: torch.device, world: int = 1) -> None:
+        self.model, self.recipe, self.world = model, recipe, world
+        self.optimizer = train_step.build_optimizer(model, "adamw", LR, 0.05, fused=recipe.fused_adamw)
+        cudagraphs = recipe.compiled and compilation.uses_cudagraphs(recipe.compile_mode, recipe.inductor_flags)
+        # reference: autocast fp16 + GradScaler; ours_fp32_master: autocast bf16; ours: bf16 weights, no autocast
+        self.step = train_step.TrainStep(model, self.optimizer, amp=self.AMP[recipe.autocast_dtype],
+                                         world=world, cudagraphs=cudagraphs)
         self.logged: List[float] = []
-        self.cudagraphs = recipe.compiled and compilation.uses_cudagraphs(recipe.compile_mode, recipe.inductor_flags)
 
     def __call__(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.cudagraphs:  # the last step's graph outputs (its gradients, long applied) may be overwritten
-            torch.compiler.cudagraph_mark_step_begin()
-        with self.autocast:
-            out = self.model(batch)
-            loss = out["loss_sum"] / out["n_tokens"]
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)  # reads the inf/nan check on the host: a sync per step
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        # every rank's rows hold the same number of targets: the global count needs no collective
+        units = float(distributed.unwrap(self.model).loss_units(batch) * self.world)
+        loss = self.step([batch], units) / (units / self.world)
         if self.recipe.item_every_step:
             self.logged.append(loss.item())
-        return loss.detach()
+        return loss
 
 
 def count_host_syncs(step: TrainStep, batch: Dict[str, torch.Tensor], device: torch.device) -> Optional[int]:
@@ -428,6 +416,26 @@ def measure_recipe(recipe: Recipe, shape: Dict[str, Any], device: torch.device, 
     return {"result": result, "flops": flops}
 
 
+def measure_runner_recipe(recipe: Recipe, shape: Dict[str, Any], device: torch.device,
+                          peak_flops: float) -> Dict[str, Any]:
+    """The `runner` recipe: `python train.py` on the bench's model and shape (bench/train_py_recipe.py).
+    MFU uses the FLOPs counted on another recipe of the run (same shape), filled in by `main`."""
+    from bench.train_py_recipe import run_train_py
+
+    torch.manual_seed(0)
+    reset_peak_memory(device)
+    timed = run_train_py(shape, gemkr_config(shape, recipe), recipe, LR, device)
+    mean = timed["step_s"]
+    result = {"samples_per_s": round(shape["batch"] / mean, 3),
+              "tokens_per_s": round(shape["batch"] * shape["seq_len"] / mean, 1),
+              "step_ms_mean": round(mean * 1e3, 3), "peak_memory_gib": peak_memory_gib(device),
+              "final_loss": round(timed["final_loss"], 4), "first_record_s": timed["first_record_s"],
+              "settings": {**recipe_settings(recipe, device), "run": timed["run"]}}
+    if not torch.isfinite(torch.tensor(result["final_loss"])):
+        raise BenchError(f"recipe {recipe.name}: the loss became {result['final_loss']}")
+    return {"result": result, "flops": None}
+
+
 def recipe_settings(recipe: Recipe, device: torch.device, model: Optional[nn.Module] = None) -> Dict[str, Any]:
     """What ran: the recipe's fields, the frozen dtype used on this device, the modules compiled."""
     settings = {**asdict(recipe), "frozen_dtype": frozen_dtype(recipe, device)}
@@ -447,7 +455,8 @@ def run_recipe(recipe: Recipe, shape: Dict[str, Any], device: torch.device, peak
     """measure_recipe, with an out-of-memory (or, for a compiled recipe, any failure: compiler, CUDA
     graphs, a non-finite loss) recorded as the recipe's result instead of ending the run."""
     try:
-        out = measure_recipe(recipe, shape, device, peak_flops)
+        measure = measure_runner_recipe if recipe.name.split("@")[0] == "runner" else measure_recipe
+        out = measure(recipe, shape, device, peak_flops)
         release(device)
         return out
     except torch.OutOfMemoryError as err:
@@ -531,6 +540,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         out = run_recipe(recipe, shape, device, args.peak_tflops * 1e12)
         figures[recipe.name], flops = out["result"], out["flops"] or flops
         print(f"{recipe.name}: {figures[recipe.name]}", flush=True)
+    for fig in figures.values():  # the runner recipe's MFU, from the FLOPs another recipe counted
+        if flops and "mfu" not in fig and "step_ms_mean" in fig:
+            fig["mfu"] = float(f"{flops['needed'] / (fig['step_ms_mean'] / 1e3 * args.peak_tflops * 1e12):.4g}")
     add_speedups(figures)
     result = {"bench": "train_step", "toy": args.toy, **machine_info(device), "peak_tflops": args.peak_tflops,
               "shape": shape, "flops_per_step": flops, "recipes": figures,
