@@ -1,18 +1,29 @@
-"""Shared fixtures: tiny model configs and the tiny synthetic world (generated once per session)."""
+"""Shared fixtures: the tiny model configs (tower, LLM, LoRA) and a builder for tiny seeded models.
+
+`tests` is a package (tests/__init__.py), so pytest puts the repository root on the import path by its
+own rule and helpers import each other as `tests.<module>`; mmrag itself comes from `pip install -e .`.
+"""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
 TINY_TOWER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
               "image_size": 32, "patch_size": 16}
 TINY_LLM = {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
             "num_key_value_heads": 4, "max_position_embeddings": 256}
+
+
+def pytest_configure(config):
+    """Prepare the tokenizer asset once, on the controller before any xdist worker starts, so the suite
+    runs on a fresh clone (a no-op check when assets/llama_tokenizer is already prepared)."""
+    if not hasattr(config, "workerinput"):
+        from mmrag.common.assets import prepare_assets
+
+        prepare_assets(["llama_tokenizer"], log=lambda _msg: None)
 
 
 @pytest.fixture(scope="session")

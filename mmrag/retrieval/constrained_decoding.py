@@ -8,9 +8,9 @@ range is ever searched from scratch. Cursors are keyed by the beam's generated t
 survives the beam reordering that generate does between steps.
 
 Rows of different prompts that hold the same clue share one cursor: the constraint depends only
-on the clue tokens, so `group_beam_search` (re-exported here from
-`mmrag.retrieval.group_beam_search`) prepares one step's mask for every beam of every prompt in one call
-(`prepare`, CPU index work) and applies it to that step's scores on the device (`apply`).
+on the clue tokens, so `group_beam_search` (mmrag/retrieval/group_beam_search.py) prepares one step's
+mask for every beam of every prompt in one call (`prepare`, CPU index work) and applies it to that
+step's scores on the device (`apply`).
 """
 from __future__ import annotations
 
@@ -22,9 +22,8 @@ import torch
 from transformers import LogitsProcessor
 
 from mmrag.retrieval.clue_scoring import Clue
-from mmrag.retrieval.group_beam_search import group_beam_search
 
-__all__ = ["CorpusConstrainedLogitsProcessor", "PreparedMask", "clues_from_sequences", "group_beam_search"]
+__all__ = ["CorpusConstrainedLogitsProcessor", "PreparedMask", "clues_from_sequences"]
 
 
 class CorpusConstrainedLogitsProcessor(LogitsProcessor):

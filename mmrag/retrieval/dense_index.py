@@ -23,7 +23,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
+
 from mmrag.common.errors import UserError
+from mmrag.common.jsonl import read_jsonl, write_json, write_jsonl
 
 MANIFEST = "manifest.json"
 METADATA = "metadata.jsonl"
@@ -48,30 +50,10 @@ class DenseIndexError(UserError, ValueError):
 
 
 # ----------------------------------------------------------------------------- small IO helpers
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(path.name + ".tmp.npy")
     np.save(tmp, array, allow_pickle=False)
     os.replace(tmp, path)
-
-
-def read_jsonl(path: Path) -> List[Dict[str, Any]]:
-    """Parse a JSON-lines file; a bad line raises DenseIndexError naming file and line."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise DenseIndexError(f"{path}:{n}: not valid JSON ({err.msg})") from err
-    return rows
 
 
 def load_collection(captions_file: str | Path, image_root: Optional[str | Path] = None) -> List[Dict[str, Any]]:
@@ -129,7 +111,7 @@ def embed_to_shards(
         vectors = _embed_chunk(embedder, chunk, modality, image_root)
         _save_npy_atomic(out_dir / f"shard_{shard:05d}.npy", vectors)
         state["done"] = sorted(set(state["done"]) | {shard})
-        _write_json_atomic(out_dir / PROGRESS, state)
+        write_json(out_dir / PROGRESS, state)
     return load_shards(out_dir, num_shards)
 
 
@@ -250,9 +232,8 @@ def build_database(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = index_spec(spec)
-    with open(out_dir / METADATA, "w", encoding="utf-8") as f:
-        for row, item in enumerate(items):
-            f.write(json.dumps({"row": row, "id": item["id"], "image": item.get("image"), "caption": item.get("caption", "")}) + "\n")
+    write_jsonl(out_dir / METADATA, ({"row": row, "id": item["id"], "image": item.get("image"),
+                                      "caption": item.get("caption", "")} for row, item in enumerate(items)))
     shards = write_faiss_shards(vectors, out_dir / "index", spec, progress)
     manifest = {
         "version": 1,
@@ -264,7 +245,7 @@ def build_database(
         "index": spec,
         "shards": shards,
     }
-    _write_json_atomic(out_dir / MANIFEST, manifest)
+    write_json(out_dir / MANIFEST, manifest)
     return out_dir
 
 
@@ -327,7 +308,7 @@ class DenseIndex:
         if not (root / MANIFEST).is_file():
             raise DenseIndexError(f"{root}: no {MANIFEST}; build it with data_process/create_index.py")
         manifest = json.loads((root / MANIFEST).read_text())
-        metadata = read_jsonl(root / METADATA)
+        metadata = read_jsonl(root / METADATA, DenseIndexError)
         if len(metadata) != manifest["num_rows"]:
             raise DenseIndexError(f"{root / METADATA}: {len(metadata)} rows, manifest says {manifest['num_rows']}")
         spec = index_spec(manifest["index"])

@@ -7,8 +7,8 @@ import torch
 from transformers import LogitsProcessorList
 
 from mmrag.retrieval.clue_scoring import Clue
-from mmrag.retrieval.constrained_decoding import (CorpusConstrainedLogitsProcessor, clues_from_sequences,
-                                                  group_beam_search)
+from mmrag.retrieval.constrained_decoding import CorpusConstrainedLogitsProcessor, clues_from_sequences
+from mmrag.retrieval.group_beam_search import group_beam_search
 
 EOS, PAD = 2, 0  # as in tests/retrieval/conftest.py, which builds the `index` and `model` fixtures
 

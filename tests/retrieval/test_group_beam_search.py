@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from mmrag.retrieval.clue_scoring import Clue
-from mmrag.retrieval.constrained_decoding import CorpusConstrainedLogitsProcessor, group_beam_search
+from mmrag.retrieval.constrained_decoding import CorpusConstrainedLogitsProcessor
+from mmrag.retrieval.group_beam_search import group_beam_search
 
 EOS, HIDDEN = 2, 32  # as in tests/retrieval/conftest.py, which builds the `index` and `model` fixtures
 PROMPT_LENS = [6, 2, 4, 1]  # left padding differs per prompt
