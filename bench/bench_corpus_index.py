@@ -1,7 +1,7 @@
 """Benchmark the suffix-array corpus index on a synthetic Zipf corpus (no tokenizer involved).
 
-    python bench/bench_corpus_index.py                    # 10M tokens (the issue's target size)
-    python bench/bench_corpus_index.py --tokens 100000    # seconds, a smoke run
+    python -m bench.bench_corpus_index                    # 10M tokens (the issue's target size)
+    python -m bench.bench_corpus_index --tokens 100000    # seconds, a smoke run
 
 Measures: build time after tokenisation (tokens/s), index size (bytes/token over all files),
 continuations latency per prefix length 0..10 (prefixes taken at random corpus positions, so
@@ -21,10 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mmrag.retrieval.constrained_decoding import CorpusConstrainedLogitsProcessor  # noqa: E402
-from mmrag.retrieval.corpus_index import CorpusIndex  # noqa: E402
+from mmrag.retrieval.constrained_decoding import CorpusConstrainedLogitsProcessor
+from mmrag.retrieval.corpus_index import CorpusIndex
 
 EOS = 2
 

@@ -1,10 +1,10 @@
 """Benchmark: CLIP image-embedding throughput from files on disk (decode + preprocess + model, end to
 end, through the DataLoader workers), where that time goes, and faiss search QPS. Prints one JSON line.
 
-    python bench/bench_embedding.py --toy                      # CPU, tiny CLIP, a few seconds
-    python bench/bench_embedding.py --model-name ViT-L-14 --images 2048 --batch-size 256 \
+    python -m bench.bench_embedding --toy                      # CPU, tiny CLIP, a few seconds
+    python -m bench.bench_embedding --model-name ViT-L-14 --images 2048 --batch-size 256 \
         --workers 8 --db-rows 1000000                          # GPU machine, SURf's CLIP shape
-    python bench/bench_embedding.py --model-name ViT-L-14 --images 8192 --batch-size 256 \
+    python -m bench.bench_embedding --model-name ViT-L-14 --images 8192 --batch-size 256 \
         --workers 14 --decode gpu,cpu --db-rows 0 --compile    # breakdown, nvJPEG vs PIL, compiled model
 
 `--decode` (a comma list, each timed in turn on the same files and model): `cpu` = PIL decode +
@@ -44,10 +44,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sized, Tuple
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from mmrag.retrieval.clip_embedder import DECODE_MODES, ClipEmbedder  # noqa: E402
-from mmrag.retrieval.dense_index import build_faiss_shard, index_spec  # noqa: E402
+from mmrag.retrieval.clip_embedder import DECODE_MODES, ClipEmbedder
+from mmrag.retrieval.dense_index import build_faiss_shard, index_spec
 
 IMAGES_PER_WRITE_TASK = 256
 

@@ -1,7 +1,7 @@
 """Benchmark constrained clue decoding: queries/s and the share of decode time the corpus constraint costs.
 
-    python bench/bench_generative_retrieval.py --toy               # CPU, tiny LLM + 20k-token corpus, seconds
-    python bench/bench_generative_retrieval.py                     # GPU: LLaMA-7B shape bf16, 10M-token corpus
+    python -m bench.bench_generative_retrieval --toy               # CPU, tiny LLM + 20k-token corpus, seconds
+    python -m bench.bench_generative_retrieval                     # GPU: LLaMA-7B shape bf16, 10M-token corpus
 
 A LLaMA-7B-shaped causal LM (random weights, built on the device in bf16 through the project's
 `load_llm`) is fed prompts of `--prompt-len` random embeddings (inputs_embeds, as GeMKR feeds its
@@ -28,7 +28,6 @@ continuations than a trained model would, so per-step allowed sets are smaller t
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,14 +37,13 @@ import torch
 from transformers import LogitsProcessorList
 from transformers.generation.logits_process import PrefixConstrainedLogitsProcessor
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from bench.common import (DTYPES, BenchError, TimedCall, build_on, emit, machine_info, pick_device,  # noqa: E402
+from bench.common import (DTYPES, BenchError, TimedCall, build_on, emit, machine_info, pick_device,
                           sync, zipf_passages)
-from mmrag.models.llm import LLM_DEFAULTS, load_llm  # noqa: E402
-from mmrag.retrieval.beam_decoders import BeamGraphWorkspace  # noqa: E402
-from mmrag.retrieval.constrained_decoding import CorpusConstrainedLogitsProcessor, group_beam_search  # noqa: E402
-from mmrag.retrieval.corpus_index import CorpusIndex  # noqa: E402
+from mmrag.models.llm import LLM_DEFAULTS, load_llm
+from mmrag.retrieval.beam_decoders import BeamGraphWorkspace
+from mmrag.retrieval.constrained_decoding import CorpusConstrainedLogitsProcessor
+from mmrag.retrieval.group_beam_search import group_beam_search
+from mmrag.retrieval.corpus_index import CorpusIndex
 
 BOS, EOS, PAD = 1, 2, 0
 OKVQA_GS112K_TEST_QUERIES = 5046

@@ -1,9 +1,9 @@
 """Where the GeMKR training step spends its time: a torch.profiler trace of a few steps of one recipe,
 summarised by operator (self device time) and by kind (matmul, attention, other).
 
-    python bench/bench_profile_train_step.py --toy                  # CPU, tiny shapes, seconds
-    python bench/bench_profile_train_step.py --recipe ours          # GPU: the real shapes of bench_train_step.py
-    python bench/bench_profile_train_step.py --recipe ours@llm --warmup 4      # the compiled step
+    python -m bench.bench_profile_train_step --toy                  # CPU, tiny shapes, seconds
+    python -m bench.bench_profile_train_step --recipe ours          # GPU: the real shapes of bench_train_step.py
+    python -m bench.bench_profile_train_step --recipe ours@llm --warmup 4      # the compiled step
 
 `--recipe` takes one recipe of bench_train_step.py, compilation included (`ours@llm:reduce-overhead`,
 or --compile-scope / --compile-mode / --inductor-flags). Prints the top operators, then one JSON line:
@@ -13,18 +13,14 @@ i.e. the fused elementwise/norm/copy glue; other), `top_ops`, `settings`.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from bench.bench_train_step import (TrainStep, add_step_arguments, build_model, frozen_dtype,  # noqa: E402
+from bench.bench_train_step import (TrainStep, add_step_arguments, build_model, frozen_dtype,
                                     random_batch, recipe_settings, recipes_from_args, shape_from_args)
-from bench.common import DTYPES, BenchError, emit, machine_info, pick_device, sync  # noqa: E402
+from bench.common import DTYPES, BenchError, emit, machine_info, pick_device, sync
 
 # operator-name fragments per kind (aten op names and CUDA kernel names both appear in a trace),
 # checked in this order: cuDNN's attention kernels also contain "wgmma"; inductor's matmul templates
