@@ -153,8 +153,9 @@ def test_create_index_cli_builds_a_searchable_database(tmp_path):
     from mmrag.cli.create_index import main
 
     write_world(tmp_path / "w", 8)
-    out = main(["--world", str(tmp_path / "w"), "--out", str(tmp_path / "db"), "--no-progress",
-                "shard_size=3", "index.shard_rows=5", "embedder.num_workers=0"])
+    out = tmp_path / "db"
+    assert main(["--world", str(tmp_path / "w"), "--out", str(out), "--no-progress",
+                 "shard_size=3", "index.shard_rows=5", "embedder.num_workers=0"]) == 0
     index = DenseIndex.load(out)
     assert len(index) == 8 and len(index.shards) == 2
     rows = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
