@@ -117,7 +117,7 @@ def _eval_stage(name: str, cfg: str, extra: Sequence[str], max_samples: int) -> 
 def _surf_data_cfg(opt: SurfOptions) -> dict:
     return {"llava": f"{OUT}/surf_data/llava_subset.json", "image_root": WORLD, "database": f"{OUT}/db",
             "work_dir": f"{OUT}/surf_data", "k": opt.surf_k, "batch_size": 32,
-            "answerer": {"target": "mmrag.surf.model_answerer:from_config",
+            "answerer": {"target": "mmrag.pipelines.answerers:model_answerer",
                          "kwargs": {"cfg_path": "train_configs/llava_tiny_world.yaml", "checkpoint": BASE_CKPT,
                                     "max_new_tokens": 24, "batch_size": 32, "progress": False}}}
 

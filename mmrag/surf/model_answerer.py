@@ -8,7 +8,7 @@ template whose system prompt is replaced by that text (e.g. the `vicuna_v1_retri
 system prompt for RAG prompts, see `template_system`), passed to `processor.collate(...,
 template=...)`; requests without one use the processor's own template. Data construction loads it by name:
 
-    answerer.target=mmrag.surf.model_answerer:from_config
+    answerer.target=mmrag.pipelines.answerers:model_answerer
     answerer.kwargs.cfg_path=train_configs/llava_tiny_world.yaml
     answerer.kwargs.checkpoint=output/llava_tiny_world/final
 """
@@ -99,20 +99,3 @@ class ModelAnswerer:
         bar.close()
         return [a for a in answers if a is not None]
 
-
-def from_config(cfg_path: str, checkpoint: Optional[str] = None, overrides: Sequence[str] = (), batch_size: int = 16,
-                max_new_tokens: int = 16, image_root: Optional[str] = None, progress: bool = True) -> ModelAnswerer:
-    """Build the experiment's model (its `model:` section, + `checkpoint`) and its processor and wrap
-    them: the `load_answerer` factory for data construction."""
-    import mmrag  # noqa: F401  (registers the model classes)
-    from mmrag.common.config import build_config
-    from mmrag.common.registry import MODELS
-    from mmrag.processors import build_processor
-
-    options = list(overrides) + ([f"model.checkpoint={checkpoint}"] if checkpoint else [])
-    cfg = build_config(cfg_path, options)
-    model = MODELS.get(cfg.model.arch)(cfg.model)
-    processor = build_processor(cfg.model, model)
-    if torch.cuda.is_available() and cfg.run.device != "cpu":
-        model = model.cuda()
-    return ModelAnswerer(model.eval(), processor, batch_size, max_new_tokens, image_root, progress)
