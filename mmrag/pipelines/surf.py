@@ -30,15 +30,9 @@ from typing import Iterable, List, Optional, Sequence, Set
 
 from mmrag.common.errors import UserError
 from mmrag.pipelines.stages import Stage, run_stages
+from mmrag.pipelines.surf_layout import BASE_CKPT, BASE_OUT, OUT, POPE_SPLITS, SURF_CKPT, WORLD, YESNO
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-WORLD = "dataset/world_small"
-OUT = "output/surf_world_small"
-BASE_OUT = "output/llava_tiny_world"
-BASE_CKPT = f"{BASE_OUT}/final"
-SURF_CKPT = f"{OUT}/surf_model/final"
-YESNO = f"{WORLD}/llava/yesno_{{split}}.json"
-POPE_SPLITS = ("random", "popular", "adversarial")
 # the construction stages that hold the answering model's output (split / retrieve do not)
 SURF_MODEL_STAGES = ("initial.*", "reanswer.*", "evaluated.*", "grouped.jsonl", "surf_train.json")
 # (stage, eval config, extra overrides): POPE rows, then knowledge-VQA rows

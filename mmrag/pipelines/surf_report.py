@@ -14,7 +14,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 from mmrag.common.jsonl import read_jsonl
 from mmrag.pipelines.analysis import NameOnlyRule, name_only_table
 from mmrag.pipelines.stages import Stage, stage_report
-from mmrag.pipelines.surf import BASE_OUT, OUT, POPE_SPLITS, WORLD, YESNO
+from mmrag.pipelines.surf_layout import BASE_OUT, OUT, POPE_SPLITS, WORLD, YESNO
 
 NOTES_MARKER = "<!-- Hand-written notes below: the SURf pipeline keeps everything after this line. -->"
 OLD_MARKERS = ("<!-- Hand-written notes below: scripts/run_surf.py keeps everything after this line. -->",)
