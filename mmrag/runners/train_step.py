@@ -128,8 +128,9 @@ class TrainStep:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         if self.max_grad_norm:
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)  # no host read: scales on the device
+            # in the model's parameter order: the total norm sums per-tensor norms in this order, and
+            # another order changes its last bits (and so a seeded run's numbers)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)  # no host read
         if self.scaler is not None:
             self.scaler.step(self.optimizer)  # reads the inf/nan check on the host: a sync per step
             self.scaler.update()
