@@ -3,7 +3,8 @@
 Layout under the output folder (paths fixed; other modules rely on them):
   world.json, entities.json, images/<image_id>.jpg, annotations/{instances,captions,detections}_{split}.json,
   corpus.csv, knowledge/{split}.json, image_captions.json, llava/instruct_{split}.json,
-  regions/region_descriptions.json, pope/{random,popular,adversarial}.jsonl (test split).
+  llava/yesno_balanced_{train,val,test}.json, regions/region_descriptions.json,
+  pope/{random,popular,adversarial}.jsonl (test split).
 Image paths: COCO `file_name` and POPE `image` are relative to images/; image_captions.json and LLaVA
 `image` are relative to the world folder; GeMKR `image` and region `image_id` are the bare image id.
 Everything derives from the seed through per-stage random generators, so a seed gives byte-identical files.
@@ -26,17 +27,18 @@ from tqdm import tqdm
 
 from mmrag.datasets import formats
 from mmrag.datasets.pope_builder import STRATEGIES, build_pope
-from mmrag.datasets.world import corpus, language
+from mmrag.datasets.world import corpus, grounding, language
 from mmrag.datasets.world.drawing import draw_scene
 from mmrag.datasets.world.entities import (
     Entity, ObjectVocabulary, assign_partners, coco_categories, entity_counts_by_trait, make_entities,
     object_vocabulary,
 )
+from mmrag.datasets.world.vocabulary import CATEGORIES, GENERIC_OBJECTS
 from mmrag.datasets.world.presets import WorldPreset, get_preset
 from mmrag.datasets.world.scenes import Scene, anchor_entities, make_scene
 from mmrag.common.errors import UserError
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: balanced presence turns in instruct_*, llava/yesno_balanced_*
 SPLITS = ("train", "test")
 JPEG_QUALITY = 95
 LAYOUT = ("world.json", "entities.json", "images", "annotations", "corpus.csv", "knowledge",
@@ -177,9 +179,23 @@ def noisy_detections(instances: Dict[str, object], world: World, split: str) -> 
 
 def llava_conversations(world: World, split: str) -> List[Dict[str, object]]:
     rng, _ = stage_rngs(world.seed, f"llava-{split}")
-    return [record for s in world.scenes if s.split == split
+    scenes = [s for s in world.scenes if s.split == split]
+    # category words are in every scene (each has an entity), so half the questions can be 'yes'
+    words = grounding.presence_words(scenes, GENERIC_OBJECTS + CATEGORIES, world.seed, split)
+    return [record for s, word in zip(scenes, words)
             for record in language.llava_records(s, f"images/{s.image_id}.jpg", s.captions[1],
-                                                 world.preset.image_size, rng)]
+                                                 world.preset.image_size, rng, word)]
+
+
+def yesno_balanced(world: World) -> Dict[str, List[Dict[str, object]]]:
+    """split -> LLaVA presence questions balanced per name (grounding.py), val held out of train."""
+    rng, _ = stage_rngs(world.seed, "yesno-balanced")  # its own stream: no other file's draws move
+    objects = {s.image_id: sorted({o.label for o in s.objects}) for s in world.scenes}
+    train, val = grounding.split_val_images([s.image_id for s in world.scenes if s.split == "train"], rng)
+    images = {"train": train, "val": val, "test": [s.image_id for s in world.scenes if s.split == "test"]}
+    return {split: grounding.llava_yesno_records(
+                grounding.balanced_pairs({i: objects[i] for i in images[split]}, rng), lambda i: f"images/{i}.jpg")
+            for split in grounding.YESNO_SPLITS}
 
 
 def region_descriptions(world: World) -> List[Dict[str, object]]:
@@ -256,6 +272,9 @@ def write_world(world: World, out_dir: Path, progress: bool = True, workers: int
     sink.write("regions/region_descriptions.json", formats.json_bytes(region_descriptions(world)))
     test_instances = {split: write_split_files(world, sink, split) for split in SPLITS}["test"]
     counts = world_counts(world)
+    for split, records in yesno_balanced(world).items():
+        sink.write(f"llava/yesno_balanced_{split}.json", formats.json_bytes(records))
+        counts[f"yesno_balanced_{split}"] = len(records)
     for strategy in STRATEGIES:
         rows = build_pope(test_instances, strategy, world.preset.pope_per_image, seed=world.seed)
         sink.write(f"pope/{strategy}.jsonl", formats.jsonl_bytes(rows))

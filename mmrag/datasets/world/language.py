@@ -168,15 +168,21 @@ def _qa_turns(pairs: Sequence[Tuple[str, str]]) -> List[Dict[str, str]]:
     return turns
 
 
-def short_vqa_pairs(scene: Scene, image_size: int, rng: random.Random) -> List[Tuple[str, str]]:
-    """Short questions answerable from the pixels: object count, an entity's colour, a yes/no presence."""
+def short_vqa_pairs(scene: Scene, image_size: int, rng: random.Random,
+                    presence_word: Optional[str] = None) -> List[Tuple[str, str]]:
+    """Short questions answerable from the pixels: object count, an entity's colour, a yes/no presence.
+
+    The presence question asks about `presence_word` (chosen for the whole split so answers balance,
+    see grounding.presence_plan); a word is still drawn from `rng` so its later draws stay as they were.
+    """
     pairs = [("How many objects are in the image? Answer with a single word.", NUMBER_WORDS[len(scene.objects)])]
     for obj in [o for o in scene.objects if o.entity is not None][:1]:
         refs = [r for r in references(scene, obj, image_size) if r.kind != "colour"]
         if refs:
             pairs.append((f"What colour is the {rng.choice(refs).phrase}? Answer with a single word.",
                           obj.entity.signature.colour))
-    generic = rng.choice(GENERIC_OBJECTS)
+    drawn = rng.choice(GENERIC_OBJECTS)
+    generic = presence_word or drawn
     present = any(o.word == generic for o in scene.objects)
     pairs.append((f"Is there {with_article(generic)} in the image? Answer yes or no.", "yes" if present else "no"))
     return pairs
@@ -201,11 +207,11 @@ def multiple_choice_pair(scene: Scene, image_size: int, rng: random.Random) -> T
 
 
 def llava_records(scene: Scene, image_path: str, caption: str, image_size: int,
-                  rng: random.Random) -> List[Dict[str, object]]:
+                  rng: random.Random, presence_word: Optional[str] = None) -> List[Dict[str, object]]:
     """Three LLaVA records for a scene: a caption, a short-VQA dialogue and a multiple-choice question."""
     mc_question, mc_answer = multiple_choice_pair(scene, image_size, rng)
     dialogues = {"caption": [(rng.choice(CAPTION_PROMPTS), caption)],
-                 "vqa": short_vqa_pairs(scene, image_size, rng), "mc": [(mc_question, mc_answer)]}
+                 "vqa": short_vqa_pairs(scene, image_size, rng, presence_word), "mc": [(mc_question, mc_answer)]}
     return [{"id": f"{scene.image_id}_{kind}", "image": image_path, "conversations": _qa_turns(pairs)}
             for kind, pairs in dialogues.items()]
 
