@@ -51,3 +51,84 @@ class LlavaInstructBuilder(Builder):
             records = records[: cfg.max_samples]
         records = drop_missing_images(records, cfg.missing_images, str(path))
         return ConversationDataset(records, processor.image_processor, name)
+
+
+def _text_record(rid: str, text: str) -> Dict[str, Any]:
+    """A text-only record whose whole text is the answer: with an empty question, the loss falls on
+    every token of the text (language-model pre-training through the conversation collation)."""
+    return {"id": rid, "images": [], "conversations": [{"from": "human", "value": ""}, {"from": "gpt", "value": text}]}
+
+
+@DATASETS.register("text_corpus")
+class TextCorpusBuilder(Builder):
+    """Plain text for language-model pre-training: a corpus CSV (`id,text`: the knowledge passages)
+    or a COCO captions JSON (its captions as text); no images. The split's file is `data_path`."""
+
+    DEFAULTS = {"format": "corpus_csv"}   # corpus_csv | coco_captions
+    FORMATS = ("corpus_csv", "coco_captions")
+
+    @classmethod
+    def build(cls, cfg, processor, split: str, name: str) -> ConversationDataset:
+        from mmrag.common.errors import ConfigError
+        from mmrag.datasets.formats import read_coco_captions, read_corpus_csv
+
+        if cfg.format not in cls.FORMATS:
+            raise ConfigError(f"datasets.{name}.format={cfg.format!r}: expected one of {', '.join(cls.FORMATS)}")
+        path = split_path(cfg, split)
+        if cfg.format == "corpus_csv":
+            records = [_text_record(p.id, p.text) for p in read_corpus_csv(path)]
+        else:
+            records = [_text_record(f"caption_{a['id']}", a["caption"]) for a in read_coco_captions(path)["annotations"]]
+        return ConversationDataset(records[: cfg.max_samples or None], processor.image_processor, name)
+
+
+@DATASETS.register("coco_captions")
+class CocoCaptionsBuilder(Builder):
+    """Image-caption pairs from a COCO captions JSON, asked as `prompt` (the alignment stage's data:
+    every caption of every image, images under `image_root`)."""
+
+    DEFAULTS = {"prompt": "Describe the image briefly."}
+
+    @classmethod
+    def build(cls, cfg, processor, split: str, name: str) -> ConversationDataset:
+        from mmrag.datasets.formats import read_coco_captions
+
+        path = split_path(cfg, split)
+        root = require_path(f"datasets.{name}.image_root", cfg.image_root, "image folder")
+        data = read_coco_captions(path)
+        files = {im["id"]: im["file_name"] for im in data["images"]}
+        records = [{"id": f"caption_{a['id']}", "images": [str(root / files[a["image_id"]])],
+                    "conversations": [{"from": "human", "value": f"<image>\n{cfg.prompt}"},
+                                      {"from": "gpt", "value": a["caption"]}]} for a in data["annotations"]]
+        records = drop_missing_images(records[: cfg.max_samples or None], cfg.missing_images, str(path))
+        return ConversationDataset(records, processor.image_processor, name)
+
+
+@DATASETS.register("region_descriptions")
+class RegionDescriptionsBuilder(Builder):
+    """One record per image of the split: `prompt` -> the image's region phrases, joined by '; ' in
+    file order. `data_path`: Visual-Genome-style region descriptions (all splits in one file);
+    `split_images`: a COCO JSON of the split whose `images` say which images belong to it."""
+
+    DEFAULTS = {"prompt": "Describe the objects in the image.", "split_images": None}
+
+    @classmethod
+    def build(cls, cfg, processor, split: str, name: str) -> ConversationDataset:
+        from mmrag.datasets.formats import read_region_descriptions, region_image_id
+
+        path = split_path(cfg, split)
+        members = split_path(cfg, split, "split_images")
+        root = require_path(f"datasets.{name}.image_root", cfg.image_root, "image folder")
+        import json
+
+        stems = {Path(im["file_name"]).stem: im["file_name"] for im in json.loads(members.read_text())["images"]}
+        records = []
+        for item in read_region_descriptions(path):
+            key = str(region_image_id(item))
+            if key in stems and item["regions"]:
+                answer = "; ".join(r["phrase"] for r in item["regions"])
+                records.append({"id": f"{key}_regions", "images": [str(root / stems[key])],
+                                "conversations": [{"from": "human", "value": f"<image>\n{cfg.prompt}"},
+                                                  {"from": "gpt", "value": answer}]})
+        records = drop_missing_images(records[: cfg.max_samples or None], cfg.missing_images, str(path))
+        return ConversationDataset(records, processor.image_processor, name)

@@ -91,7 +91,7 @@ class MultimodalLLM(nn.Module):
         tower = self.vision_tower
         if self.region_prefix is not None or tower.select_feature != "patch":
             return None
-        return tower.image_size // tower.patch_size
+        return tower.grid  # a ViT's patches per side, a CNN's feature-map side
 
     # ------------------------------------------------------------------ sizes
     @property

@@ -6,14 +6,16 @@ block outputs) as [batch, tokens, width]: `patch` drops the CLS token, `cls_patc
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import torch
 from torch import nn
 
+from mmrag.common.errors import ConfigError
 from mmrag.common.paths import require_path
 from mmrag.common.registry import VISION_TOWERS
 from mmrag.models.clip import load_hf_clip, load_open_clip
+from mmrag.models.feature_cache import FeatureCache
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -75,6 +77,11 @@ class VisionTower(nn.Module):
     def num_tokens(self) -> int:
         patches = (self.image_size // self.patch_size) ** 2
         return {"patch": patches, "cls_patch": patches + 1, "cls": 1}[self.select_feature]
+
+    @property
+    def grid(self) -> int:
+        """Side of the square grid of patch tokens (what a pooling projector pools)."""
+        return self.image_size // self.patch_size
 
     has_cls = True
 
@@ -150,9 +157,18 @@ class OpenCLIPVisionTower(VisionTower):
 
 @VISION_TOWERS.register("timm")
 class TimmVisionTower(VisionTower):
-    """Any timm ViT: `model_name` (+ `path` to a local weights file, else random init) and `kwargs`."""
+    """Any timm model: `model_name` (+ `path` to a local weights file, else random init) and `kwargs`.
 
-    DEFAULTS = {"type": "timm", "model_name": "vit_large_patch14_clip_224", "kwargs": {}}
+    A ViT gives its block outputs (`select_layer`, `select_feature` as for the other towers). A CNN
+    (a model without `patch_embed`, e.g. `tf_efficientnet_lite0`) gives one spatial feature map,
+    chosen by `feature_map`: `head` (the last map after the head convolution: what timm pools for
+    its classifier) or `stride<k>` (the backbone stage of that reduction, from `feature_info`),
+    flattened row by row to [batch, H*W, channels]: no CLS token. `image_size` (null: the pretrained
+    config's input size) is what the processor resizes to; the token grid is the map's side at it.
+    """
+
+    DEFAULTS = {"type": "timm", "model_name": "vit_large_patch14_clip_224", "kwargs": {},
+                "feature_map": "head", "image_size": None, "feature_cache": None}
 
     def __init__(self, cfg: Dict[str, Any]) -> None:
         super().__init__(cfg)
@@ -164,18 +180,86 @@ class TimmVisionTower(VisionTower):
             kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
             kwargs["pretrained"] = True
         self.model = timm.create_model(cfg["model_name"], num_classes=0, **kwargs)
-        self.hidden_size = self.model.num_features
-        self.image_size = self.model.patch_embed.img_size[0]
-        self.patch_size = self.model.patch_embed.patch_size[0]
-        self.has_cls = getattr(self.model, "num_prefix_tokens", 1) > 0
+        self.is_cnn = not hasattr(self.model, "patch_embed")
+        if self.is_cnn:
+            self._init_cnn(cfg)
+        else:
+            self.hidden_size = self.model.num_features
+            self.image_size = self.model.patch_embed.img_size[0]
+            self.patch_size = self.model.patch_embed.patch_size[0]
+            self.has_cls = getattr(self.model, "num_prefix_tokens", 1) > 0
         self.freeze_if_configured()
+        self.cache = FeatureCache.from_config(cfg, self)
 
+    # ------------------------------------------------------------------ CNN towers
+    def _init_cnn(self, cfg: Dict[str, Any]) -> None:
+        if cfg["select_feature"] != "patch":
+            raise ConfigError(f"model.vision_tower.select_feature={cfg['select_feature']!r}: a CNN tower "
+                              f"({cfg['model_name']}) has no CLS token; use 'patch' (every cell of the map)")
+        maps = cnn_feature_maps(self.model)
+        if cfg["feature_map"] not in maps:
+            raise ConfigError(f"model.vision_tower.feature_map={cfg['feature_map']!r} is not one of "
+                              f"{', '.join(maps)} ({cfg['model_name']})")
+        self.feature_map = cfg["feature_map"]
+        self.hidden_size, self.reduction = maps[self.feature_map]
+        self.image_size = int(cfg.get("image_size") or self.model.pretrained_cfg["input_size"][-1])
+        self.patch_size = self.reduction
+        self.has_cls = False
+        names = [f"stride{f['reduction']}" for f in self.model.feature_info]
+        self.stage_index = names.index(self.feature_map) if self.feature_map != "head" else None
+        self._grid = self._measure_grid()
+
+    @torch.no_grad()
+    def _measure_grid(self) -> int:
+        """Side of the map at `image_size`, measured by one forward (TF 'same' padding rounds up)."""
+        was_training = self.training
+        self.eval()
+        side = self.feature_maps(torch.zeros(1, 3, self.image_size, self.image_size)).shape[-1]
+        self.train(was_training)
+        return int(side)
+
+    def feature_maps(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[batch, 3, H, W] -> the selected map [batch, C, h, w]."""
+        if self.stage_index is None:
+            return self.model.forward_features(pixel_values)
+        return self.model.forward_intermediates(pixel_values, indices=[self.stage_index], stop_early=True,
+                                                intermediates_only=True)[0]
+
+    @property
+    def grid(self) -> int:
+        return self._grid if self.is_cnn else super().grid
+
+    @property
+    def num_tokens(self) -> int:
+        if self.is_cnn:
+            return self.grid * self.grid
+        return super().num_tokens
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if not self.is_cnn:
+            return super().forward(pixel_values)
+        if self.cache is not None:
+            return self.cache.features(pixel_values, self._cnn_tokens)
+        return self._cnn_tokens(pixel_values)
+
+    def _cnn_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.feature_maps(pixel_values).flatten(2).transpose(1, 2)  # [b, h*w, C], row-major cells
+
+    # ------------------------------------------------------------------ ViT towers
     def hidden_states(self, pixel_values: torch.Tensor) -> List[torch.Tensor]:
         n_blocks = len(self.model.blocks)
         out = self.model.forward_intermediates(
             pixel_values, indices=n_blocks, output_fmt="NLC", return_prefix_tokens=True, intermediates_only=True
         )
         return [torch.cat([p, t], dim=1) for t, p in out]
+
+
+def cnn_feature_maps(model) -> Dict[str, Tuple[int, int]]:
+    """`feature_map` name -> (channels, reduction) of a timm CNN: each feature_info stage, and `head`."""
+    stages = [(int(f["num_chs"]), int(f["reduction"])) for f in model.feature_info]  # a list of dicts
+    maps = {f"stride{r}": (c, r) for c, r in stages}
+    maps["head"] = (model.num_features, stages[-1][1])
+    return maps
 
 
 def build_vision_tower(cfg: Dict[str, Any]) -> VisionTower:

@@ -1,0 +1,45 @@
+"""The model that sees on the small world, end to end (mmrag.pipelines.seeing; resumable: a stage
+whose outputs exist is skipped).
+
+    python scripts/run_seeing.py                     # stages 0-2, POPE with every image control, the report
+    python scripts/run_seeing.py --force stage2_instruct pope_none   # rerun these stages
+    python scripts/run_seeing.py --only report       # just the table from existing outputs
+    python scripts/run_seeing.py --set run.seed=1    # a key=value for every stage
+
+Needs `mmrag-prepare-assets efficientnet_lite0` (the frozen ImageNet tower) and the world's
+balanced presence questions (dataset/world_small/llava/yesno_balanced_{train,val,test}.json).
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Optional, Sequence
+
+from mmrag.common.cli import exit_on_user_error
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    from mmrag.pipelines.seeing import SeeingOptions
+
+    d = SeeingOptions()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=d.out, help="output folder (relative to the repository root)")
+    ap.add_argument("--only", nargs="*", default=None, help="run just these stages (the report always runs)")
+    ap.add_argument("--force", nargs="*", default=[], help="run these stages even if their outputs exist")
+    ap.add_argument("--set", nargs="*", default=[], dest="overrides", help="key=value for every stage")
+    ap.add_argument("--pope-max", type=int, default=d.pope_max, help="first questions of each POPE split (0: all)")
+    return ap.parse_args(None if argv is None else list(argv))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from mmrag.common.cli import REPO_ROOT
+    from mmrag.pipelines.seeing import SeeingOptions, run_seeing
+
+    args = parse_args(argv)
+    with exit_on_user_error():
+        run_seeing(SeeingOptions(out=args.out, overrides=args.overrides, pope_max=args.pope_max), root=REPO_ROOT,
+                   force=args.force, only=args.only)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""The model that sees, on the small world: staged training, then POPE with every image control.
+
+Stages (each a config; stage N initialises from stage N-1's `final/` through `model.checkpoint`):
+
+    stage0_text      train_configs/seeing_small_stage0_text.yaml      language-model pre-training
+    stage1_align     train_configs/seeing_small_stage1_align.yaml     captions + region descriptions
+    stage2_instruct  train_configs/seeing_small_stage2_instruct.yaml  conversations + balanced yes/no
+    pope_<control>   eval_configs/seeing_small_pope.yaml              none | blank | shuffled | text_only
+
+then `report`: one table of accuracy / F1 / yes-ratio per split and control, and the multimodal
+gain (accuracy with the image minus accuracy under each control) with its 95% paired bootstrap
+interval over the same questions (`mmrag.metrics.bootstrap.paired_bootstrap`), written to
+`<out>/report.md` and `<out>/report.json`. The stage runner skips a stage whose outputs exist, so an
+interrupted run continues; `--force` reruns stages. Every stage's seconds are in `<out>/stages.jsonl`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from mmrag.common.jsonl import read_jsonl
+from mmrag.metrics.bootstrap import format_difference, paired_bootstrap
+from mmrag.pipelines.stages import Stage, run_stages, stage_report
+
+SPLITS = ("random", "popular", "adversarial")
+CONTROLS = ("none", "blank", "shuffled", "text_only")
+TRAIN_STAGES = (("stage0_text", "seeing_small_stage0_text"), ("stage1_align", "seeing_small_stage1_align"),
+                ("stage2_instruct", "seeing_small_stage2_instruct"))
+EVAL_CONFIG = "eval_configs/seeing_small_pope.yaml"
+
+
+@dataclass
+class SeeingOptions:
+    out: str = "output/seeing_small"            # relative to the repository root
+    overrides: Sequence[str] = field(default_factory=list)   # key=value for every stage (e.g. a smaller world)
+    stage_overrides: Dict[str, List[str]] = field(default_factory=dict)  # stage name -> extra key=value
+    pope_max: int = 0                           # first questions per split (0: all)
+    controls: Sequence[str] = CONTROLS
+    image_dir: str = "dataset/world_small/images"   # every image the tower's feature cache is filled with
+
+
+def cache_features(root: Path, cfg_path: str, overrides: Sequence[str], image_dir: str, done_file: Path,
+                   batch_size: int = 64) -> None:
+    """Run the frozen tower of `cfg_path`'s model once over every image of `image_dir`, filling its
+    on-disk feature cache (`model.vision_tower.feature_cache`), so the training stages and the
+    evaluations only read features. Writes `done_file` with the count and the cache's hit rate."""
+    import torch
+    from omegaconf import OmegaConf
+    from tqdm import tqdm
+
+    from mmrag.common.config import build_config
+    from mmrag.models.vision_tower import build_vision_tower
+    from mmrag.processors.image_processing import ImageProcessor
+
+    cfg = build_config(str(root / cfg_path), list(overrides)).model
+    tower_cfg = OmegaConf.to_container(cfg.vision_tower, resolve=True)
+    if not tower_cfg.get("feature_cache"):
+        return
+    tower_cfg["feature_cache"] = str(root / tower_cfg["feature_cache"])
+    tower = build_vision_tower(tower_cfg)
+    images = ImageProcessor(tower.image_size, tower.image_mean, tower.image_std, cfg.pad_to_square)
+    files = sorted((root / image_dir).glob("*.jpg"))
+    for start in tqdm(range(0, len(files), batch_size), desc="tower features", mininterval=10):
+        with torch.no_grad():
+            tower(torch.stack([images(str(f)) for f in files[start:start + batch_size]]))
+    done_file.parent.mkdir(parents=True, exist_ok=True)
+    done_file.write_text(json.dumps({"images": len(files), "computed": tower.cache.misses, "read": tower.cache.hits}))
+
+
+def build_stages(opt: SeeingOptions, root: Path = Path(".")) -> List[Stage]:
+    py, out = sys.executable, opt.out
+    first = f"train_configs/{TRAIN_STAGES[0][1]}.yaml"
+    stages: List[Stage] = [Stage(
+        "features", [f"{out}/features_done.json"], [f"mmrag.pipelines.seeing.cache_features {first} {opt.image_dir}"],
+        run=lambda: cache_features(root, first, opt.overrides, opt.image_dir, root / out / "features_done.json"))]
+    previous: Optional[str] = None
+    for name, cfg in TRAIN_STAGES:
+        init = [f"model.checkpoint={out}/{previous}/final"] if previous else ["model.checkpoint=null"]
+        stages.append(Stage(name, [f"{out}/{name}/final/trainable.safetensors"],
+                            [py, "train.py", "--cfg-path", f"train_configs/{cfg}.yaml", f"run.output_dir={out}/{name}",
+                             "run.progress=false", *init, *opt.overrides, *opt.stage_overrides.get(name, [])],
+                            stale=[f"{out}/{name}"], log_file=f"{out}/logs/{name}.log"))
+        previous = name
+    limit = [f"evaluation.max_samples={opt.pope_max}"] if opt.pope_max else []
+    for control in opt.controls:
+        folder = f"{out}/pope_{control}"
+        stages.append(Stage(f"pope_{control}", [f"{folder}/results.json"],
+                            [py, "eval.py", "--cfg-path", EVAL_CONFIG, f"run.output_dir={folder}",
+                             f"model.checkpoint={out}/{previous}/final", f"evaluation.image_control={control}",
+                             *limit, *opt.overrides, *opt.stage_overrides.get(f"pope_{control}", [])],
+                            stale=[folder], log_file=f"{out}/logs/pope_{control}.log"))
+    return stages
+
+
+# ----------------------------------------------------------------------------- report
+def correct_by_question(folder: Path, split: str) -> Dict[int, float]:
+    return {row["question_id"]: float(row["correct"]) for row in read_jsonl(folder / f"answers_{split}.jsonl")}
+
+
+def report(root: Path, opt: SeeingOptions, stages: Sequence[Stage]) -> Dict[str, object]:
+    """The table of every control and split, and the gains with their intervals (see the module doc)."""
+    out = root / opt.out
+    results = {c: json.loads((out / f"pope_{c}" / "results.json").read_text()) for c in opt.controls}
+    lines = ["| image | " + " | ".join(SPLITS) + " |", "|---|" + "---|" * len(SPLITS)]
+    for control in opt.controls:
+        cells = [f"{100 * results[control][s]['accuracy']:.1f} / {100 * results[control][s]['f1']:.1f} / "
+                 f"{100 * results[control][s]['yes_ratio']:.1f}" for s in SPLITS]
+        lines.append(f"| {control} | " + " | ".join(cells) + " |")
+    gains: Dict[str, Dict[str, Dict[str, float]]] = {}
+    if "none" in opt.controls:
+        lines += ["", "Multimodal gain (accuracy with the image minus under the control, points, 95% paired bootstrap):",
+                  "", "| control | " + " | ".join(SPLITS) + " |", "|---|" + "---|" * len(SPLITS)]
+        for control in [c for c in opt.controls if c != "none"]:
+            gains[control] = {}
+            for split in SPLITS:
+                seen = correct_by_question(out / "pope_none", split)
+                blind = correct_by_question(out / f"pope_{control}", split)
+                ids = sorted(seen)
+                gains[control][split] = paired_bootstrap([seen[i] for i in ids], [blind[i] for i in ids])
+            lines.append(f"| {control} | " + " | ".join(format_difference(gains[control][s]) for s in SPLITS) + " |")
+    lines += ["", *stage_report(stages, out)]
+    text = "\n".join(lines) + "\n"
+    (out / "report.md").write_text(text)
+    (out / "report.json").write_text(json.dumps({"results": results, "gains": gains}, indent=2))
+    return {"results": results, "gains": gains, "table": text}
+
+
+def run_seeing(opt: SeeingOptions, root: Path = Path("."), force: Sequence[str] = (),
+               only: Optional[Sequence[str]] = None) -> Dict[str, object]:
+    stages = build_stages(opt, root)
+    names = [s.name for s in stages]
+    run_stages(stages, root, root / opt.out, force=force, only=[n for n in only if n in names] if only else None)
+    result = report(root, opt, stages)
+    print(result["table"])
+    return result
