@@ -6,9 +6,9 @@ mmrag.common.registry); nothing is discovered by `import *`. Entry points and te
 modules inside the package never do (that would make a low layer import every layer above it):
 they import the module they use.
 """
-from mmrag.models import gemkr, multimodal_llm, projectors, vision_tower  # noqa: F401
-from mmrag.datasets import builders, knowledge  # noqa: F401
+from mmrag.models import contrastive_clip, gemkr, multimodal_llm, projectors, vision_tower  # noqa: F401
+from mmrag.datasets import builders, image_text, knowledge  # noqa: F401
 from mmrag.retrieval import clue_scoring  # noqa: F401
 from mmrag.retrievers import dense_baseline, image_database, knowledge as knowledge_retrievers  # noqa: F401
 from mmrag.runners import runner, schedules  # noqa: F401
-from mmrag.tasks import instruction_tuning, knowledge_retrieval, vqa_eval  # noqa: F401
+from mmrag.tasks import clip_pretrain, instruction_tuning, knowledge_retrieval, vqa_eval  # noqa: F401
