@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
+from mmrag.common.errors import ConfigError
 from mmrag.common.registry import TASKS
-from mmrag.metrics.retrieval import RetrievalQuery, evaluate_retrieval, write_retrieval_results
+from mmrag.metrics.retrieval import CASE_MODES, RetrievalQuery, evaluate_retrieval, write_retrieval_results
 from mmrag.retrievers.base import build_retriever
 from mmrag.retrievers.knowledge import knowledge_queries
 from mmrag.tasks.base import Task
@@ -36,7 +37,8 @@ class KnowledgeRetrievalTask(Task):
             "scorer_options": {},
             "top_k": 10,
             "ks": [1, 5, 10],
-            "case_mode": "gemkr",     # gemkr (case-sensitive passages) | vrr (lower-cased)
+            "case_mode": "gemkr",     # headline relevance: gemkr (case-sensitive passages) | case_insensitive
+            # every case mode is also scored and kept (per query and in the summary, `by_case_mode`)
             "batch_size": 8,
             "max_samples": None,
             "name": None,             # label of this run in tables (default: method)
@@ -55,6 +57,8 @@ class KnowledgeRetrievalTask(Task):
         from mmrag.datasets.knowledge import load_corpus_index
 
         ev = cfg.evaluation
+        if ev.case_mode not in CASE_MODES:  # before any model or index is loaded
+            raise ConfigError(f"evaluation.case_mode: expected one of {', '.join(CASE_MODES)}, got {ev.case_mode!r}")
         name = ev.dataset or next(iter(cfg.datasets))
         ds_cfg = cfg.datasets[name]
         questions = read_knowledge_questions(split_path(ds_cfg, ev.split))[: ev.max_samples or None]
@@ -71,7 +75,7 @@ class KnowledgeRetrievalTask(Task):
                            list(q["output"]), {"scores": [round(h.score, 4) for h in hits], **hits.meta})
             for i, (q, hits) in enumerate(zip(questions, rankings))
         ]
-        records, summary = evaluate_retrieval(queries, tuple(ev.ks), ev.case_mode)
+        records, summary = evaluate_retrieval(queries, tuple(ev.ks), ev.case_mode, report_modes=CASE_MODES)
         summary.update({"method": ev.name or ev.method, "seconds": round(seconds, 2),
                         "queries_per_s": round(len(questions) / max(seconds, 1e-9), 2)})
         if ev.method == "generative":

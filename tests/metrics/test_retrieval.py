@@ -1,4 +1,4 @@
-"""Retrieval metrics on a hand-made fixture, in both case modes (GeMKR and VRR)."""
+"""Retrieval metrics on a hand-made fixture, in both case modes (GeMKR and case-insensitive)."""
 from __future__ import annotations
 
 import json
@@ -22,16 +22,16 @@ def query(qid, ids, answers):
 
 
 FIXTURE = [
-    query("q1", "bacde", ["paris", "1889"]),  # gemkr: b (1889) at rank 1; vrr: b and a
-    query("q2", "dcae", ["Yellow"]),  # answers are lower-cased: "yellow" in c (both); in e only for vrr
+    query("q1", "bacde", ["paris", "1889"]),  # gemkr: b (1889) at rank 1; case_insensitive: b and a
+    query("q2", "dcae", ["Yellow"]),  # answers are lower-cased: "yellow" in c (both); in e only case-insensitively
     query("q3", "dab", ["stripes tiger"]),  # a whole answer must be a substring: none
 ]
 
 
 def test_relevance_case_modes():
-    assert not is_relevant(PASSAGES["a"], ["paris"], "gemkr") and is_relevant(PASSAGES["a"], ["paris"], "vrr")
+    assert not is_relevant(PASSAGES["a"], ["paris"], "gemkr") and is_relevant(PASSAGES["a"], ["paris"], "case_insensitive")
     assert is_relevant(PASSAGES["c"], ["Yellow"], "gemkr")  # the answer is lower-cased in both modes
-    assert not is_relevant(PASSAGES["e"], ["Yellow"], "gemkr") and is_relevant(PASSAGES["e"], ["Yellow"], "vrr")
+    assert not is_relevant(PASSAGES["e"], ["Yellow"], "gemkr") and is_relevant(PASSAGES["e"], ["Yellow"], "case_insensitive")
     with pytest.raises(RetrievalMetricError, match="unknown case mode 'upper'"):
         is_relevant("x", ["x"], "upper")
 
@@ -47,8 +47,8 @@ def test_gemkr_mode_fixture():
     assert summary["n_queries"] == 3 and summary["case_mode"] == "gemkr"
 
 
-def test_vrr_mode_fixture():
-    records, summary = evaluate_retrieval(FIXTURE, ks=(1, 5), case_mode="vrr")
+def test_case_insensitive_mode_fixture():
+    records, summary = evaluate_retrieval(FIXTURE, ks=(1, 5), case_mode="case_insensitive")
     assert records[0]["relevant"] == [True, True, False, False, False]
     assert records[1]["relevant"] == [False, True, False, True]
     assert summary["P@1"] == pytest.approx(1 / 3)
@@ -67,8 +67,22 @@ def test_single_list_metrics_and_bad_k():
 
 
 def test_writer_outputs_per_query_and_summary(tmp_path):
-    records, summary = evaluate_retrieval(FIXTURE, ks=(5,), case_mode="vrr")
+    records, summary = evaluate_retrieval(FIXTURE, ks=(5,), case_mode="case_insensitive")
     per_query, summary_path = write_retrieval_results(records, summary, tmp_path / "out")
     loaded = json.loads(per_query.read_text())
     assert [r["query_id"] for r in loaded] == ["q1", "q2", "q3"] and loaded[0]["retrieved"] == list("bacde")
     assert json.loads(summary_path.read_text())["R@5"] == pytest.approx(2 / 3)
+
+
+def test_one_evaluation_keeps_both_modes_per_query_and_in_the_summary():
+    """Headline case-insensitive, gemkr beside it: the same flags and means as the two single-mode runs above."""
+    records, summary = evaluate_retrieval(FIXTURE, ks=(1, 5), case_mode="case_insensitive",
+                                          report_modes=("case_insensitive", "gemkr"))
+    assert records[0]["relevant"] == [True, True, False, False, False]
+    assert records[0]["by_case_mode"]["gemkr"]["relevant"] == [True, False, False, False, False]
+    assert records[1]["by_case_mode"]["gemkr"]["P@5"] == pytest.approx(1 / 5)
+    assert records[1]["by_case_mode"]["case_insensitive"]["P@5"] == pytest.approx(2 / 5) == records[1]["P@5"]
+    assert summary["case_mode"] == "case_insensitive" and summary["P@5"] == pytest.approx((2 / 5 + 2 / 5) / 3)
+    assert summary["by_case_mode"]["gemkr"]["P@5"] == pytest.approx((1 / 5 + 1 / 5) / 3)
+    assert summary["by_case_mode"]["gemkr"]["MRR@5"] == pytest.approx((1 + 1 / 2) / 3)
+    assert summary["by_case_mode"]["case_insensitive"]["R@1"] == pytest.approx(1 / 3)

@@ -63,14 +63,20 @@ def test_bm25_baseline_on_the_same_questions(tiny_inputs, monkeypatch):
     out = eval_entry.main(["--cfg-path", CFG, f"run.output_dir={tmp / 'bm25'}", *data, "evaluation.method=bm25"])
     assert out["n_queries"] == 25 and "clues_in_corpus" not in out
     # every summary figure is the mean of the per-query records, each recomputed here from the
-    # corpus text: a passage is relevant when it contains a gold answer (GeMKR case mode)
+    # corpus text: a passage is relevant when it contains a gold answer; the world's config makes the
+    # case-insensitive mode the headline and keeps GeMKR's mode (passage as is) beside it
     corpus = {row["id"]: row["text"] for row in csv.DictReader(open(tmp / "world" / "corpus.csv"))}
     per_query = json.loads((tmp / "bm25" / "retrieval_per_query.json").read_text())
     for q in per_query:
-        assert q["relevant"] == [any(a.lower() in corpus[pid] for a in q["answers"]) for pid in q["retrieved"]]
+        assert q["relevant"] == [any(a.lower() in corpus[pid].lower() for a in q["answers"]) for pid in q["retrieved"]]
+        gemkr = [any(a.lower() in corpus[pid] for a in q["answers"]) for pid in q["retrieved"]]
+        assert q["by_case_mode"]["gemkr"]["relevant"] == gemkr
         assert q["scores"] == sorted(q["scores"], reverse=True)
+    assert out["case_mode"] == "case_insensitive"
     assert out["P@5"] == pytest.approx(sum(sum(q["relevant"][:5]) / 5 for q in per_query) / 25)
     assert out["R@10"] == pytest.approx(sum(any(q["relevant"][:10]) for q in per_query) / 25)
+    gemkr_p5 = sum(sum(q["by_case_mode"]["gemkr"]["relevant"][:5]) / 5 for q in per_query) / 25
+    assert out["by_case_mode"]["gemkr"]["P@5"] == pytest.approx(gemkr_p5) and gemkr_p5 <= out["P@5"]
 
 
 # a corpus without stop words: BM25 (bm25s, Lucene form, k1 1.5, b 0.75) can be worked out by hand
