@@ -33,7 +33,7 @@ CROP_ORACLE = register_tool("crop_oracle", {
     "world": "dataset/world_small",   # world folder (images/, annotations/)
     "sizes": [32, 16],                # crop side in pixels, one evaluation per size
     "classifiers": list(CLASSIFIERS),
-    "ridge_strengths": [0.1, 1.0, 10.0, 100.0],   # chosen among these on held-out train crops
+    "ridge_strengths": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0],   # chosen among these on held-out train crops
     "val_fraction": 0.1,              # share of the train crops held out to choose the ridge strength
     "seed": 0,
     "worst": 10,                      # worst entities listed per result
