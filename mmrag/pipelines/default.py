@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from mmrag.common.errors import DataFormatError, MissingPathError
+from mmrag.metrics.bootstrap import format_difference, paired_bootstrap
 from mmrag.pipelines.prepare import default_input_stages
 from mmrag.pipelines.stages import Stage, run_stages
 
@@ -34,6 +36,8 @@ RUNS = [
     ("Dense dual encoder", None, "_dense"),
 ]
 QUICK_BUDGET = ["run.max_steps=40", "evaluation.max_samples=40"]
+REFERENCE = RUNS[0][0]           # every other row is compared with the full model
+DIFF_METRICS = ("P@5", "R@5")    # the headline metrics that get a paired bootstrap interval
 
 
 def prepare_default_inputs(setting: str = "default", root: Path = REPO_ROOT, log_dir: Optional[Path] = None,
@@ -78,12 +82,77 @@ def table_stages(setting: str, out: str, quick: bool = False, ablations: bool = 
 
 
 def results_table(rows) -> str:
-    lines = ["| method | P@5 | R@5 | R@10 | MRR@10 | clues in corpus |", "|---|---|---|---|---|---|"]
+    """One row per method from its summary, in the summary's headline case mode; when the summaries
+    keep the gemkr mode beside it (`by_case_mode`), its P@5 / R@5 follow as two more columns."""
+    side = "gemkr" if any(s.get("case_mode") != "gemkr" and "gemkr" in s.get("by_case_mode", {}) for _, s in rows) else None
+    extra = f" P@5 ({side} mode) | R@5 ({side} mode) |" if side else ""
+    lines = ["| method | P@5 | R@5 | R@10 | MRR@10 | clues in corpus |" + extra, "|---|---|---|---|---|---|" + "---|" * (2 * bool(side))]
     for label, s in rows:
         clues = f"{100 * s['clues_in_corpus']:.0f}%" if "clues_in_corpus" in s else "-"
-        lines.append(f"| {label} | {100 * s['P@5']:.1f} | {100 * s['R@5']:.1f} | {100 * s['R@10']:.1f} | "
-                     f"{100 * s['MRR@10']:.1f} | {clues} |")
+        line = (f"| {label} | {100 * s['P@5']:.1f} | {100 * s['R@5']:.1f} | {100 * s['R@10']:.1f} | "
+                f"{100 * s['MRR@10']:.1f} | {clues} |")
+        if side:
+            mode = s.get("by_case_mode", {}).get(side)
+            line += f" {100 * mode['P@5']:.1f} | {100 * mode['R@5']:.1f} |" if mode else " - | - |"
+        lines.append(line)
     return "\n".join(lines)
+
+
+def read_per_query(summary_path: Path) -> List[Dict]:
+    """The per-query records written beside an evaluation's summary (retrieval_per_query.json)."""
+    path = Path(summary_path).with_name("retrieval_per_query.json")
+    if not path.is_file():
+        raise MissingPathError(f"{path}: per-query results of the evaluation are missing (re-run its stage)")
+    return json.loads(path.read_text())
+
+
+def paired_values(reference: Sequence[Dict], other: Sequence[Dict], metric: str, where: str) -> Tuple[List[float], List[float]]:
+    """`metric` of the same questions in both evaluations, in the reference's order."""
+    by_id = {r["query_id"]: r for r in other}
+    ids = [r["query_id"] for r in reference]
+    if len(by_id) != len(other) or set(ids) != set(by_id) or len(ids) != len(set(ids)):
+        raise DataFormatError(f"{where}: the evaluations did not score the same questions "
+                              f"({len(ids)} vs {len(other)} queries); evaluate both on one question set")
+    return [float(r[metric]) for r in reference], [float(by_id[i][metric]) for i in ids]
+
+
+def differences(per_query: Dict[str, List[Dict]], reference: str = REFERENCE,
+                metrics: Sequence[str] = DIFF_METRICS) -> List[Tuple[str, Dict[str, Dict]]]:
+    """(label, {metric: paired_bootstrap(reference, label)}) for every other method, in table order."""
+    out = []
+    for label, records in per_query.items():
+        if label == reference:
+            continue
+        out.append((label, {m: paired_bootstrap(*paired_values(per_query[reference], records, m, f"{reference} vs {label}"))
+                            for m in metrics}))
+    return out
+
+
+def differences_table(diffs: Sequence[Tuple[str, Dict[str, Dict]]], reference: str = REFERENCE) -> str:
+    """Markdown: the reference minus each method, with its 95% paired bootstrap interval (points)."""
+    metrics = list(diffs[0][1]) if diffs else list(DIFF_METRICS)
+    lines = [f"| {reference} minus | " + " | ".join(f"{m} [95% CI]" for m in metrics) + " |",
+             "|---|" + "---|" * len(metrics)]
+    for label, result in diffs:
+        lines.append(f"| {label} | " + " | ".join(format_difference(result[m]) for m in metrics) + " |")
+    return "\n".join(lines)
+
+
+def write_results(rows: Sequence[Tuple[str, Path]], out: Path) -> str:
+    """The results table and the differences table from the evaluations' files; writes results.md
+    and differences.json in `out`; returns the markdown."""
+    summaries = [(label, json.loads(Path(path).read_text())) for label, path in rows]
+    per_query = {label: read_per_query(path) for label, path in rows}
+    mode = summaries[0][1].get("case_mode", "gemkr")
+    text = f"Relevance: {mode} case mode (headline).\n\n" + results_table(summaries)
+    if REFERENCE in per_query and len(per_query) > 1:
+        diffs = differences(per_query)
+        text += ("\n\nDifferences in points, 95% paired bootstrap over the same test questions "
+                 "(10,000 resamples; 'within noise' when the interval holds 0):\n\n" + differences_table(diffs))
+        (out / "differences.json").write_text(json.dumps({"reference": REFERENCE, "case_mode": mode,
+                                                          "differences": dict(diffs)}, indent=1))
+    (out / "results.md").write_text(text + "\n")
+    return text
 
 
 def run_default(setting: str = "default", out: Optional[Path] = None, quick: bool = False, ablations: bool = True,
@@ -95,9 +164,7 @@ def run_default(setting: str = "default", out: Optional[Path] = None, quick: boo
     t0 = time.time()
     pairs = table_stages(setting, _folder(out, root), quick, ablations)
     run_stages([*default_input_stages(root, **SETTINGS[setting][0]), *(s for s, _ in pairs)], root, out, force=force)
-    rows = [(label, json.loads((root / stage.outputs[0]).read_text())) for stage, label in pairs if label]
-    table = results_table(rows)
-    (out / "results.md").write_text(table + "\n")
+    table = write_results([(label, root / stage.outputs[0]) for stage, label in pairs if label], out)
     print(table)
     _record_time(out, time.time() - t0, setting, quick)
     print(f"\n{time.time() - t0:.0f} s in all; per-query results, summaries and recall@k plots under {out}")
