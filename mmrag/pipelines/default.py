@@ -155,6 +155,32 @@ def write_results(rows: Sequence[Tuple[str, Path]], out: Path) -> str:
     return text
 
 
+def rescore_evaluations(eval_dir: Path, corpus_csv: Path, out: Path) -> str:
+    """Re-score the saved rankings of a finished run in every case mode (case-insensitive headline)
+    without re-running a model, write them under `out` and return the tables of `write_results`.
+    For runs made before the task kept `by_case_mode`; their saved flags must equal the gemkr mode's."""
+    from mmrag.datasets.formats import read_corpus_csv
+    from mmrag.metrics.retrieval import CASE_MODES, RetrievalQuery, evaluate_retrieval
+
+    corpus, out = dict(read_corpus_csv(corpus_csv)), Path(out)
+    rows = []
+    for label, _, _ in RUNS:
+        src = Path(eval_dir) / eval_folder(label)
+        saved = read_per_query(src / "retrieval_summary.json")
+        queries = [RetrievalQuery(r["query_id"], r["retrieved"], [corpus[i] for i in r["retrieved"]], r["answers"])
+                   for r in saved]
+        records, summary = evaluate_retrieval(queries, (1, 5, 10), "case_insensitive", report_modes=CASE_MODES)
+        if any(r["by_case_mode"]["gemkr"]["relevant"] != s["relevant"] for r, s in zip(records, saved)):
+            raise DataFormatError(f"{src}: saved relevance flags differ from the gemkr mode's; is {corpus_csv} its corpus?")
+        old = json.loads((src / "retrieval_summary.json").read_text())
+        summary.update({k: old[k] for k in ("clues_in_corpus",) if k in old})
+        (out / eval_folder(label)).mkdir(parents=True, exist_ok=True)
+        (out / eval_folder(label) / "retrieval_summary.json").write_text(json.dumps(summary, indent=1))
+        (out / eval_folder(label) / "retrieval_per_query.json").write_text(json.dumps(records, indent=1))
+        rows.append((label, out / eval_folder(label) / "retrieval_summary.json"))
+    return write_results(rows, out)
+
+
 def run_default(setting: str = "default", out: Optional[Path] = None, quick: bool = False, ablations: bool = True,
                 force: Sequence[str] = (), root: Path = REPO_ROOT) -> str:
     """Prepare, train, evaluate and write `<out>/results.md`; returns the table."""

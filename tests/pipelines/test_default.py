@@ -73,3 +73,20 @@ def test_table_columns_keep_their_numbers_and_add_the_gemkr_mode_beside_the_head
     assert lines[0].endswith("| P@5 (gemkr mode) | R@5 (gemkr mode) |")
     assert lines[2] == "| GeMKR (constrained) | 19.8 | 33.0 | 38.5 | 24.6 | 100% | 18.0 | 30.0 |"
     assert lines[3].endswith("| - | - |")
+
+
+def test_rescoring_saved_rankings_counts_a_capitalised_answer_only_case_insensitively(tmp_path):
+    from mmrag.pipelines.default import RUNS, eval_folder, rescore_evaluations
+
+    (tmp_path / "corpus.csv").write_text("id,text\np1,Pellumbra is far away.\np2,it comes from pellumbra\np3,nothing here\n")
+    saved = [{"query_id": "q1", "retrieved": ["p1", "p2", "p3"], "answers": ["Pellumbra"],
+              "relevant": [False, True, False]}]  # gemkr mode: the answer lower-cased, the passage as is
+    for label, _, _ in RUNS:
+        _evaluation(tmp_path / "eval" / eval_folder(label), [0.2], [1.0])
+        (tmp_path / "eval" / eval_folder(label) / "retrieval_per_query.json").write_text(json.dumps(saved))
+    text = rescore_evaluations(tmp_path / "eval", tmp_path / "corpus.csv", tmp_path / "out")
+    assert "| GeMKR (constrained) | 40.0 | 100.0 | 100.0 | 100.0 | - | 20.0 | 100.0 |" in text
+    saved[0]["relevant"] = [True, True, False]  # not what gemkr mode gives: a different corpus
+    (tmp_path / "eval" / eval_folder(RUNS[0][0]) / "retrieval_per_query.json").write_text(json.dumps(saved))
+    with pytest.raises(DataFormatError, match="saved relevance flags differ"):
+        rescore_evaluations(tmp_path / "eval", tmp_path / "corpus.csv", tmp_path / "out2")
