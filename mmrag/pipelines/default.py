@@ -138,19 +138,29 @@ def differences_table(diffs: Sequence[Tuple[str, Dict[str, Dict]]], reference: s
     return "\n".join(lines)
 
 
+def in_case_mode(records: Sequence[Dict], mode: str) -> List[Dict]:
+    """The per-query records as scored in `mode` (kept under `by_case_mode` beside the headline)."""
+    return [{"query_id": r["query_id"], **r["by_case_mode"][mode]} for r in records]
+
+
 def write_results(rows: Sequence[Tuple[str, Path]], out: Path) -> str:
-    """The results table and the differences table from the evaluations' files; writes results.md
-    and differences.json in `out`; returns the markdown."""
+    """The results table and the differences tables (headline case mode, and the gemkr mode when the
+    evaluations kept it beside another headline) from the evaluations' files; writes results.md and
+    differences.json in `out`; returns the markdown."""
     summaries = [(label, json.loads(Path(path).read_text())) for label, path in rows]
     per_query = {label: read_per_query(path) for label, path in rows}
     mode = summaries[0][1].get("case_mode", "gemkr")
     text = f"Relevance: {mode} case mode (headline).\n\n" + results_table(summaries)
     if REFERENCE in per_query and len(per_query) > 1:
-        diffs = differences(per_query)
-        text += ("\n\nDifferences in points, 95% paired bootstrap over the same test questions "
-                 "(10,000 resamples; 'within noise' when the interval holds 0):\n\n" + differences_table(diffs))
-        (out / "differences.json").write_text(json.dumps({"reference": REFERENCE, "case_mode": mode,
-                                                          "differences": dict(diffs)}, indent=1))
+        modes = {mode: per_query}
+        if mode != "gemkr" and all("gemkr" in r.get("by_case_mode", {}) for recs in per_query.values() for r in recs):
+            modes["gemkr"] = {label: in_case_mode(recs, "gemkr") for label, recs in per_query.items()}
+        found = {m: differences(recs) for m, recs in modes.items()}
+        for m, diffs in found.items():
+            text += (f"\n\nDifferences in points ({m} case mode), 95% paired bootstrap over the same test questions "
+                     "(10,000 resamples; 'within noise' when the interval holds 0):\n\n" + differences_table(diffs))
+        (out / "differences.json").write_text(json.dumps({"reference": REFERENCE, "headline_case_mode": mode,
+                                                          "by_case_mode": {m: dict(d) for m, d in found.items()}}, indent=1))
     (out / "results.md").write_text(text + "\n")
     return text
 

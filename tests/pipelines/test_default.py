@@ -29,7 +29,7 @@ def test_identical_methods_differ_by_zero_within_noise_and_a_shift_is_outside_no
     shifted = _evaluation(tmp_path / "shift", [max(0.0, p - 0.2) for p in P5], R5)
     text = write_results([(REFERENCE, ref), ("same", same), ("shifted", shifted)], tmp_path)
     assert "| same | +0.0 [+0.0, +0.0] within noise | +0.0 [+0.0, +0.0] within noise |" in text
-    diffs = json.loads((tmp_path / "differences.json").read_text())["differences"]
+    diffs = json.loads((tmp_path / "differences.json").read_text())["by_case_mode"]["gemkr"]
     # P5 has two zero rows that cannot shift: the difference is 0.2 on 6 of 8 questions
     assert diffs["shifted"]["P@5"]["diff"] == pytest.approx(0.2 * 6 / 8)
     assert diffs["shifted"]["P@5"]["low"] > 0 and not diffs["shifted"]["P@5"]["within_noise"]
@@ -41,7 +41,7 @@ def test_a_constant_shift_on_every_question_is_a_point_interval(tmp_path):
     low = _evaluation(tmp_path / "low", P5, [0.0] * 8)
     text = write_results([(REFERENCE, ref), ("low", low)], tmp_path)
     assert "| low | +20.0 [+20.0, +20.0] | +75.0 [+" in text  # R@5: 6 of 8 hits lost, interval varies
-    diff = json.loads((tmp_path / "differences.json").read_text())["differences"]["low"]["P@5"]
+    diff = json.loads((tmp_path / "differences.json").read_text())["by_case_mode"]["gemkr"]["low"]["P@5"]
     assert diff["diff"] == pytest.approx(0.2) and diff["low"] == pytest.approx(0.2) and diff["high"] == pytest.approx(0.2)
 
 
@@ -90,3 +90,18 @@ def test_rescoring_saved_rankings_counts_a_capitalised_answer_only_case_insensit
     (tmp_path / "eval" / eval_folder(RUNS[0][0]) / "retrieval_per_query.json").write_text(json.dumps(saved))
     with pytest.raises(DataFormatError, match="saved relevance flags differ"):
         rescore_evaluations(tmp_path / "eval", tmp_path / "corpus.csv", tmp_path / "out2")
+
+
+def test_the_gemkr_mode_gets_its_own_differences_beside_a_case_insensitive_headline(tmp_path):
+    def records(p5_ci, p5_gemkr):
+        return [{"query_id": f"q{i}", "P@5": a, "R@5": 1.0, "by_case_mode": {
+            "case_insensitive": {"P@5": a, "R@5": 1.0}, "gemkr": {"P@5": b, "R@5": 1.0}}} for i, (a, b) in enumerate(zip(p5_ci, p5_gemkr))]
+    rows = []
+    for label, p5_ci, p5_gemkr in ((REFERENCE, [0.4] * 4, [0.2] * 4), ("other", [0.4] * 4, [0.0] * 4)):
+        path = _evaluation(tmp_path / label, p5_ci, [1.0] * 4, summary_extra={"case_mode": "case_insensitive"})
+        path.with_name("retrieval_per_query.json").write_text(json.dumps(records(p5_ci, p5_gemkr)))
+        rows.append((label, path))
+    text = write_results(rows, tmp_path)
+    headline, gemkr = text.split("(case_insensitive case mode)")[1], text.split("(gemkr case mode)")[1]
+    assert "| other | +0.0 [+0.0, +0.0] within noise |" in headline.split("(gemkr case mode)")[0]
+    assert "| other | +20.0 [+20.0, +20.0] | +0.0 [+0.0, +0.0] within noise |" in gemkr
