@@ -1,6 +1,7 @@
 """Build the dense multimodal retrieval database (CLIP embeddings -> faiss) for a collection.
 
-    # the default tiny CLIP, trained for 300 CPU steps on the world's image-caption pairs first:
+    # the default tiny CLIP, trained for 300 CPU steps on the world's image-caption pairs first (by the
+    # clip_pretrain task; weights in open_clip's format in <out>/tiny_clip/final):
     python data_process/create_index.py --world dataset/world_small --out outputs/db/world_small \
         --train-tiny-clip 300
     # a real CLIP from local weights, IVF index in shards of 1M rows, from a YAML + overrides:
@@ -27,6 +28,7 @@ from mmrag.common.tool_config import load_tool_config
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from mmrag.retrieval.dense_database import create_database
+    from mmrag.tasks.clip_pretrain import database_clip_trainer
 
     parser = tool_parser(__doc__)
     parser.add_argument("--world", help="a world folder: captions=<world>/image_captions.json, image_root=<world>")
@@ -37,7 +39,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     world = {"captions": str(Path(args.world) / "image_captions.json"), "image_root": str(args.world)} if args.world else {}
     flags = {**world, "out_dir": args.out, "tiny_clip.steps": args.train_tiny_clip}
     with exit_on_user_error():
-        create_database(load_tool_config("create_index", args.cfg, args.overrides, flags), progress=not args.no_progress)
+        create_database(load_tool_config("create_index", args.cfg, args.overrides, flags), progress=not args.no_progress,
+                        train_clip=database_clip_trainer)
     return 0
 
 

@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from mmrag.common.errors import ConfigError
+from mmrag.common.paths import require_path
 from mmrag.common.registry import MODELS
 
 LOSSES = ("siglip", "infonce")
@@ -79,6 +80,7 @@ class ContrastiveClip(nn.Module):
         "init_logit_scale": None,    # null: log(10) for siglip (SigLIP's), log(1/0.07) for infonce (CLIP's)
         "init_logit_bias": -10.0,    # siglip only: SigLIP's start, every pair looks negative
         "presence_weight": 0.0,      # > 0: add the balanced presence loss (needs presence_labels in the data)
+        "checkpoint": None,          # a folder save_trainable wrote (output_dir/final): start from / evaluate it
     }
 
     @classmethod
@@ -101,6 +103,8 @@ class ContrastiveClip(nn.Module):
         vision = self.arch["vision_cfg"]
         self.image_size = int(vision.get("image_size", 224))
         self.context_length = int(self.arch["text_cfg"].get("context_length", 77))
+        if cfg.checkpoint:
+            self.load_trainable(cfg.checkpoint)
 
     @staticmethod
     def _arch(cfg) -> Dict[str, Any]:
@@ -166,6 +170,18 @@ class ContrastiveClip(nn.Module):
             head = {k: v.detach().float().cpu().contiguous() for k, v in self.presence.state_dict().items()}
             _atomic(out / PRESENCE_FILE, lambda tmp: save_file(head, str(tmp)))
         return out
+
+
+    def load_trainable(self, folder: str | Path) -> None:
+        """The weights save_trainable wrote (open_clip's reader; the presence head when this model has one)."""
+        import open_clip
+        from safetensors.torch import load_file
+
+        folder = require_path("model.checkpoint", folder, "folder with open_clip_model.safetensors")
+        open_clip.load_checkpoint(self.clip, str(require_path("model.checkpoint", folder / WEIGHTS_FILE, "weights file")))
+        if self.presence is not None:
+            head = require_path("model.checkpoint", folder / PRESENCE_FILE, "presence head weights (presence_weight > 0)")
+            self.presence.load_state_dict(load_file(str(head)))
 
 
 def _atomic(path: Path, write) -> None:

@@ -137,8 +137,10 @@ def _run_tool(root: Path, tool: str, cfg: dict) -> None:
     try:
         if tool == "create_index":
             from mmrag.retrieval.dense_database import create_database
+            from mmrag.tasks.clip_pretrain import database_clip_trainer
 
-            create_database(load_tool_config(tool, overrides=_dotlist(cfg)), progress=False)
+            create_database(load_tool_config(tool, overrides=_dotlist(cfg)), progress=False,
+                            train_clip=database_clip_trainer)
         elif tool == "surf_build_data":
             from mmrag.surf.build_data import run
 

@@ -5,8 +5,10 @@ Three ways to get a CLIP, chosen by `type`:
 - `open_clip` with `model_name` (a built-in open_clip architecture such as `ViT-L-14`) and
   `pretrained` = a LOCAL weights file, or null for random init;
 - `open_clip` with `model_cfg` = an explicit architecture dict (`embed_dim`, `vision_cfg`, `text_cfg`),
-  e.g. the tiny ViT CLIP of `TINY_CLIP_CFG` used by tests and the default database; `pretrained` may
-  point at weights saved by `train_tiny_clip` (safetensors);
+  e.g. the tiny ViT CLIP of `TINY_CLIP_CFG` used by tests and the default database;
+- `open_clip` with `model_name: "local-dir:<folder>"` and `pretrained: <folder>/open_clip_model.safetensors`:
+  a CLIP trained by the `clip_pretrain` task (mmrag/tasks/clip_pretrain.py), which is also what
+  create_index's `tiny_clip.steps` trains;
 - `hf_clip` with `path` = a local Hugging Face `CLIPModel` folder.
 
 Three image paths, chosen by `decode` (the loading itself lives in `image_pipeline.py`):
@@ -360,77 +362,6 @@ class ClipEmbedder:
         if not blocks:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.concatenate(blocks, axis=0)
-
-
-# ----------------------------------------------------------------------------- tiny CLIP training
-@dataclass
-class TinyClipTrainResult:
-    weights: Path
-    steps: int
-    final_loss: float
-    seconds: float
-
-
-def _shuffled_pairs(pairs: List[Tuple[str, str]], seed: int) -> Iterator[Tuple[str, str]]:
-    rng = random.Random(seed)
-    while True:
-        order = list(pairs)
-        rng.shuffle(order)
-        yield from order
-
-
-def train_tiny_clip(
-    pairs: Sequence[Tuple[str | Path, str]],
-    out_path: str | Path,
-    steps: int = 300,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    model_cfg: Optional[Dict[str, Any]] = None,
-    seed: int = 0,
-    progress: bool = True,
-) -> TinyClipTrainResult:
-    """Train a random-init open_clip arch (default TINY_CLIP_CFG) contrastively on (image path, caption)
-    pairs for `steps` steps on the CPU; save the weights (safetensors) to `out_path`.
-
-    Images are decoded once up front (the world's images are small), captions tokenised per batch.
-    """
-    import time
-
-    from safetensors.torch import save_file
-
-    start = time.time()
-    cfg = embedder_config({"model_cfg": model_cfg or TINY_CLIP_CFG, "device": "cpu", "seed": seed})
-    backend = _open_clip_backend(cfg)
-    model = backend.model.train()
-    pixels = {str(p): backend.preprocess(load_rgb(p)) for p, _ in pairs}
-    optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
-    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=lr, total_steps=steps, pct_start=0.1)
-    stream = _shuffled_pairs([(str(p), c) for p, c in pairs], seed)
-    loss_value = float("nan")
-    for _ in tqdm(range(steps), desc="train tiny clip", disable=not progress):
-        batch = [next(stream) for _ in range(min(batch_size, len(pairs)))]
-        loss = _clip_loss(model, backend, torch.stack([pixels[p] for p, _ in batch]), [c for _, c in batch])
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        sched.step()
-        loss_value = float(loss.detach())
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_path))
-    return TinyClipTrainResult(out_path, steps, loss_value, time.time() - start)
-
-
-def _clip_loss(model: torch.nn.Module, backend: _Backend, pixels: torch.Tensor, captions: List[str]) -> torch.Tensor:
-    """Symmetric InfoNCE over the batch. Duplicate captions in a batch are soft-labelled as matches."""
-    img = torch.nn.functional.normalize(backend.encode_image(pixels), dim=-1)
-    txt = torch.nn.functional.normalize(backend.encode_text(backend.tokenize(captions)), dim=-1)
-    logits = model.logit_scale.exp() * img @ txt.t()
-    same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float32)
-    target = same / same.sum(dim=1, keepdim=True)
-    loss_i = torch.nn.functional.cross_entropy(logits, target)
-    loss_t = torch.nn.functional.cross_entropy(logits.t(), target)
-    return (loss_i + loss_t) / 2
 
 
 # ----------------------------------------------------------------------------- retrieval quality

@@ -1,8 +1,9 @@
 """Build a dense multimodal retrieval database (CLIP embeddings -> faiss) for an image-caption collection.
 
 The config is the registered `create_index` defaults below (CLI: mmrag.cli.create_index, which also
-takes a YAML via --cfg and key=value overrides). With `tiny_clip.steps > 0` the tiny random CLIP is
-first trained on the collection, and its recall on held-out items before and after is reported. An
+takes a YAML via --cfg and key=value overrides). With `tiny_clip.steps > 0` the random CLIP of
+`embedder.model_cfg` is first trained on the collection by the clip_pretrain task (the one training
+path), and its recall on held-out items before and after is reported. An
 interrupted run picks up at the first unfinished embedding shard and gives identical vectors.
 """
 from __future__ import annotations
@@ -11,13 +12,13 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from omegaconf import OmegaConf
 
 from mmrag.common.errors import ConfigError
 from mmrag.common.tool_config import register_tool
-from mmrag.retrieval.clip_embedder import DEFAULT_EMBEDDER_CFG, ClipEmbedder, retrieval_recall, train_tiny_clip
+from mmrag.retrieval.clip_embedder import DEFAULT_EMBEDDER_CFG, ClipEmbedder, retrieval_recall
 from mmrag.retrieval.dense_index import DEFAULT_INDEX_SPEC, build_database, embed_to_shards, load_collection
 
 DEFAULTS: Dict[str, Any] = register_tool("create_index", {
@@ -29,7 +30,7 @@ DEFAULTS: Dict[str, Any] = register_tool("create_index", {
     "embedder": DEFAULT_EMBEDDER_CFG,
     "index": DEFAULT_INDEX_SPEC,
     "tiny_clip": {
-        "steps": 0,          # >0: train the tiny random CLIP on the collection before embedding
+        "steps": 0,          # >0: train embedder.model_cfg from scratch (clip_pretrain task) before embedding
         "batch_size": 64,
         "lr": 1e-3,
         "holdout": 0.1,      # fraction of items (by id hash) kept out of training for the recall report
@@ -44,22 +45,27 @@ def _is_held_out(item_id: str, fraction: float) -> bool:
     return int(hashlib.md5(item_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
 
 
-def train_and_report(cfg: Dict[str, Any], items: List[Dict[str, Any]], progress: bool) -> Dict[str, Any]:
-    """Train the tiny CLIP on the non-held-out items; recall on held-out items before and after."""
+# trains the database's CLIP on the training items in `folder`; returns the embedder keys that load it.
+# The clip_pretrain task does the training; it lives in a higher layer, so the caller passes it in
+# (mmrag.cli.create_index passes mmrag.tasks.clip_pretrain's).
+ClipTrainer = Callable[[Dict[str, Any], List[Dict[str, Any]], Path, bool], Dict[str, Any]]
+
+
+def train_and_report(cfg: Dict[str, Any], items: List[Dict[str, Any]], train_clip: ClipTrainer,
+                     progress: bool) -> Dict[str, Any]:
+    """Train the database's CLIP on the non-held-out items; recall on held-out items before and after."""
     tc, root = cfg["tiny_clip"], Path(cfg["image_root"])
-    train = [(root / it["image"], it["caption"]) for it in items if not _is_held_out(it["id"], tc["holdout"])]
+    train = [it for it in items if not _is_held_out(it["id"], tc["holdout"])]
     held = [it for it in items if _is_held_out(it["id"], tc["holdout"])][: tc["max_eval"]]
     paths, caps = [root / it["image"] for it in held], [it["caption"] for it in held]
-    eval_cfg = {**cfg["embedder"], "device": "cpu", "pretrained": None}
-    before = retrieval_recall(ClipEmbedder(eval_cfg), paths, caps)
-    weights = Path(cfg["out_dir"]) / "tiny_clip.safetensors"
-    result = train_tiny_clip(train, weights, steps=tc["steps"], batch_size=tc["batch_size"], lr=tc["lr"],
-                             model_cfg=cfg["embedder"]["model_cfg"], seed=cfg["embedder"]["seed"], progress=progress)
-    after = retrieval_recall(ClipEmbedder({**eval_cfg, "pretrained": str(weights)}), paths, caps)
-    cfg["embedder"]["pretrained"] = str(weights.resolve())  # the manifest must work from any cwd
-    report = {"train_pairs": len(train), "held_out": len(held), "steps": result.steps,
-              "final_loss": result.final_loss, "train_seconds": round(result.seconds, 1),
-              "before": before, "after": after}
+    before = retrieval_recall(ClipEmbedder({**cfg["embedder"], "device": "cpu", "pretrained": None}), paths, caps)
+    start = time.time()
+    keys = train_clip(cfg, train, Path(cfg["out_dir"]) / "tiny_clip", progress)
+    seconds = time.time() - start
+    cfg["embedder"].update(keys)  # the database is embedded with the trained model
+    after = retrieval_recall(ClipEmbedder({**cfg["embedder"], "device": "cpu"}), paths, caps)
+    report = {"train_pairs": len(train), "held_out": len(held), "steps": tc["steps"],
+              "train_seconds": round(seconds, 1), "model": keys, "before": before, "after": after}
     (Path(cfg["out_dir"]) / "tiny_clip_report.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -69,8 +75,9 @@ def with_image_root(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return {**cfg, "image_root": cfg["image_root"] or str(Path(cfg["captions"]).parent)}
 
 
-def create_database(cfg: Dict[str, Any], progress: bool = True) -> Path:
-    """Embed the collection (training the tiny CLIP first if configured) and build its faiss database."""
+def create_database(cfg: Dict[str, Any], progress: bool = True, train_clip: Optional[ClipTrainer] = None) -> Path:
+    """Embed the collection (training its CLIP first with `train_clip` when tiny_clip.steps > 0) and
+    build its faiss database."""
     cfg = with_image_root(cfg)
     out = Path(cfg["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +85,10 @@ def create_database(cfg: Dict[str, Any], progress: bool = True) -> Path:
     if cfg["tiny_clip"]["steps"] > 0:
         if cfg["embedder"]["model_name"] or cfg["embedder"]["type"] != "open_clip":
             raise ConfigError("create_index: tiny_clip.steps > 0 needs embedder.type=open_clip with model_cfg (not model_name)")
-        print(json.dumps({"tiny_clip": train_and_report(cfg, items, progress)}))
+        if train_clip is None:
+            raise ConfigError("create_index: tiny_clip.steps > 0 trains with the clip_pretrain task: run "
+                              "mmrag-create-index (python data_process/create_index.py)")
+        print(json.dumps({"tiny_clip": train_and_report(cfg, items, train_clip, progress)}))
     start = time.time()
     embedder = ClipEmbedder(cfg["embedder"])
     vectors = embed_to_shards(embedder, items, out / "embeddings", cfg["modality"], cfg["image_root"],

@@ -208,6 +208,22 @@ def train_database_clip(model_cfg: Dict[str, Any], captions: str, image_root: st
     return folder, result
 
 
+def database_clip_trainer(cfg: Dict[str, Any], train_items: List[Dict[str, Any]], folder: Path,
+                          progress: bool) -> Dict[str, Any]:
+    """create_index's `tiny_clip` training (dense_database.ClipTrainer): `embedder.model_cfg` from scratch
+    on the given items (written to <folder>/train_pairs.json) through the runner; returns the embedder
+    keys of the trained model."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs = folder / "train_pairs.json"
+    write_json(pairs, [{"image": it["image"], "caption": it["caption"]} for it in train_items])
+    tc = cfg["tiny_clip"]
+    trained, _ = train_database_clip(cfg["embedder"]["model_cfg"], str(pairs), str(cfg["image_root"]), folder,
+                                     tc["steps"], tc["batch_size"], tc["lr"], holdout=0.0,
+                                     seed=int(cfg["embedder"]["seed"]), progress=progress)
+    return embedder_keys(trained)
+
+
 def embedder_keys(folder: Path) -> Dict[str, Any]:
     """The ClipEmbedder keys that load a saved model, as for a real CLIP: an architecture name + weights."""
     folder = Path(folder).resolve()

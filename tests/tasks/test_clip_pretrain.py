@@ -193,3 +193,21 @@ def test_saved_folder_loads_in_the_tower_and_the_embedder_with_the_modules_embed
     fresh = task.build_model(cfg).eval()
     with torch.no_grad():
         assert not np.allclose(fresh.encode_image(pixels).numpy(), expected, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- create_index's CLIP
+def test_the_database_clip_trained_by_the_task_finds_images_from_their_captions(tmp_path):
+    from mmrag.retrieval.clip_embedder import ClipEmbedder, TINY_CLIP_CFG, retrieval_recall
+    from mmrag.tasks.clip_pretrain import database_clip_trainer
+    from tests.retrieval.test_clip_embedder import colour_images
+
+    pairs = colour_images(tmp_path / "img")  # 8 single-colour images captioned with their colour
+    items = [{"id": p.stem, "image": p.name, "caption": c} for p, c in pairs]
+    cfg = {"image_root": str(tmp_path / "img"), "embedder": {"model_cfg": TINY_CLIP_CFG, "seed": 0},
+           "tiny_clip": {"steps": 30, "batch_size": 8, "lr": 2e-3}}
+    paths, captions = [p for p, _ in pairs], [c for _, c in pairs]
+    before = retrieval_recall(ClipEmbedder({"device": "cpu", "num_workers": 0}), paths, captions)
+    keys = database_clip_trainer(cfg, items, tmp_path / "clip", progress=False)
+    assert keys["model_name"] == f"local-dir:{(tmp_path / 'clip' / 'final').resolve()}"
+    after = retrieval_recall(ClipEmbedder({**keys, "device": "cpu", "num_workers": 0}), paths, captions)
+    assert after["text_to_image"]["R@1"] >= 0.75 > before["text_to_image"]["R@1"]
