@@ -1,8 +1,7 @@
 """Balanced POPE-style yes/no questions on a COCO-format split, written as LLaVA conversations.
 
-Why: the world's instruction data answers most 'Is there ...?' questions 'no', so a model tuned on it
-alone learns to say 'no' to everything. LLaVA-1.5-style recipes add balanced object-existence
-questions; `make_split` makes them from `annotations/instances_<split>.json` with the POPE sampler
+Why: LLaVA-1.5-style recipes add balanced object-existence questions to the instruction data;
+`make_split` makes them for any COCO-format split from `annotations/instances_<split>.json` with the POPE sampler
 (`mmrag.datasets.pope_builder.build_pope`). Every image gets the questions of ONE strategy (random,
 popular or adversarial, a seeded choice per image), `per_image` yes and as many no questions, so
 the labels are exactly 50/50. The wording is the POPE task's at inference:
@@ -11,6 +10,9 @@ the labels are exactly 50/50. The wording is the POPE task's at inference:
 
 Output: <world>/llava/yesno_<split>.json (train for training; test only as a held-out check of the
 trained model, never for training). The POPE question files (pope/*.jsonl) are not read or written.
+These are 50/50 per image, not per name: a rare name is still mostly asked "no". The world generator
+itself writes llava/yesno_balanced_{train,val,test}.json, balanced per name by complementary pairs
+(mmrag.datasets.world.grounding); prefer those on the synthetic world.
 CLI: `python data_process/make_pope_style_train.py` (mmrag.cli.make_pope_style_train).
 """
 from __future__ import annotations

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Sequence, Set, Tuple
 
 from mmrag.datasets.pope_builder import STRATEGIES, co_occurrence, image_frequency, sample_negatives
 
@@ -89,7 +89,7 @@ def balanced_pairs(objects: Dict[str, List[str]], rng: random.Random,
     return rows
 
 
-def llava_yesno_records(rows: Sequence[Dict[str, str]], image_path) -> List[Dict[str, object]]:
+def llava_yesno_records(rows: Sequence[Dict[str, str]], image_path: Callable[[str], str]) -> List[Dict[str, object]]:
     """LLaVA conversation records; ids '<image id>_yesno_<n>' (n counts per image)."""
     per_image: Counter = Counter()
     records = []
@@ -128,7 +128,7 @@ def presence_plan(scene_objects: Sequence[Set[str]], generic: Sequence[str], rng
     return asked
 
 
-def presence_words(scenes, generic: Sequence[str], seed: int, split: str) -> Optional[List[str]]:
+def presence_words(scenes, generic: Sequence[str], seed: int, split: str) -> List[str]:
     """`presence_plan` for the scenes of a split, from its own random stream."""
     rng = random.Random(f"{seed}:presence-{split}")
     return presence_plan([{o.word for o in s.objects} for s in scenes], generic, rng)
