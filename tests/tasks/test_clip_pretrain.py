@@ -15,7 +15,7 @@ import mmrag  # noqa: F401
 from mmrag.common.config import build_config
 from mmrag.common.errors import ConfigError
 from mmrag.datasets.image_text import ImageTextBuilder, presence_targets, presence_weights, square_box
-from mmrag.models.contrastive_clip import WEIGHTS_FILE, infonce_loss_sum, presence_loss_sum, siglip_loss_sum
+from mmrag.models.contrastive_clip import infonce_loss_sum, presence_loss_sum, siglip_loss_sum
 from mmrag.runners.runner import Runner
 from mmrag.tasks.clip_pretrain import ClipPretrainTask, embedder_keys, recall_at_k, zero_shot_accuracy
 
@@ -170,9 +170,9 @@ def test_saved_folder_loads_in_the_tower_and_the_embedder_with_the_modules_embed
     torch.manual_seed(0)
     Runner(cfg, task).train()
     folder = tmp_path / "run" / "final"
-    # the trained module: rebuilt and given the saved weights through open_clip's own loader
+    # the trained module: rebuilt from the saved folder (model.checkpoint, as eval.py does)
+    cfg.model.checkpoint = str(folder)
     module = task.build_model(cfg).eval()
-    open_clip.load_checkpoint(module.clip, str(folder / WEIGHTS_FILE))
     images = sorted((tiny_world / "images").glob("*.jpg"))[:4]
     processor = task.build_processor(cfg, module)
     pixels = torch.stack([processor.transform(open_rgb(p)) for p in images])
@@ -189,7 +189,11 @@ def test_saved_folder_loads_in_the_tower_and_the_embedder_with_the_modules_embed
     with torch.no_grad():
         np.testing.assert_allclose(torch.nn.functional.normalize(tower.visual(pixels), dim=-1).numpy(), expected, atol=1e-5)
         torch.testing.assert_close(tower(pixels), expected_tokens, atol=1e-5, rtol=1e-5)
-    # a trained model differs from a fresh random one (the weights really came from the file)
+    # open_clip's own factory loads the folder too; a fresh random model differs (the weights came from the file)
+    direct = open_clip.create_model(keys["model_name"]).eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(direct.encode_image(pixels, normalize=True).numpy(), expected, atol=1e-5)
+    cfg.model.checkpoint = None
     fresh = task.build_model(cfg).eval()
     with torch.no_grad():
         assert not np.allclose(fresh.encode_image(pixels).numpy(), expected, atol=1e-3)
