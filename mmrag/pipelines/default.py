@@ -168,7 +168,8 @@ def write_results(rows: Sequence[Tuple[str, Path]], out: Path) -> str:
 def rescore_evaluations(eval_dir: Path, corpus_csv: Path, out: Path) -> str:
     """Re-score the saved rankings of a finished run in every case mode (case-insensitive headline)
     without re-running a model, write them under `out` and return the tables of `write_results`.
-    For runs made before the task kept `by_case_mode`; their saved flags must equal the gemkr mode's."""
+    For runs made before the task kept `by_case_mode`; their saved flags must equal those of the mode
+    they were scored in (`case_mode` of their summary; gemkr when absent)."""
     from mmrag.datasets.formats import read_corpus_csv
     from mmrag.metrics.retrieval import CASE_MODES, RetrievalQuery, evaluate_retrieval
 
@@ -180,9 +181,11 @@ def rescore_evaluations(eval_dir: Path, corpus_csv: Path, out: Path) -> str:
         queries = [RetrievalQuery(r["query_id"], r["retrieved"], [corpus[i] for i in r["retrieved"]], r["answers"])
                    for r in saved]
         records, summary = evaluate_retrieval(queries, (1, 5, 10), "case_insensitive", report_modes=CASE_MODES)
-        if any(r["by_case_mode"]["gemkr"]["relevant"] != s["relevant"] for r, s in zip(records, saved)):
-            raise DataFormatError(f"{src}: saved relevance flags differ from the gemkr mode's; is {corpus_csv} its corpus?")
         old = json.loads((src / "retrieval_summary.json").read_text())
+        saved_mode = old.get("case_mode", "gemkr")  # the mode the saved flags were computed in
+        if any(r["by_case_mode"][saved_mode]["relevant"] != s["relevant"] for r, s in zip(records, saved)):
+            raise DataFormatError(f"{src}: saved relevance flags differ from the {saved_mode} mode's; "
+                                  f"is {corpus_csv} its corpus?")
         summary.update({k: old[k] for k in ("clues_in_corpus",) if k in old})
         (out / eval_folder(label)).mkdir(parents=True, exist_ok=True)
         (out / eval_folder(label) / "retrieval_summary.json").write_text(json.dumps(summary, indent=1))
