@@ -221,7 +221,7 @@ def default_input_stages(root: Path, world: str = "world_small", preset: str = "
         Stage("assets", ["assets/llama_tokenizer/asset.json"],
               [py, "-m", "mmrag.cli.prepare_assets", "llama_tokenizer"],
               run=lambda: prepare_assets(["llama_tokenizer"])),
-        Stage("world", [f"{world_dir}/world.json"],
+        Stage("world", [f"{world_dir}/world.json", f"{world_dir}/llava/yesno_balanced_train.json"],
               [py, "data_process/make_world.py", "--preset", preset, "--seed", "0", "--out", world_dir,
                "--workers", str(workers)], run=lambda: print(json.dumps(make_world(world_cfg))), stale=[world_dir]),
         Stage("tower", [f"{tower_dir}/config.json"],
