@@ -28,16 +28,28 @@ from mmrag.common.errors import ConfigError
 from mmrag.common.jsonl import write_json
 from mmrag.common.registry import MODELS, TASKS
 from mmrag.datasets.image_text import ImageTextBuilder, ImageTextCollator, WorldSplit, crop_pixels, open_rgb
+from mmrag.metrics.bootstrap import bootstrap_mean
 from mmrag.models.contrastive_clip import WEIGHTS_FILE
 from mmrag.tasks.base import Task
 
 
+def ranks(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
+    """Per query (row): irrelevant items scoring at least as high as its best relevant item (ties count against)."""
+    best = np.where(relevant, scores, -np.inf).max(axis=1, keepdims=True)
+    return ((scores >= best) & ~relevant).sum(axis=1)
+
+
 def recall_at_k(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int] = (1, 5)) -> Dict[str, float]:
     """Recall@k of queries (rows) with possibly several relevant items: a query counts at k when fewer
-    than k irrelevant items score at least as high as its best relevant item (ties count against)."""
-    best = np.where(relevant, scores, -np.inf).max(axis=1, keepdims=True)
-    rank = ((scores >= best) & ~relevant).sum(axis=1)
+    than k irrelevant items score at least as high as its best relevant item."""
+    rank = ranks(scores, relevant)
     return {f"R@{k}": float((rank < k).mean()) for k in ks}
+
+
+def _interval(hits: np.ndarray) -> List[float]:
+    """95% percentile-bootstrap interval of a mean of 0/1 outcomes."""
+    ci = bootstrap_mean(hits.astype(np.float64))
+    return [round(ci["low"], 4), round(ci["high"], 4)]
 
 
 def zero_shot_accuracy(image_emb: np.ndarray, class_emb: np.ndarray, truth: np.ndarray) -> Dict[str, float]:
@@ -45,7 +57,8 @@ def zero_shot_accuracy(image_emb: np.ndarray, class_emb: np.ndarray, truth: np.n
     pred = (image_emb @ class_emb.T).argmax(axis=1)
     correct = pred == truth
     per_class = [correct[truth == c].mean() for c in np.unique(truth)]
-    return {"top1": float(correct.mean()), "top1_class_mean": float(np.mean(per_class)), "n_items": int(len(truth)),
+    return {"top1": float(correct.mean()), "top1_ci95": _interval(correct),
+            "top1_class_mean": float(np.mean(per_class)), "n_items": int(len(truth)),
             "n_classes": int(class_emb.shape[0]), "chance": 1.0 / class_emb.shape[0]}
 
 
@@ -143,8 +156,10 @@ def caption_retrieval(encoder: _Encoder, world: WorldSplit) -> Dict[str, Dict[st
     for col, (image_id, _) in enumerate(pairs):
         relevant[row[image_id], col] = True
     scores = image_emb @ text_emb.T
-    return {"image_to_text": recall_at_k(scores, relevant), "text_to_image": recall_at_k(scores.T, relevant.T),
-            "n_images": len(image_ids), "n_captions": len(pairs)}
+    out: Dict[str, Any] = {"n_images": len(image_ids), "n_captions": len(pairs)}
+    for name, (s, r) in {"image_to_text": (scores, relevant), "text_to_image": (scores.T, relevant.T)}.items():
+        out[name] = {**recall_at_k(s, r), "R@1_ci95": _interval(ranks(s, r) < 1)}
+    return out
 
 
 def plot_results(results: Dict[str, Any], path: Path) -> Path:
