@@ -40,6 +40,7 @@ class SeeingOptions:
     pope_max: int = 0                           # first questions per split (0: all)
     controls: Sequence[str] = CONTROLS
     image_dir: str = "dataset/world_small/images"   # every image the tower's feature cache is filled with
+    in_process: bool = False   # run train/eval in this process (tests: no interpreter start-up per stage)
 
 
 def cache_features(root: Path, cfg_path: str, overrides: Sequence[str], image_dir: str, done_file: Path,
@@ -70,6 +71,37 @@ def cache_features(root: Path, cfg_path: str, overrides: Sequence[str], image_di
     done_file.write_text(json.dumps({"images": len(files), "computed": tower.cache.misses, "read": tower.cache.hits}))
 
 
+def train_stage(root: Path, cfg_path: str, options: Sequence[str]) -> None:
+    """`python train.py --cfg-path <cfg_path> <options>`, in this process (no interpreter start-up per stage)."""
+    from mmrag.common.config import build_config
+    from mmrag.common.registry import RUNNERS, TASKS
+
+    cfg = build_config(str(root / cfg_path), list(options))
+    RUNNERS.get(cfg.run.runner)(cfg, TASKS.get(cfg.run.task)(cfg)).train()
+
+
+def eval_stage(root: Path, cfg_path: str, options: Sequence[str]) -> None:
+    """`python eval.py --cfg-path <cfg_path> <options>`, in this process."""
+    import torch
+
+    from mmrag.common.config import build_config, save_config
+    from mmrag.common.registry import TASKS
+
+    cfg = build_config(str(root / cfg_path), list(options))
+    torch.manual_seed(cfg.run.seed)
+    task = TASKS.get(cfg.run.task)(cfg)
+    model = task.build_model(cfg)
+    if torch.cuda.is_available() and cfg.run.device != "cpu":
+        model = model.cuda()
+    save_config(cfg, Path(cfg.run.output_dir))
+    task.evaluate(model, cfg, Path(cfg.run.output_dir))
+
+
+def _in_process(runner, root: Path, argv: Sequence[str]):
+    """A stage callable running `argv` (python train.py/eval.py --cfg-path X opts) by `runner`."""
+    return lambda: runner(root, argv[3], argv[4:])
+
+
 def build_stages(opt: SeeingOptions, root: Path = Path(".")) -> List[Stage]:
     py, out = sys.executable, opt.out
     first = f"train_configs/{TRAIN_STAGES[0][1]}.yaml"
@@ -79,19 +111,21 @@ def build_stages(opt: SeeingOptions, root: Path = Path(".")) -> List[Stage]:
     previous: Optional[str] = None
     for name, cfg in TRAIN_STAGES:
         init = [f"model.checkpoint={out}/{previous}/final"] if previous else ["model.checkpoint=null"]
-        stages.append(Stage(name, [f"{out}/{name}/final/trainable.safetensors"],
-                            [py, "train.py", "--cfg-path", f"train_configs/{cfg}.yaml", f"run.output_dir={out}/{name}",
-                             "run.progress=false", *init, *opt.overrides, *opt.stage_overrides.get(name, [])],
-                            stale=[f"{out}/{name}"], log_file=f"{out}/logs/{name}.log"))
+        argv = [py, "train.py", "--cfg-path", f"train_configs/{cfg}.yaml", f"run.output_dir={out}/{name}",
+                "run.progress=false", *init, *opt.overrides, *opt.stage_overrides.get(name, [])]
+        stages.append(Stage(name, [f"{out}/{name}/final/trainable.safetensors"], argv, stale=[f"{out}/{name}"],
+                            run=_in_process(train_stage, root, argv) if opt.in_process else None,
+                            log_file=None if opt.in_process else f"{out}/logs/{name}.log"))
         previous = name
     limit = [f"evaluation.max_samples={opt.pope_max}"] if opt.pope_max else []
     for control in opt.controls:
         folder = f"{out}/pope_{control}"
-        stages.append(Stage(f"pope_{control}", [f"{folder}/results.json"],
-                            [py, "eval.py", "--cfg-path", EVAL_CONFIG, f"run.output_dir={folder}",
-                             f"model.checkpoint={out}/{previous}/final", f"evaluation.image_control={control}",
-                             *limit, *opt.overrides, *opt.stage_overrides.get(f"pope_{control}", [])],
-                            stale=[folder], log_file=f"{out}/logs/pope_{control}.log"))
+        argv = [py, "eval.py", "--cfg-path", EVAL_CONFIG, f"run.output_dir={folder}",
+                f"model.checkpoint={out}/{previous}/final", f"evaluation.image_control={control}",
+                *limit, *opt.overrides, *opt.stage_overrides.get(f"pope_{control}", [])]
+        stages.append(Stage(f"pope_{control}", [f"{folder}/results.json"], argv, stale=[folder],
+                            run=_in_process(eval_stage, root, argv) if opt.in_process else None,
+                            log_file=None if opt.in_process else f"{out}/logs/pope_{control}.log"))
     return stages
 
 
