@@ -141,7 +141,7 @@ class ContrastiveClip(nn.Module):
         logits = self.logits(image, text).float()
         positives = batch["positives"].to(device)
         loss = siglip_loss_sum(logits, positives) if self.cfg.loss == "siglip" else infonce_loss_sum(logits, positives)
-        if self.presence is not None:
+        if self.presence is not None and "presence_targets" in batch:  # a dataset without labels adds none
             presence = self.presence(raw).float()
             loss = loss + self.cfg.presence_weight * presence_loss_sum(
                 presence, batch["presence_targets"].to(device), batch["presence_weights"].to(device))
