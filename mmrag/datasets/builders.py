@@ -114,14 +114,12 @@ class RegionDescriptionsBuilder(Builder):
 
     @classmethod
     def build(cls, cfg, processor, split: str, name: str) -> ConversationDataset:
-        from mmrag.datasets.formats import read_region_descriptions, region_image_id
+        from mmrag.datasets.formats import read_coco_instances, read_region_descriptions, region_image_id
 
         path = split_path(cfg, split)
         members = split_path(cfg, split, "split_images")
         root = require_path(f"datasets.{name}.image_root", cfg.image_root, "image folder")
-        import json
-
-        stems = {Path(im["file_name"]).stem: im["file_name"] for im in json.loads(members.read_text())["images"]}
+        stems = {Path(im["file_name"]).stem: im["file_name"] for im in read_coco_instances(members)["images"]}
         records = []
         for item in read_region_descriptions(path):
             key = str(region_image_id(item))
