@@ -12,7 +12,7 @@ balanced presence questions (dataset/world_small/llava/yesno_balanced_{train,val
 from __future__ import annotations
 
 import argparse
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from mmrag.common.cli import exit_on_user_error
 
@@ -26,8 +26,23 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--only", nargs="*", default=None, help="run just these stages (the report always runs)")
     ap.add_argument("--force", nargs="*", default=[], help="run these stages even if their outputs exist")
     ap.add_argument("--set", nargs="*", default=[], dest="overrides", help="key=value for every stage")
+    ap.add_argument("--stage-set", nargs="*", default=[], metavar="STAGE:KEY=VALUE",
+                    help="key=value for one stage, e.g. stage2_instruct:run.max_steps=300")
     ap.add_argument("--pope-max", type=int, default=d.pope_max, help="first questions of each POPE split (0: all)")
     return ap.parse_args(None if argv is None else list(argv))
+
+
+def stage_overrides(items: Sequence[str]) -> Dict[str, List[str]]:
+    """["stage2_instruct:run.max_steps=300", ...] -> {"stage2_instruct": ["run.max_steps=300"], ...}"""
+    from mmrag.common.errors import ConfigError
+
+    out: Dict[str, List[str]] = {}
+    for item in items:
+        stage, sep, option = item.partition(":")
+        if not sep or "=" not in option:
+            raise ConfigError(f"--stage-set {item!r}: expected STAGE:KEY=VALUE, e.g. stage2_instruct:run.max_steps=300")
+        out.setdefault(stage, []).append(option)
+    return out
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -36,8 +51,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     args = parse_args(argv)
     with exit_on_user_error():
-        run_seeing(SeeingOptions(out=args.out, overrides=args.overrides, pope_max=args.pope_max), root=REPO_ROOT,
-                   force=args.force, only=args.only)
+        per_stage = stage_overrides(args.stage_set)
+        run_seeing(SeeingOptions(out=args.out, overrides=args.overrides, stage_overrides=per_stage,
+                                 pope_max=args.pope_max), root=REPO_ROOT, force=args.force, only=args.only)
     return 0
 
 

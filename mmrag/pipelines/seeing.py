@@ -166,6 +166,11 @@ def run_seeing(opt: SeeingOptions, root: Path = Path("."), force: Sequence[str] 
                only: Optional[Sequence[str]] = None) -> Dict[str, object]:
     stages = build_stages(opt, root)
     names = [s.name for s in stages]
+    unknown = sorted(set(opt.stage_overrides) - set(names))
+    if unknown:
+        from mmrag.common.errors import ConfigError
+
+        raise ConfigError(f"stage overrides name unknown stage(s) {unknown}; stages: {', '.join(names)}")
     run_stages(stages, root, root / opt.out, force=force, only=[n for n in only if n in names] if only else None)
     result = report(root, opt, stages)
     print(result["table"])
