@@ -184,12 +184,16 @@ class TimmVisionTower(VisionTower):
         if self.is_cnn:
             self._init_cnn(cfg)
         else:
+            for key in ("image_size", "feature_cache"):  # CNN-only keys: a ViT's size is kwargs.img_size
+                if cfg.get(key):
+                    raise ConfigError(f"model.vision_tower.{key} is for CNN towers; {cfg['model_name']} is a ViT "
+                                      f"(set its input size with model.vision_tower.kwargs.img_size)")
             self.hidden_size = self.model.num_features
             self.image_size = self.model.patch_embed.img_size[0]
             self.patch_size = self.model.patch_embed.patch_size[0]
             self.has_cls = getattr(self.model, "num_prefix_tokens", 1) > 0
         self.freeze_if_configured()
-        self.cache = FeatureCache.from_config(cfg, self)
+        self.cache = FeatureCache.from_config(cfg, self) if self.is_cnn else None
 
     # ------------------------------------------------------------------ CNN towers
     def _init_cnn(self, cfg: Dict[str, Any]) -> None:

@@ -135,3 +135,11 @@ def test_feature_cache_needs_a_frozen_tower(tmp_path):
 
     with pytest.raises(ConfigError, match="model.vision_tower.feature_cache"):
         build_vision_tower(_cnn_cfg(image_size=64, freeze=False, feature_cache=str(tmp_path)))
+
+
+def test_cnn_only_keys_are_refused_on_a_vit():
+    from mmrag.common.errors import ConfigError
+
+    cfg = {**VISION_TOWERS.get("timm").default_config(), **TOWERS["timm"], "image_size": 64}
+    with pytest.raises(ConfigError, match="model.vision_tower.image_size is for CNN towers"):
+        build_vision_tower(cfg)
