@@ -37,9 +37,10 @@ import torch
 from transformers import LogitsProcessorList
 from transformers.generation.logits_process import PrefixConstrainedLogitsProcessor
 
-from bench.common import (DTYPES, BenchError, TimedCall, build_on, emit, machine_info, pick_device,
+from bench.common import (DTYPES, BenchError, TimedCall, emit, machine_info, pick_device,
                           sync, zipf_passages)
 from mmrag.models.llm import LLM_DEFAULTS, load_llm
+from mmrag.runners.train_step import build_on
 from mmrag.retrieval.beam_decoders import BeamGraphWorkspace
 from mmrag.retrieval.constrained_decoding import CorpusConstrainedLogitsProcessor
 from mmrag.retrieval.group_beam_search import group_beam_search

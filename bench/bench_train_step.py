@@ -72,7 +72,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from bench.common import (DTYPES, BenchError, StepTimer, build_on, emit, free_memory,
+from bench.common import (DTYPES, BenchError, StepTimer, emit, free_memory,
                           machine_info, peak_memory_gib, percentile_ms, pick_device, reset_peak_memory, sync)
 from mmrag.models.gemkr import GeMKR
 from mmrag.processors.tokenization import IGNORE_INDEX, IMAGE_PLACEHOLDER_ID
@@ -198,7 +198,7 @@ def frozen_dtype(recipe: Recipe, device: torch.device) -> str:
 def build_model(shape: Dict[str, Any], recipe: Recipe, device: torch.device) -> GeMKR:
     """GeMKR built on `device` in the frozen dtype; trained weights then cast to the master dtype."""
     cfg = gemkr_config(shape, recipe)
-    with build_on(device, DTYPES[frozen_dtype(recipe, device)]):
+    with train_step.build_on(device, DTYPES[frozen_dtype(recipe, device)]):
         model = GeMKR(OmegaConf.merge(GeMKR.default_config(cfg), cfg))
     for p in model.parameters():
         if p.requires_grad:  # peft keeps adapters in fp32 by default; the recipe decides

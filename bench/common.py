@@ -4,12 +4,11 @@ Benchmarks print one JSON line of figures at the end (`emit`); everything else t
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -30,19 +29,6 @@ def pick_device(name: Optional[str]) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BenchError(f"--device {name}: this machine has no CUDA device")
     return device
-
-
-@contextlib.contextmanager
-def build_on(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
-    """Create tensors directly on `device` in `dtype` (a 7B model initialised on the GPU in bf16 takes
-    seconds; on the CPU in fp32 it would take minutes and 27 GB). Restores the defaults afterwards."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 def sync(device: torch.device) -> None:
