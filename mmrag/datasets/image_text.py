@@ -28,12 +28,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from mmrag.common.errors import ConfigError, ImageReadError
+from mmrag.common.errors import ConfigError
 from mmrag.common.paths import require_path
 from mmrag.common.registry import DATASETS
 from mmrag.datasets.builders import Builder
 from mmrag.datasets.formats import (read_coco_captions, read_coco_instances, read_image_captions,
                                     read_region_descriptions, region_image_id)
+from mmrag.processors.image_processing import open_rgb
 
 SOURCES = ("captions", "regions", "names")
 SPLITS = ("train", "val", "test")
@@ -59,14 +60,6 @@ def square_box(box: Sequence[float], width: int, height: int, margin: float) -> 
     side_px = max(1, int(round(side)))
     left_px, top_px = int(round(left)), int(round(top))
     return left_px, top_px, left_px + side_px, top_px + side_px
-
-
-def open_rgb(path: str | Path) -> Image.Image:
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, ValueError) as err:
-        raise ImageReadError(f"{path}: cannot read the image ({err})") from err
 
 
 def crop_pixels(image: Image.Image, box: Optional[Sequence[float]], margin: float) -> Image.Image:

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-
 from mmrag.common.errors import ImageReadError
 
 
 def open_rgb(path: Union[str, Path]) -> Image.Image:
+    """Open an image file as RGB (the one image opener); ImageReadError names the file on failure."""
     try:
         with Image.open(path) as img:
             return img.convert("RGB")

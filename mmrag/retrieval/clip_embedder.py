@@ -45,20 +45,17 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mmrag.models.clip import load_hf_clip, load_open_clip
-from mmrag.retrieval.image_pipeline import (  # noqa: F401  (ImageReadError, decode_images, preprocess_tensors: re-exported)
+from mmrag.processors.image_processing import open_rgb
+from mmrag.retrieval.image_pipeline import (
     EmbedderConfigError,
     ImageBytes,
     ImageFiles,
-    ImageReadError,
     PixelSpec,
     TensorPixelPipeline,
     collate_mixed,
-    decode_images,
     lagged_host_copies,
-    load_rgb,
     pixel_spec_from_hf,
     pixel_spec_from_transform,
-    preprocess_tensors,
 )
 
 # A ViT CLIP small enough to train on 2 CPU cores in a minute: 64-px images in 8-px patches
@@ -389,7 +386,7 @@ def retrieval_recall(embedder: ClipEmbedder, image_paths: Sequence[str | Path], 
     rng = random.Random(seed)
     img_vecs = embedder.encode_images(list(image_paths), num_workers=0)
     txt_vecs = embedder.encode_texts(list(captions))
-    copies = [_perturbed_copy(load_rgb(p), rng) for p in image_paths]
+    copies = [_perturbed_copy(open_rgb(p), rng) for p in image_paths]
     copy_vecs = np.concatenate([embedder.encode_pil(copies[i:i + 256]) for i in range(0, len(copies), 256)])
     return {
         "text_to_image": recall_at_k(txt_vecs @ img_vecs.T),

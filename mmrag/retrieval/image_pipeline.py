@@ -27,6 +27,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from mmrag.common.errors import ConfigError, ImageReadError
+from mmrag.processors.image_processing import open_rgb
 
 JPEG_MAGIC = [0xFF, 0xD8, 0xFF]  # every JPEG file starts with SOI + the next marker's 0xFF
 
@@ -36,15 +37,6 @@ class EmbedderConfigError(ConfigError):
 
 
 # ----------------------------------------------------------------------------- PIL path
-def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image file as RGB; raise ImageReadError naming the file on failure."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, ValueError) as err:
-        raise ImageReadError(f"cannot read image {path}: {err}") from err
-
-
 class ImageFiles(Dataset):
     """Decoded + preprocessed images, one per path; runs inside DataLoader workers."""
 
@@ -56,7 +48,7 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.preprocess(load_rgb(self.paths[i]))
+        return self.preprocess(open_rgb(self.paths[i]))
 
 
 # ----------------------------------------------------------------------------- the preprocess as tensor ops
@@ -148,7 +140,7 @@ class ImageBytes(Dataset):
 
     def __getitem__(self, i: int) -> Tuple[str, torch.Tensor]:
         if self.decoded_in_worker(i):
-            return self.paths[i], self.preprocess(load_rgb(self.paths[i]))
+            return self.paths[i], self.preprocess(open_rgb(self.paths[i]))
         return self.paths[i], _read_bytes(self.paths[i])
 
 

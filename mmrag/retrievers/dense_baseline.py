@@ -7,8 +7,7 @@ then every passage is indexed in faiss (exact inner product) and searched.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, List, Sequence
 
 import numpy as np
 import torch

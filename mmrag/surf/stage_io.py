@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from tqdm import tqdm
 
 from mmrag.common.errors import UserError
 from mmrag.common.jsonl import read_jsonl as _read_jsonl
-from mmrag.common.jsonl import write_jsonl  # noqa: F401  (stage writers use the one atomic writer)
 
 Record = Dict[str, Any]
 

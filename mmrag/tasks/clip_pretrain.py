@@ -15,7 +15,6 @@ It writes `results.json` and `results.png` to the output folder.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
@@ -27,7 +26,8 @@ from omegaconf import OmegaConf
 from mmrag.common.errors import ConfigError
 from mmrag.common.jsonl import write_json
 from mmrag.common.registry import MODELS, TASKS
-from mmrag.datasets.image_text import ImageTextBuilder, ImageTextCollator, WorldSplit, crop_pixels, open_rgb
+from mmrag.datasets.image_text import ImageTextBuilder, ImageTextCollator, WorldSplit, crop_pixels
+from mmrag.processors.image_processing import open_rgb
 from mmrag.metrics.bootstrap import bootstrap_mean
 from mmrag.models.contrastive_clip import WEIGHTS_FILE
 from mmrag.tasks.base import Task

@@ -12,14 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
+from mmrag.common.errors import ImageReadError
+from mmrag.processors.image_processing import open_rgb
+from mmrag.retrieval.image_pipeline import decode_images, preprocess_tensors
 from mmrag.retrieval.clip_embedder import (
     ClipEmbedder,
     EmbedderConfigError,
     ImageBytes,
-    ImageReadError,
-    decode_images,
-    load_rgb,
-    preprocess_tensors,
     recall_at_k,
     retrieval_recall,  # noqa: F401  (its training test moved to tests/tasks/test_clip_pretrain.py)
 )
@@ -137,7 +136,7 @@ def _tensor_pixels(embedder, paths, device="cpu"):
 
 
 def _pil_pixels(embedder, paths):
-    return torch.stack([embedder.backend.preprocess(load_rgb(p)) for p in paths])
+    return torch.stack([embedder.backend.preprocess(open_rgb(p)) for p in paths])
 
 
 @pytest.mark.parametrize("model_name", [None, "ViT-B-32"])
@@ -287,9 +286,9 @@ def test_compiled_image_model_equals_eager_with_one_graph(tmp_path):
     torch._dynamo.reset()
     with torch._dynamo.config.patch(error_on_recompile=True):
         vectors = compiled.encode_images(paths, decode="torchvision_cpu")  # batches of 3 and 2
-        single = compiled.encode_pil([load_rgb(paths[0])])
+        single = compiled.encode_pil([open_rgb(paths[0])])
     np.testing.assert_allclose(vectors, eager.encode_images(paths, decode="torchvision_cpu"), atol=1e-4)
-    np.testing.assert_allclose(single, eager.encode_pil([load_rgb(paths[0])]), atol=1e-4)  # one row, padded to 3
+    np.testing.assert_allclose(single, eager.encode_pil([open_rgb(paths[0])]), atol=1e-4)  # one row, padded to 3
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 image weights are the CUDA default only")

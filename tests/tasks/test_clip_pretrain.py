@@ -162,7 +162,7 @@ def test_saved_folder_loads_in_the_tower_and_the_embedder_with_the_modules_embed
     import open_clip
 
     from mmrag.common.registry import VISION_TOWERS
-    from mmrag.datasets.image_text import open_rgb
+    from mmrag.processors.image_processing import open_rgb
     from mmrag.retrieval.clip_embedder import ClipEmbedder
 
     cfg = clip_config(tmp_path, tiny_world, tmp_path / "run", max_steps=3, evaluate=False)
