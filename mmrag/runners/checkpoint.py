@@ -5,7 +5,6 @@ manifest of sha256 sums; loading verifies every file and refuses a corrupt check
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -17,20 +16,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from mmrag.common.errors import UserError
+from mmrag.common.hashing import file_sha256
 
 MANIFEST = "manifest.json"
 
 
 class CorruptCheckpointError(UserError, RuntimeError):
     pass
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def rng_state() -> Dict[str, Any]:
@@ -68,7 +60,7 @@ def save_checkpoint(folder: Path, trainable: Dict[str, torch.Tensor], optimizer_
     save_file(rng["tensors"], str(tmp / "rng.safetensors"))
     state = {"step": step, "scheduler": scheduler_state, "rng": rng["meta"], **(extra or {})}
     (tmp / "state.json").write_text(json.dumps(state))
-    manifest = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+    manifest = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
     with open(tmp / MANIFEST, "w") as f:
         json.dump(manifest, f, indent=1)
         f.flush()
@@ -85,7 +77,7 @@ def verify(folder: Path) -> None:
         raise CorruptCheckpointError(f"checkpoint {folder} has no {MANIFEST}: it was not written completely; refusing it")
     for name, digest in json.loads(manifest_file.read_text()).items():
         path = folder / name
-        if not path.is_file() or _sha256(path) != digest:
+        if not path.is_file() or file_sha256(path) != digest:
             raise CorruptCheckpointError(
                 f"checkpoint {folder}: {name} is missing or does not match its sha256; refusing it "
                 f"(older checkpoints are kept: resume from one with run.resume=<folder>)"
