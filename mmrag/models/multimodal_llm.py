@@ -23,7 +23,7 @@ from mmrag.models.persistence import load_trainable, save_trainable
 from mmrag.models.projectors import build_projector, projector_defaults
 from mmrag.models.region_prefix import RegionPrefixEncoder
 from mmrag.models.vision_tower import build_vision_tower
-from mmrag.processors.multimodal_processor import VisualInputSpec
+from mmrag.processors.multimodal_processor import VisualInputSpec, check_image_placement
 from mmrag.processors.tokenization import CONTEXT_PLACEHOLDER_ID, IGNORE_INDEX, IMAGE_PLACEHOLDER_ID
 from mmrag.processors.tokenizers import TokenIds, token_ids
 
@@ -42,6 +42,7 @@ class MultimodalLLM(nn.Module):
         "lora": LORA_DEFAULTS,
         "conversation_template": "vicuna_v1",
         "image_token": "<image>",
+        "image_placement": "as_written",  # as_written | after_text (the processor moves a turn's images after its text)
         "max_txt_len": 512,
         "pad_to_square": True,
         "checkpoint": None,  # a folder written by save_trainable(), loaded after building
@@ -61,6 +62,7 @@ class MultimodalLLM(nn.Module):
         """`token_ids`: the tokenizer's vocabulary size (rows of a random LLM's embedding) and its
         pad / eos ids for generation; by default read from `cfg.llm`'s tokenizer folder."""
         super().__init__()
+        check_image_placement(cfg.get("image_placement", "as_written"))  # fail before anything is built
         self.cfg = cfg
         self.token_ids = token_ids or _token_ids(cfg.llm)
         self.vision_tower = build_vision_tower(OmegaConf.to_container(cfg.vision_tower, resolve=True))

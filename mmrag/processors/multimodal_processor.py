@@ -7,6 +7,10 @@ collates samples {conversations, pixel_values [n,3,H,W], regions?, target_ids?, 
 batches; `context` = the retrieved examples {pixel_values [m,3,H,W], texts [str]} a context module
 reads, written where the prompt says `<context>`.
 The model never tokenises; a caller that wants another prompt format passes another template.
+`image_placement` (`model.image_placement`): `as_written` keeps each `<image>` where the text has it;
+`after_text` moves the `<image>`s of every human turn, in order, to the end of that turn's text, so in
+a causal LLM the image positions come after (and can attend to) the question, in training and
+generation alike.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from mmrag.common.errors import ConfigError
 from mmrag.processors.conversation import ConversationTemplate, get_template
 from mmrag.processors.image_processing import ImageProcessor
 from mmrag.processors.tokenization import IGNORE_INDEX, EncodedSample, check_image_count, encode_segments
@@ -36,24 +41,47 @@ class VisualInputSpec:
         return self.context_fixed_tokens + self.context_tokens_per_example * num_examples
 
 
+IMAGE_PLACEMENTS = ("as_written", "after_text")
+
+
+def check_image_placement(value: str) -> str:
+    if value not in IMAGE_PLACEMENTS:
+        raise ConfigError(f"model.image_placement: {value!r} is not one of {', '.join(IMAGE_PLACEMENTS)}")
+    return value
+
+
+def images_after_text(turns: Sequence[Dict[str, str]], image_token: str) -> List[Dict[str, str]]:
+    """Each human turn with its `image_token`s removed from the text and put, in order, after it
+    (one per line): "<image>\nIs there a cat?" -> "Is there a cat?\n<image>". Other turns unchanged."""
+    moved = []
+    for turn in turns:
+        n = turn["value"].count(image_token) if turn["from"] == "human" else 0
+        if n:
+            text = " ".join(part.strip() for part in turn["value"].split(image_token) if part.strip())
+            turn = {**turn, "value": "\n".join(([text] if text else []) + [image_token] * n)}
+        moved.append(turn)
+    return moved
+
+
 class MultimodalProcessor:
     """Tokenizer + conversation template + image processor + collation, for one model config."""
 
     def __init__(self, tokenizer, template: ConversationTemplate, image_processor: ImageProcessor,
                  num_visual_tokens: int, image_token: str = "<image>", max_txt_len: int = 512,
-                 spec: Optional[VisualInputSpec] = None) -> None:
+                 spec: Optional[VisualInputSpec] = None, image_placement: str = "as_written") -> None:
         self.tokenizer, self.template, self.image_processor = tokenizer, template, image_processor
         self.num_visual_tokens, self.image_token, self.max_txt_len = num_visual_tokens, image_token, max_txt_len
-        self.spec = spec
+        self.spec, self.image_placement = spec, check_image_placement(image_placement)
 
     @classmethod
     def from_config(cls, model_cfg, spec: VisualInputSpec, tokenizer=None) -> "MultimodalProcessor":
         """From the `model:` section (llm tokenizer, conversation_template, image_token, max_txt_len,
-        pad_to_square) and the built model's `spec`."""
+        pad_to_square, image_placement) and the built model's `spec`."""
         images = ImageProcessor(spec.image_size, spec.image_mean, spec.image_std, model_cfg.pad_to_square)
         return cls(tokenizer if tokenizer is not None else load_tokenizer(model_cfg.llm),
                    get_template(model_cfg.conversation_template), images, spec.num_visual_tokens,
-                   model_cfg.image_token, model_cfg.max_txt_len, spec)
+                   model_cfg.image_token, model_cfg.max_txt_len, spec,
+                   model_cfg.get("image_placement", "as_written"))
 
     # ------------------------------------------------------------------ one sample
     def encode_conversation(self, turns: Sequence[Dict[str, str]], n_images: int, where: str = "sample",
@@ -62,6 +90,8 @@ class MultimodalProcessor:
         """Token ids and labels for one sample. `target_ids` replaces the last answer's text by ids;
         `num_examples`: retrieved examples the sample's `<context>` stands for."""
         template = template or self.template
+        if self.image_placement == "after_text":
+            turns = images_after_text(turns, self.image_token)
         segments = template.segments(turns)
         if target_ids is not None:
             segments = segments[:-1] + [(list(target_ids), True)]

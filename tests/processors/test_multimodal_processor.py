@@ -20,13 +20,13 @@ class WordTokenizer:
         return {"input_ids": [self.VOCAB[w] for w in text.split()]}
 
 
-def processor(n_visual=2, spec=None):
+def processor(n_visual=2, spec=None, **kw):
     from mmrag.processors.conversation import ConversationTemplate
 
     template = ConversationTemplate(name="t", system="S:", user="Q: {content}", assistant_prefix=" A:",
                                     answer=" {content}", eos_after_answer=True, turn_separator="")
     images = ImageProcessor(8, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    return MultimodalProcessor(WordTokenizer(), template, images, n_visual, spec=spec)
+    return MultimodalProcessor(WordTokenizer(), template, images, n_visual, spec=spec, **kw)
 
 
 def sample(question, answer, n_images):
@@ -86,3 +86,40 @@ def test_image_count_mismatch_is_named(n_images):
 
     with pytest.raises(ImageCountError, match="bad: the text has 1 '<image>'"):
         processor().collate([{**sample("<image> hi", "cat", n_images), "id": "bad"}])
+
+
+# ---------------------------------------------------------------- model.image_placement
+def test_after_text_puts_the_image_after_the_question_in_training():
+    batch = processor(image_placement="after_text").collate([sample("<image>\nhi dog", "cat", 1)])
+    assert batch["input_ids"].tolist() == [[1, 10, 11, 20, 22, I, I, 12, 21, 2]]   # S: Q: hi dog <img> A: cat eos
+    assert batch["labels"].tolist() == [[X, X, X, X, X, X, X, X, 21, 2]]
+
+
+def test_after_text_in_generation_and_other_turns():
+    turns = [{"from": "human", "value": "<image> hi <image> dog"}, {"from": "gpt", "value": "cat"},
+             {"from": "human", "value": "red"}]
+    batch = processor(image_placement="after_text").collate(
+        [{"conversations": turns, "pixel_values": torch.zeros(2, 3, 8, 8)}], generation=True)
+    # both images, in order, after "hi dog"; the answer and the imageless second turn as written
+    assert batch["input_ids"].tolist() == [[1, 10, 11, 20, 22, I, I, I, I, 12, 21, 2, 11, 23, 12]]
+
+
+def test_as_written_leaves_the_batch_unchanged():
+    samples = [sample("<image> hi", "cat", 1), sample("dog", "red cat", 0)]
+    default, explicit = processor().collate(samples), processor(image_placement="as_written").collate(samples)
+    assert default.keys() == explicit.keys() and all(torch.equal(default[k], explicit[k]) for k in default)
+    assert explicit["input_ids"].tolist() == [[1, 10, 11, I, I, 20, 12, 21, 2], [1, 10, 11, 22, 12, 23, 21, 2, P]]
+
+
+def test_image_placement_from_the_model_config_and_validated():
+    from omegaconf import OmegaConf
+
+    from mmrag.common.errors import ConfigError
+
+    cfg = OmegaConf.create({"conversation_template": "vicuna_v1", "image_token": "<image>", "max_txt_len": 64,
+                            "pad_to_square": True, "image_placement": "after_text"})
+    spec = VisualInputSpec(2, 8, (0.5,) * 3, (0.5,) * 3)
+    assert MultimodalProcessor.from_config(cfg, spec, tokenizer=WordTokenizer()).image_placement == "after_text"
+    cfg.image_placement = "before_text"
+    with pytest.raises(ConfigError, match="model.image_placement: 'before_text' is not one of as_written, after_text"):
+        MultimodalProcessor.from_config(cfg, spec, tokenizer=WordTokenizer())
