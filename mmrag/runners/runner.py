@@ -144,12 +144,17 @@ class Runner:
     def _build_inputs(self, device: torch.device):
         """The one place the runner asks the task for things: model, processor, datasets, collation.
         The model is created on `device` in `run.param_dtype` (a 7B model in seconds, not minutes)."""
-        with build_on(device, DTYPES[self.run.param_dtype or "float32"]):
-            model = self.task.build_model(self.cfg)  # first: a missing weight path fails before any set-up
-        cast_weights(model, self.run.param_dtype, self.run.trainable_dtype)
+        model = self._build_model(device)  # first: a missing weight path fails before any set-up
         processor = self.task.build_processor(self.cfg, model)  # tokenizer, template, images, collation
         datasets, ratios = self.task.build_train_datasets(self.cfg, processor)
         return model, datasets, ratios, self.task.collate_fn(processor)
+
+    def _build_model(self, device: torch.device):
+        """The task's model, created on `device` in `run.param_dtype`, trained weights in `run.trainable_dtype`."""
+        with build_on(device, DTYPES[self.run.param_dtype or "float32"]):
+            model = self.task.build_model(self.cfg)
+        cast_weights(model, self.run.param_dtype, self.run.trainable_dtype)
+        return model
 
     def _total_steps(self, sizes: Dict[str, int]) -> int:
         if self.run.max_steps:
@@ -192,8 +197,9 @@ class Runner:
         model, datasets, ratios, collate = self._build_inputs(ranks.device)
         accum = self.run.accum_grad_iters
         check_divisible(self.run.batch_size, ranks.world, accum)
-        total = self._total_steps({n: len(d) for n, d in datasets.items()})
-        plan = BatchPlan({n: len(d) for n, d in datasets.items()}, ratios, self.run.batch_size, total, self.run.seed)
+        sizes = {n: len(d) for n, d in datasets.items()}
+        total = self._total_steps(sizes)
+        plan = BatchPlan(sizes, ratios, self.run.batch_size, total, self.run.seed)
         state = self._resume_state()
         if state is not None:
             model.load_state_dict(state["trainable"], strict=False)  # before wrapping: FSDP then shards it
@@ -310,9 +316,7 @@ class Runner:
 
         gc.collect()
         set_seed(self.run.seed)  # the same frozen random weights the trained model started from
-        with build_on(ranks.device, DTYPES[self.run.param_dtype or "float32"]):
-            model = self.task.build_model(self.cfg)
-        cast_weights(model, self.run.param_dtype, self.run.trainable_dtype)
+        model = self._build_model(ranks.device)
         model.load_state_dict(trainable, strict=False)
         return model
 
