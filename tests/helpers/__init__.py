@@ -1,0 +1,1 @@
+"""Test helpers shared across test packages (import as tests.helpers.<module>)."""
