@@ -8,14 +8,15 @@ built on it.
 - `option_letter`: the option letter an answer picks ("B", "(B)", "B. cat", "The answer is B").
 - `vqa_normalize` / `vqa_accuracy`: the VQA challenge's answer processing (line breaks -> spaces;
   punctuation removed where it touches a space or in 1,000-style numbers, else turned into a space;
-  periods dropped unless they precede a digit; number words -> digits; articles dropped; common
-  contractions written with their apostrophe) and accuracy min(1, matching annotators / 3).
+  periods dropped unless they precede a digit; number words -> digits; articles dropped; the
+  evaluator's full contractions table, `VQA_CONTRACTIONS`) and accuracy min(1, matching annotators / 3).
+  The leave-one-out form of the official evaluators is in `mmrag.metrics.vqa_official`.
 """
 from __future__ import annotations
 
 import re
 import string
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 ARTICLES = ("a", "an", "the")
 
@@ -98,25 +99,56 @@ _THOUSANDS = re.compile(r"(\d)(,)(\d)")
 _PERIOD = re.compile(r"\.(?!\d)")
 _NUMBERS: Dict[str, str] = {w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten".split())} | {"none": "0"}
-_CONTRACTED = ("aren't can't couldn't didn't doesn't don't hadn't hasn't haven't he'd he'll he's i'd i'll "
-               "i'm i've isn't it'd it'll it's let's ma'am mightn't might've mustn't must've needn't "
-               "o'clock shan't she'd she'll she's should've shouldn't that's there's they'd they'll "
-               "they're they've wasn't we'd we'll we're we've weren't what're what's what've where'd "
-               "where's who'd who'll who's who've why's won't would've wouldn't y'all you'd you'll "
-               "you're you've").split()
-_CONTRACTIONS = {word.replace("'", ""): word for word in _CONTRACTED}
+# The VQA evaluator's contractions table, complete. Each form below is looked up under its spellings
+# with one apostrophe left out ("couldn't've" <- "couldnt've", "couldn'tve"; "don't" <- "dont").
+# The table's own oddities are kept: capitalised keys ("Im", "Ive", "Id've") never match the
+# lower-cased text, "let's" and "she's" map to themselves, and "somebody'd" loses its apostrophe.
+_CONTRACTED_FORMS = (
+    "ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've hasn't haven't "
+    "he'd he'd've he's how'd how'll how's I'd've I'm I've isn't it'd it'd've it'll ma'am mightn't mightn't've "
+    "might've mustn't must've needn't not've o'clock oughtn't 'ow's'at shan't she'd've should've shouldn't "
+    "shouldn't've somebody'd've somebody'll somebody's someone'd someone'd've someone'll someone's "
+    "something'd something'd've something'll that's there'd there'd've there're there's they'd they'd've "
+    "they'll they're they've 'twas wasn't we'd've we've weren't what'll what're what's what've when's "
+    "where'd where's where've who'd who'd've who'll who's who've why'll why're why's won't would've "
+    "wouldn't wouldn't've y'all y'all'll y'all'd've you'd you'd've you'll you're you've").split()
+
+
+def _spellings_without_one_apostrophe(form: str) -> List[str]:
+    cuts = [i for i, ch in enumerate(form) if ch == "'"]
+    return [form[:i] + form[i + 1:] for i in cuts]
+
+
+VQA_CONTRACTIONS: Dict[str, str] = {
+    **{key: form for form in _CONTRACTED_FORMS for key in _spellings_without_one_apostrophe(form)},
+    "let's": "let's", "she's": "she's", "somebody'd": "somebodyd",
+}
+# periods removed per answer: the official script passes re.UNICODE (32) where `count` goes
+_PERIODS_REMOVED = 32
+
+
+def vqa_punctuation(text: str) -> str:
+    """The VQA evaluator's punctuation step: each of ;/[]"{}()=+\\_-><@`,?! is deleted when it touches
+    a space anywhere in the answer or when the answer holds a digit,digit comma, else it becomes a
+    space; then periods not followed by a digit are deleted (at most 32 of them)."""
+    strip_all, out = bool(_THOUSANDS.search(text)), text
+    for p in _VQA_PUNCT:  # the test looks at the unmodified text, as the official script does
+        touches_space = f"{p} " in text or f" {p}" in text
+        out = out.replace(p, "" if touches_space or strip_all else " ")
+    return _PERIOD.sub("", out, count=_PERIODS_REMOVED)
+
+
+def vqa_digits_articles(text: str) -> str:
+    """The VQA evaluator's word step: lower-case, number words zero..ten (and 'none') -> digits,
+    articles dropped, then each word looked up in the contractions table."""
+    words = [_NUMBERS.get(w, w) for w in text.lower().split()]
+    return " ".join(VQA_CONTRACTIONS.get(w, w) for w in words if w not in ARTICLES)
 
 
 def vqa_normalize(answer: str) -> str:
     """The VQA challenge's processing of an answer string (see the module doc)."""
     original = answer.replace("\n", " ").replace("\t", " ").strip()
-    strip_all, text = bool(_THOUSANDS.search(original)), original
-    for p in _VQA_PUNCT:  # the test looks at the unmodified answer, as the official script does
-        touches_space = f"{p} " in original or f" {p}" in original
-        text = text.replace(p, "" if touches_space or strip_all else " ")
-    text = _PERIOD.sub("", text)
-    words = [_NUMBERS.get(w, w) for w in text.lower().split()]
-    return " ".join(_CONTRACTIONS.get(w, w) for w in words if w not in ARTICLES)
+    return vqa_digits_articles(vqa_punctuation(original))
 
 
 def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
