@@ -12,5 +12,5 @@ from mmrag.retrieval import clue_scoring  # noqa: F401
 from mmrag.retrievers import dense_baseline, image_database, knowledge as knowledge_retrievers  # noqa: F401
 from mmrag.runners import runner, schedules  # noqa: F401
 from mmrag.tasks import clip_pretrain, instruction_tuning, knowledge_retrieval, vqa_eval  # noqa: F401
-from mmrag.datasets import scienceqa as scienceqa_data  # noqa: F401  (CaMML: scienceqa builder + scorer)
+from mmrag.retrievers import context_examples  # noqa: F401  (CaMML: context retriever, scienceqa builder + scorer)
 from mmrag.metrics import vqa_official  # noqa: F401  (DataEngine benchmark scorers)
