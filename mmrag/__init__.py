@@ -14,3 +14,4 @@ from mmrag.runners import runner, schedules  # noqa: F401
 from mmrag.tasks import clip_pretrain, instruction_tuning, knowledge_retrieval, vqa_eval  # noqa: F401
 from mmrag.retrievers import context_examples  # noqa: F401  (CaMML: context retriever, scienceqa builder + scorer)
 from mmrag.metrics import vqa_official  # noqa: F401  (DataEngine benchmark scorers)
+from mmrag.metrics import hallucination  # noqa: F401  (LRV: the lrv and mme scorers)

@@ -27,6 +27,7 @@ Output under <world>/lrv/ (splits: train, val = the world's balanced yes/no val 
                                      image, question, answer, polarity, task, form, keywords, claims/premise
     mme/{existence,count,position,color}/<image>.{jpg,txt}   the world's paired yes/no set in MME's
                                      released layout (test images), and mme_test.jsonl, its vqa_jsonl view
+                                     (lrv_formats.read_mme; images relative to lrv/mme)
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from mmrag.common.errors import DataFormatError
 from mmrag.datasets import formats
+from mmrag.datasets.lrv_formats import read_mme
 from mmrag.datasets.world import grounding
 from mmrag.datasets.world.entities import Entity, Signature
 from mmrag.datasets.world.language import PART_WORDS, Reference, left_to_right, object_phrase, references, with_article
@@ -424,6 +426,10 @@ class OracleGenerator:
     def __init__(self, entities: Sequence[Entity]) -> None:
         self.entities = list(entities)
 
+    def generate_all(self, graphs: Sequence[GraphScene], seed: int) -> List[List[Item]]:
+        """One list of items per image, each image from its own random stream (images do not shift each other)."""
+        return [self.generate(g, random.Random(f"{seed}:lrv:{g.image_id}")) for g in graphs]
+
     def generate(self, graph: GraphScene, rng: random.Random) -> List[Item]:
         items: List[Item] = []
         for family in POSITIVE_FAMILIES:
@@ -500,7 +506,7 @@ def write_mme(world_dir: Path, out: Path, graphs: Sequence[GraphScene], seed: in
     """The paired yes/no set of the test images, in MME's flat layout, plus its vqa_jsonl view; returns pairs."""
     if (out / "mme").exists():
         shutil.rmtree(out / "mme")
-    rows = []
+    n_pairs = 0
     for graph in graphs:
         if graph.split != "test":
             continue
@@ -508,20 +514,23 @@ def write_mme(world_dir: Path, out: Path, graphs: Sequence[GraphScene], seed: in
             folder = out / "mme" / subtask
             _link_or_copy(world_dir / "images" / f"{graph.image_id}.jpg", folder / f"{graph.image_id}.jpg")
             formats.write_bytes(folder / f"{graph.image_id}.txt", f"{yes}\tYes\n{no}\tNo\n".encode("utf-8"))
-            for k, (question, label) in enumerate(((yes, "yes"), (no, "no"))):
-                rows.append({"question_id": f"{graph.image_id}_{subtask}_{k}", "image": f"{graph.image_id}.jpg",
-                             "question": question, "answer": label, "subtask": subtask, "pair": graph.image_id})
-    formats.write_jsonl(out / "mme_test.jsonl", rows)
-    return len(rows) // 2
+            n_pairs += 1
+    # the vqa_jsonl view is what MME's reader makes of the layout (image paths relative to lrv/mme)
+    formats.write_jsonl(out / "mme_test.jsonl", read_mme(out / "mme", MME_SUBTASKS))
+    return n_pairs
 
 
 # ----------------------------------------------------------------------------- writing
 def generate_items(graphs: Sequence[GraphScene], generator, seed: int) -> Dict[str, List[Item]]:
-    """split -> items, each image's from its own random stream (so images do not shift each other)."""
+    """split -> items: `generator` writes the train images' items, the oracle those of val and test (so
+    every evaluated premise and keyword is checked against the scene graph)."""
+    oracle = OracleGenerator(generator.entities) if not isinstance(generator, OracleGenerator) else generator
     by_split: Dict[str, List[Item]] = {s: [] for s in SPLITS}
-    for graph in graphs:
-        rng = random.Random(f"{seed}:lrv:{graph.image_id}")
-        by_split[graph.split] += finish_items(graph, generator.generate(graph, rng))
+    for split in SPLITS:
+        chosen = [g for g in graphs if g.split == split]
+        writer = generator if split == "train" else oracle
+        for graph, items in zip(chosen, writer.generate_all(chosen, seed)):
+            by_split[split] += finish_items(graph, items)
     return by_split
 
 
@@ -539,8 +548,9 @@ def write_split(out: Path, split: str, items: Sequence[Item]) -> Dict[str, int]:
 def write_lrv_instructions(world_dir: Path, seed: int, generator=None) -> Dict[str, int]:
     """Write <world_dir>/lrv/ (see the module doc) from the world's saved files; returns counts.
 
-    `generator`: an object with `generate(graph, rng) -> items` (default: the OracleGenerator).
-    Deterministic for (world, seed, generator)."""
+    `generator`: what writes the train split's items, an object with `entities` and
+    `generate_all(graphs, seed) -> [items per graph]` (default: the OracleGenerator; `lrv_llm.LlmGenerator`
+    asks a chat backend); val and test always come from the oracle. Deterministic for (world, seed, generator)."""
     world_dir = Path(world_dir)
     graphs, entities = load_scene_graphs(world_dir, seed)
     generator = generator or OracleGenerator(entities)
@@ -549,6 +559,7 @@ def write_lrv_instructions(world_dir: Path, seed: int, generator=None) -> Dict[s
     for split, items in generate_items(graphs, generator, seed).items():
         counts.update(write_split(out, split, items))
     counts["mme_pairs_test"] = write_mme(world_dir, out, graphs, seed)
+    counts.update(getattr(generator, "report", {}))
     formats.write_json(out / "counts.json", {"generator": getattr(generator, "name", "custom"), "seed": seed,
                                              "counts": counts})
     return counts
