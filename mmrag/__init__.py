@@ -15,3 +15,4 @@ from mmrag.tasks import clip_pretrain, instruction_tuning, knowledge_retrieval, 
 from mmrag.retrievers import context_examples  # noqa: F401  (CaMML: context retriever, scienceqa builder + scorer)
 from mmrag.metrics import vqa_official  # noqa: F401  (DataEngine benchmark scorers)
 from mmrag.metrics import hallucination  # noqa: F401  (LRV: the lrv and mme scorers)
+from mmrag.datasets import benchmarks  # noqa: F401  (DataEngine: benchmark readers, dataengine_minigpt4 builder)
