@@ -103,6 +103,58 @@ class PooledMLPProjector(Projector):
         return super().forward(pooled)
 
 
+@PROJECTORS.register("pixel_shuffle")
+class PixelShuffleProjector(Projector):
+    """MiniGPT-v2's projector: groups of 4 adjacent patch tokens concatenated (4 x the vision width),
+    then `depth` Linear layers (1: the single linear map MiniGPT-v2 uses); an image costs n/4 tokens
+    (EVA-ViT-g at 448 px: 32 x 32 = 1024 patches -> 256). `layout` row: 4 consecutive patches of a
+    row (MiniGPT-v2's reshape of the raster sequence; the grid side must be divisible by 4); square:
+    2 x 2 blocks, row-major inside each block (the side must be even). `layernorm` normalises each
+    patch token over the vision width first (MiniGPT-v2's ln_vision)."""
+
+    DEFAULTS = {"layout": "row", "depth": 1, "layernorm": False}
+    LAYOUTS = {"row": 4, "square": 2}   # the grid side must be a multiple of this
+
+    def __init__(self, cfg, vision_width: int, llm_width: int, input_grid: Optional[int] = None) -> None:
+        layout = cfg.get("layout", "row")
+        if layout not in self.LAYOUTS:
+            raise ConfigError(f"model.projector.layout={layout!r}: expected one of {', '.join(self.LAYOUTS)}")
+        if input_grid is None:
+            raise ConfigError("model.projector.type=pixel_shuffle needs a square grid of patch features: set "
+                              "model.vision_tower.select_feature=patch and disable model.region_prefix")
+        if input_grid % self.LAYOUTS[layout]:
+            raise ConfigError(f"model.projector.type=pixel_shuffle (layout {layout}): the vision tower's patch grid "
+                              f"{input_grid}x{input_grid} cannot be cut into groups of 4 adjacent patches (its side "
+                              f"must be a multiple of {self.LAYOUTS[layout]})")
+        layers = mlp_layers(4 * vision_width, llm_width, int(cfg.get("depth", 1)))
+        super().__init__(*layers)
+        self.layout, self.input_grid, self.num_layers = layout, input_grid, len(layers)
+        # registered after the Linear layers, so Sequential's own iteration must not be used in forward
+        self.norm = nn.LayerNorm(vision_width) if cfg.get("layernorm", False) else None
+
+    def num_tokens(self, num_input_tokens: int) -> int:
+        return num_input_tokens // 4
+
+    def group(self, features: torch.Tensor) -> torch.Tensor:
+        """[b, side*side, c] -> [b, side*side/4, 4c]: each row the concatenation of 4 adjacent patches."""
+        b, n, c = features.shape
+        if n != self.input_grid ** 2:
+            raise ValueError(f"pixel_shuffle: expected {self.input_grid ** 2} patch tokens, got {n}")
+        if self.layout == "row":
+            return features.reshape(b, n // 4, 4 * c)
+        half = self.input_grid // 2
+        blocks = features.reshape(b, half, 2, half, 2, c).permute(0, 1, 3, 2, 4, 5)  # [b, by, bx, dy, dx, c]
+        return blocks.reshape(b, half * half, 4 * c)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.norm is not None:
+            features = self.norm(features)
+        out = self.group(features)
+        for i in range(self.num_layers):
+            out = self[i](out)
+        return out
+
+
 def projector_defaults(user_cfg, default_type: str) -> Dict[str, Any]:
     """The DEFAULTS of the projector type the user's `model.projector` names (else `default_type`);
     the old bare-string form is refused with the form to write instead."""
