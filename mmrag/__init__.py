@@ -16,3 +16,4 @@ from mmrag.retrievers import context_examples  # noqa: F401  (CaMML: context ret
 from mmrag.metrics import vqa_official  # noqa: F401  (DataEngine benchmark scorers)
 from mmrag.metrics import hallucination  # noqa: F401  (LRV: the lrv and mme scorers)
 from mmrag.datasets import benchmarks  # noqa: F401  (DataEngine: benchmark readers, dataengine_minigpt4 builder)
+from mmrag.metrics import gavie  # noqa: F401  (GAVIE scorer: LLM and world-oracle judges)
