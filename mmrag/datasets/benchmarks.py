@@ -232,12 +232,13 @@ def read_mmbench(path: Path, image_dir: Optional[Path] = None, style: str = "pla
 
 def circular_copies(items: Sequence[Item], style: str = "plain") -> List[Item]:
     """Every MMBench item (index < 1e6) followed by its n-1 rotations (index + r * 1e6, options
-    rotated by r, answer moved with them): what the circular scorer needs."""
+    rotated by r, answer moved with them): what the circular scorer needs. A file that already holds
+    copies (some index >= 1e6) is returned as it is."""
+    if any(int(item["index"]) >= CIRCULAR_STRIDE for item in items):
+        return list(items)
     out = []
     for item in items:
         out.append(item)
-        if int(item["index"]) >= CIRCULAR_STRIDE:
-            continue
         for r in range(1, len(item["options"])):
             answer = item["answer"]
             if answer:

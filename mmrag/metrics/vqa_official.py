@@ -200,7 +200,7 @@ class VqaOfficialScorer:
     variant = "minigpt4"
 
     def score(self, predictions: Sequence[str], items: Sequence[Item]) -> Scored:
-        scores = [vqa_official_accuracy(p, it["answers"], self.variant) for p, it in zip(predictions, items)]
+        scores = [vqa_official_accuracy(p, it["answers"], self.variant) for p, it in zip(_predictions(predictions), items)]
         metrics = accuracy_metrics(scores, items)
         metrics.update(variant=self.variant, overall=percent(scores),
                        per_question_type=grouped_percent(scores, [it.get("question_type", "") for it in items]),

@@ -156,6 +156,7 @@ def test_mmbench_reader_and_circular_copies(mmbench, tmp_path):
     assert (tmp_path / "images" / "0.png").read_bytes() == _png((255, 0, 0))
     copies = circular_copies(items)
     assert [c["index"] for c in copies] == [0, 1000000, 1, 1000001, 2000001, 3000001]
+    assert circular_copies(copies) == copies                    # a file that already has its copies
     assert copies[1]["options"] == {"A": "blue", "B": "red"} and copies[1]["answer"] == "B"
     assert copies[3]["options"] == {"A": "roof", "B": "sky", "C": "car", "D": "tree"} and copies[3]["answer"] == "B"
     # every copy's answer letter still names the sky / red
