@@ -12,6 +12,7 @@ scored by the scorers of `mmrag.metrics.vqa_official`:
 | vsr | JSON lines {image, caption, label (1/0), relation} | answer 'true'/'false' | vsr |
 | seed_bench | SEED-Bench.json {"question_type": {name: id}, "questions": [...]} (image questions) | options, question_type | mc_seed |
 | mmbench | TSV: index, question, hint, A..D, answer, category, image (base64), ... | options, index, category | mmbench_circular / mc_mmbench |
+| circular_mc | any vqa_jsonl multiple-choice file (e.g. the world's typed benchmark) | its rotated copies, index | mmbench_circular |
 
 `mmrag-convert-benchmark` writes <out_dir>/questions.jsonl (and <out_dir>/images/ for MMBench, whose
 images travel inside the TSV); an eval config points `evaluation.question_file` there with
@@ -251,6 +252,32 @@ def circular_copies(items: Sequence[Item], style: str = "plain") -> List[Item]:
     return out
 
 
+def circular_from_mc_rows(rows: Sequence[Item], source: str = "questions") -> List[Item]:
+    """Any vqa_jsonl multiple-choice rows ({question, options: {letter: text}, answer: letter}, the
+    question written as `mc_prompt` writes it, e.g. the world's typed benchmark) as MMBench-style
+    circular rows: row n gets index n and its rotations index n + r * 1e6; question_id becomes
+    '<question_id>@r<r>'."""
+    items = []
+    for n, row in enumerate(rows):
+        where = f"{source}: row {n + 1}"
+        _require(row, ("question_id", "question", "options", "answer"), where)
+        options = {str(k): str(v) for k, v in row["options"].items()}
+        first = f"{next(iter(options))}. {next(iter(options.values()))}"
+        lines = str(row["question"]).split("\n")
+        if first not in lines:
+            raise DataFormatError(f"{where}: the question does not list its options as '{first}' lines")
+        if row["answer"] not in options:
+            raise DataFormatError(f"{where}: answer {row['answer']!r} is not one of {list(options)}")
+        items.append({**row, "index": n, "options": options, "hint": "", "category": row.get("category", row.get("qtype", "")),
+                      "raw_question": "\n".join(lines[: lines.index(first)])})
+    out = []
+    for item in circular_copies(items):
+        r, base = divmod(int(item["index"]), CIRCULAR_STRIDE)
+        out.append({k: v for k, v in item.items() if k not in ("hint", "raw_question")}
+                   | {"question_id": f"{items[base]['question_id']}@r{r}"})
+    return out
+
+
 # ----------------------------------------------------------------------------- submissions
 def answers_by_id(rows: Sequence[Mapping[str, Any]], source: str) -> Dict[str, str]:
     """question_id (as a string) -> prediction, from vqa_eval's answers file rows."""
@@ -444,12 +471,12 @@ class DataEngineMiniGPT4Builder(Builder):
 
 
 # ----------------------------------------------------------------------------- the data tools
-BENCHMARKS = ("okvqa", "vizwiz", "vsr", "seed_bench", "mmbench")
+BENCHMARKS = ("okvqa", "vizwiz", "vsr", "seed_bench", "mmbench", "circular_mc")
 SCORER_OF = {"okvqa": "vqa_official", "vizwiz": "vizwiz", "vsr": "vsr", "seed_bench": "mc_seed",
-             "mmbench": "mmbench_circular"}
+             "mmbench": "mmbench_circular", "circular_mc": "mmbench_circular"}
 CONVERT_BENCHMARK = register_tool("convert_benchmark", {
-    "benchmark": None,         # okvqa | vizwiz | vsr | seed_bench | mmbench
-    "questions": None,         # the benchmark's file (OKVQA: the questions JSON; MMBench: the TSV)
+    "benchmark": None,         # okvqa | vizwiz | vsr | seed_bench | mmbench | circular_mc
+    "questions": None,         # the benchmark's file (OKVQA: questions JSON; MMBench: TSV; circular_mc: vqa_jsonl)
     "annotations": None,       # OKVQA only: the annotations JSON
     "out_dir": None,           # writes questions.jsonl (+ images/ for MMBench)
     "prompt_style": "plain",   # plain | minigpt_v2 ("[vqa] " before each question)
@@ -480,6 +507,10 @@ def convert_benchmark(cfg: Mapping[str, Any]) -> Dict[str, Any]:
         items = read_vsr(questions, style=style)
     elif name == "seed_bench":
         items, skipped = read_seed_bench(questions, style=style)
+    elif name == "circular_mc":
+        if not questions.is_file():
+            raise MissingPathError(f"{questions}: question file does not exist (key 'questions')")
+        items = circular_from_mc_rows(read_jsonl(questions), str(questions))
     else:
         image_root = out_dir / "images"
         items = read_mmbench(questions, image_root, style=style)

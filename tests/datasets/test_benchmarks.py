@@ -254,3 +254,24 @@ def test_dataengine_builder(tmp_path):
     cfg.views = ["mc", "multiple"]
     with pytest.raises(ConfigError, match="views: 'multiple'"):
         builder.build(cfg, _Processor(), "train", "engine")
+
+
+def test_circular_from_any_mc_file(tmp_path):
+    rows = [{"question_id": "w1", "image": "images/1.jpg", "qtype": "count", "answer": "C", "answer_type": "mc",
+             "options": {"A": "two", "B": "one", "C": "zero", "D": "four"},
+             "question": f"How many cups are there?\nA. two\nB. one\nC. zero\nD. four\n{SUFFIX}"}]
+    write_jsonl(tmp_path / "eval_mc_val.jsonl", rows)
+    report = convert_benchmark({"benchmark": "circular_mc", "questions": str(tmp_path / "eval_mc_val.jsonl"),
+                                "annotations": None, "out_dir": str(tmp_path / "c"), "prompt_style": "plain",
+                                "circular": True})
+    out = read_jsonl(tmp_path / "c" / "questions.jsonl")
+    assert report["questions"] == 4 and [r["question_id"] for r in out] == ["w1@r0", "w1@r1", "w1@r2", "w1@r3"]
+    assert [r["index"] for r in out] == [0, 1000000, 2000000, 3000000]
+    # rotation 1 puts B's text under A: one, zero, four, two -> 'zero' under B
+    assert out[1]["question"] == f"How many cups are there?\nA. one\nB. zero\nC. four\nD. two\n{SUFFIX}"
+    assert [r["answer"] for r in out] == ["C", "B", "A", "D"] and out[0]["category"] == "count"
+    bad = [{**rows[0], "question": "How many cups are there? (no options listed)"}]
+    write_jsonl(tmp_path / "bad.jsonl", bad)
+    with pytest.raises(DataFormatError, match="row 1: the question does not list its options as 'A. two' lines"):
+        convert_benchmark({"benchmark": "circular_mc", "questions": str(tmp_path / "bad.jsonl"), "annotations": None,
+                           "out_dir": str(tmp_path / "c"), "prompt_style": "plain", "circular": True})
