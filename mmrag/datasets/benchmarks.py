@@ -496,7 +496,7 @@ def convert_benchmark(cfg: Mapping[str, Any]) -> Dict[str, Any]:
     name, out_dir, style = cfg["benchmark"], Path(str(cfg["out_dir"])), cfg["prompt_style"]
     questions = Path(str(cfg["questions"]))
     skipped: Counter = Counter()
-    image_root = questions.parent
+    image_root = out_dir / "images"
     if name == "okvqa":
         if not cfg["annotations"]:
             raise ConfigError("convert_benchmark: benchmark okvqa needs 'annotations' (the annotations JSON)")
@@ -512,13 +512,12 @@ def convert_benchmark(cfg: Mapping[str, Any]) -> Dict[str, Any]:
             raise MissingPathError(f"{questions}: question file does not exist (key 'questions')")
         items = circular_from_mc_rows(read_jsonl(questions), str(questions))
     else:
-        image_root = out_dir / "images"
         items = read_mmbench(questions, image_root, style=style)
         items = circular_copies(items, style) if cfg["circular"] else items
     write_jsonl(out_dir / "questions.jsonl", items)
     return {"benchmark": name, "questions": len(items), "skipped": dict(skipped),
             "question_file": str(out_dir / "questions.jsonl"), "scorer": SCORER_OF[name],
-            "image_root": f"{image_root} (for okvqa / vizwiz / vsr / seed_bench: the folder of the benchmark's images)"}
+            "image_root": str(image_root) if name == "mmbench" else "the folder the questions' image paths are relative to"}
 
 
 def write_submission(cfg: Mapping[str, Any]) -> Dict[str, Any]:
