@@ -39,7 +39,7 @@ WORLD_CLIP = {"type": "open_clip", "model_name": "local-dir:output/clip_world_sm
 EVALS_ORDER = ("base", "camml", "camml_1shot", "camml_2shot", "camml_random", "text_icl")
 DEFAULTS: Dict[str, Any] = register_tool("run_camml", {
     "world": "dataset/world_small",      # a world folder (its scienceqa/ is written when missing) ...
-    "data_path": None,                   # ... or a ScienceQA-layout folder (default <world>/scienceqa)
+    "data_path": None,                   # ... or a ScienceQA-layout folder (real ScienceQA: no benchmark stage)
     "seed": 0,                           # the benchmark writer's and the random baseline's seed
     "out": "output/camml_world_small",
     "train_configs": {"base": "train_configs/camml_world_small_base.yaml",
@@ -206,10 +206,11 @@ def build_stages(cfg: Dict[str, Any], root: Path) -> List[Stage]:
     from mmrag.datasets.world.scienceqa import write_scienceqa
 
     out, data = cfg["out"], data_path_of(cfg, root)
-    stages = [
+    stages = [] if cfg["data_path"] else [
         Stage("benchmark", [_rel(data / "problems.json", root)],
               [f"mmrag.datasets.world.scienceqa.write_scienceqa {cfg['world']} {cfg['seed']}"],
-              run=lambda: write_scienceqa(root / cfg["world"], cfg["seed"])),
+              run=lambda: write_scienceqa(root / cfg["world"], cfg["seed"]))]
+    stages += [
         Stage("neighbours", [f"{out}/neighbours/{kind}_{s}.json" for kind in ("retrieved", "random")
                              for s in ("train", "val", "test")],
               ["mmrag.pipelines.camml.write_all_neighbours"], stale=[f"{out}/db"],

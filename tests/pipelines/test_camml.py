@@ -94,3 +94,21 @@ def test_end_to_end_tiny_world(tiny_world, tmp_path):
     assert "CaMML vs no-context base" in result["table"] and "| text_icl | 3 |" in result["table"]
     train_nb = json.loads((tmp_path / "out" / "neighbours" / "retrieved_train.json").read_text())["neighbours"]
     assert train_nb and all(pid not in v for pid, v in train_nb.items())
+
+
+@pytest.mark.parametrize("cfg", ["camml_llava15_7b_sqa", "camml_llava15_7b_sqa_base", "camml_llava15_7b_sqa_text_icl"])
+def test_real_setting_configs_fail_naming_the_missing_path(cfg):
+    import train as train_entry
+
+    with pytest.raises(SystemExit) as exit_info:
+        train_entry.main(["--cfg-path", f"train_configs/{cfg}.yaml"])
+    assert str(exit_info.value).startswith("error: config key 'model.llm.path'")
+    assert "/path/to/vicuna-7b-v1.5" in str(exit_info.value)
+
+
+def test_real_scienceqa_run_fails_naming_the_encoder_path(tmp_path):
+    from mmrag.cli.run_camml import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--cfg", "eval_configs/camml_scienceqa_real.yaml", f"out={tmp_path / 'out'}"])
+    assert "'path' = /path/to/clip-vit-large-patch14 is not an existing folder" in str(exit_info.value)
