@@ -102,11 +102,13 @@ class ReplyCache:
 
 def complete_with_cache(conversations: Sequence[Conversation], cache: Optional[ReplyCache], model: str,
                         max_tokens: int, temperature: float,
-                        generate: Callable[[List[Conversation]], List[ChatResult]]) -> List[ChatResult]:
+                        generate: Callable[[List[Conversation]], List[ChatResult]], chunk_size: int = 0,
+                        sort_key: Optional[Callable[[Conversation], int]] = None) -> List[ChatResult]:
     """Serve cache hits, call `generate` on the misses only, store its successes; results in input order.
 
-    For backends that generate a whole batch at once (the local model); the HTTP client caches each
-    reply as it arrives instead.
+    For backends that generate a batch at once (the local model): misses are ordered by `sort_key`
+    (e.g. prompt length, so a batch pads little) and generated `chunk_size` at a time (0: all at once),
+    each chunk cached as soon as it is done, so a killed run loses one chunk at most.
     """
     results: List[Optional[ChatResult]] = [None] * len(conversations)
     keys = [cache_key(model, conv, max_tokens, temperature) for conv in conversations]
@@ -117,9 +119,12 @@ def complete_with_cache(conversations: Sequence[Conversation], cache: Optional[R
             results[i] = ChatResult(text=hit, error=None, cached=True, attempts=0)
         else:
             misses.append(i)
-    if misses:
-        fresh = generate([conversations[i] for i in misses])
-        for i, result in zip(misses, fresh):
+    if sort_key is not None:
+        misses.sort(key=lambda i: sort_key(conversations[i]))
+    step = chunk_size if chunk_size > 0 else max(1, len(misses))
+    for start in range(0, len(misses), step):
+        chunk = misses[start:start + step]
+        for i, result in zip(chunk, generate([conversations[i] for i in chunk])):
             results[i] = result
             if cache is not None and result.ok:
                 cache.put(keys[i], result.text, model)

@@ -89,23 +89,20 @@ class LocalChatModel:
 
     def complete(self, conversations: Sequence[Conversation], max_tokens: int = 256,
                  temperature: float = 0.0) -> List[ChatResult]:
-        """One result per conversation, in input order."""
+        """One result per conversation, in input order; generated in batches of similar prompt length,
+        each batch cached as soon as it is done."""
         if not conversations:
             return []
+        self._calls = 0
         return complete_with_cache(conversations, self.cache, self.model_id, max_tokens, temperature,
-                                   lambda convs: self._generate(convs, max_tokens, temperature))
+                                   lambda convs: self._generate(convs, max_tokens, temperature),
+                                   chunk_size=self.batch_size, sort_key=lambda conv: len(self.prompt_text(conv)))
 
     def _generate(self, conversations: List[Conversation], max_tokens: int, temperature: float) -> List[ChatResult]:
-        prompts = [self.prompt_text(conv) for conv in conversations]
-        # Batches of similar length waste less compute on padding; results go back to input order.
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        texts: List[Optional[str]] = [None] * len(prompts)
-        generator_seed = self.seed
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
-            for i, text in zip(chunk, self._generate_batch([prompts[i] for i in chunk], max_tokens, temperature,
-                                                            generator_seed + start)):
-                texts[i] = text
+        """One batch (left-padded); sampling is seeded per batch so a rerun repeats."""
+        self._calls += 1
+        texts = self._generate_batch([self.prompt_text(c) for c in conversations], max_tokens, temperature,
+                                     self.seed + self._calls)
         return [ChatResult(text=t, error=None) for t in texts]
 
     @torch.no_grad()
