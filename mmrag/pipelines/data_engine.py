@@ -60,6 +60,8 @@ DEFAULTS = register_tool("data_engine", {
     "views": ["mc_shuffled", "direct"],    # views of the engine items trained on
     "eval_view": "mc_shuffled",            # the benchmark view evaluated (error rates, bad cases, report)
     "eval_splits": ["val", "test"],        # val: error rates and bad cases; test: the report
+    "eval_max_samples": 0,                 # first questions per split (0: all)
+    "eval_max_new_tokens": 0,              # 0: 2 for the lettered views, 8 for direct answers
     "in_context": 2,                       # bad cases shown per request (arms with in-context examples)
     "neighbour_fraction": 0.5,             # share of requests whose image is a neighbour of a bad case's image
     "neighbours": {"retriever": "scene", "k": 8, "database": None, "embedder": {}},  # scene | image_database
@@ -208,6 +210,10 @@ class DataEngine:
         self.world = self._abs(cfg["world"])
         self.out = self._abs(cfg["out"])
         self.backend = generator_backend   # a ChatBackend given by the caller (tests); else built from the config
+        backend = cfg["generator"].get("backend") or {}
+        for key in ("path", "cache_dir"):   # local model folder and reply cache: relative to the repository
+            if backend.get(key):
+                backend[key] = str(self._abs(backend[key]))
         unknown = [a for a in cfg["arms"] if a not in ARMS]
         if unknown:
             raise ConfigError(f"data_engine: arms {unknown} unknown; known: {', '.join(ARMS)}")
@@ -316,7 +322,9 @@ class DataEngine:
         opts = [f"model.checkpoint={model}", f"run.output_dir={paths.eval}",
                 f"evaluation.question_file={self.world / tb.SUBDIR}/eval_{view}_{{split}}.jsonl",
                 f"evaluation.image_root={self.world}", f"evaluation.splits=[{','.join(self.cfg['eval_splits'])}]",
-                f"evaluation.scorer={scorer}", *self.cfg["overrides"]]
+                f"evaluation.scorer={scorer}", f"evaluation.max_samples={self.cfg['eval_max_samples'] or 'null'}",
+                f"evaluation.max_new_tokens={self.cfg['eval_max_new_tokens'] or (8 if view == 'direct' else 2)}",
+                *self.cfg["overrides"]]
         self._run_or_spawn(eval_stage, "eval.py", self.cfg["eval_config"], opts)
         metrics = {split: per_type_metrics(paths.eval, self.bench_file("eval", split, view), split)
                    for split in self.cfg["eval_splits"]}

@@ -127,7 +127,7 @@ def test_three_item_round_with_smollm2():
     from mmrag.models.text_generator import build_chat_backend
 
     backend = build_chat_backend({"type": "local", "path": str(SMOLLM), "batch_size": 3})
-    generator = gens.LLMGenerator(backend, gens.TypeDefinitions.load(tb.QTYPES), gens.load_prompt("system"), max_tokens=48)
+    generator = gens.LLMGenerator(backend, gens.TypeDefinitions.load(tb.QTYPES), gens.load_prompt("system"), max_tokens=32)
     requests = [request(q, item_id=q) for q in ("count", "existence", "attribute")]
     out = gens.oracle_checked(generator.generate(requests), requests)
     assert len(out) == 3 and all(isinstance(g.reply, str) for g in out)

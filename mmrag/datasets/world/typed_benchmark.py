@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -58,6 +58,7 @@ class SceneGraph:
     image: str            # relative to the world folder: images/<file>
     size: int             # square side, pixels
     captions: List[str]
+    phrases: Optional[List[Tuple[str, SceneObject]]] = field(default=None, repr=False, compare=False)  # check cache
 
     @property
     def image_id(self) -> str:
@@ -283,7 +284,14 @@ def normal(text: str) -> str:
 
 
 def object_phrases(g: SceneGraph) -> List[Tuple[str, SceneObject]]:
-    """(phrase, object) for every phrase that names exactly one object of the scene, longest first."""
+    """(phrase, object) for every phrase that names exactly one object of the scene, longest first
+    (computed once per scene graph)."""
+    if g.phrases is None:
+        g.phrases = _object_phrases(g)
+    return g.phrases
+
+
+def _object_phrases(g: SceneGraph) -> List[Tuple[str, SceneObject]]:
     phrases: Dict[str, List[SceneObject]] = {}
     for obj in g.scene.objects:
         candidates = {r.phrase for r in references(g.scene, obj, g.size)} | {obj.word}
