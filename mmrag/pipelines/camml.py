@@ -237,6 +237,10 @@ def _scores(folder: Path, split: str) -> Dict[str, float]:
     return {r["id"]: float(r["correct"]) for r in read_jsonl(folder / f"answers_{split}.jsonl")}
 
 
+def _predictions(folder: Path, split: str) -> Dict[str, str]:
+    return {r["id"]: r["prediction"] for r in read_jsonl(folder / f"answers_{split}.jsonl")}
+
+
 def _pct(x: Optional[float]) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
@@ -278,6 +282,13 @@ def report(cfg: Dict[str, Any], root: Path, stages: Sequence[Stage]) -> Dict[str
         ids = sorted(sa)
         diffs[f"{a}-{b}"] = paired_bootstrap([sa[i] for i in ids], [sb[i] for i in ids])
         lines.append(f"| {label} | {format_difference(diffs[f'{a}-{b}'])} |")
+    agree = {}
+    for other in [n for n in ("camml_1shot", "camml_2shot", "camml_random") if f"eval_{n}" in runs and "eval_camml" in runs]:
+        mine, theirs = (_predictions(out / f"eval_{n}", split) for n in ("camml", other))
+        agree[other] = sum(mine[i] == theirs[i] for i in mine) / len(mine)
+    if agree:
+        lines += ["", "Does the context change CaMML's answers? Share of problems answered identically to `camml` "
+                  "(3 retrieved shots): " + ", ".join(f"{k} {_pct(v)}%" for k, v in agree.items()) + "."]
     controls = [c for c in cfg["evaluation"]["controls"] if c != "none"]
     lines += ["", "Image controls (query image only; accuracy on the IMG problems; gain = none minus control):", "",
               "| model | " + " | ".join(["none", *controls]) + " | " + " | ".join(f"gain vs {c}" for c in controls) + " |",
@@ -302,8 +313,8 @@ def report(cfg: Dict[str, Any], root: Path, stages: Sequence[Stage]) -> Dict[str
     lines += ["", *stage_report(stages, out)]
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)
-    write_json(out / "report.json", {"runs": runs, "differences": diffs, "answer_hit": hit})
-    return {"runs": runs, "differences": diffs, "answer_hit": hit, "table": text}
+    write_json(out / "report.json", {"runs": runs, "differences": diffs, "answer_hit": hit, "agreement": agree})
+    return {"runs": runs, "differences": diffs, "answer_hit": hit, "agreement": agree, "table": text}
 
 
 def run_camml(cfg: Dict[str, Any], root: Path = Path("."), force: Sequence[str] = (),
