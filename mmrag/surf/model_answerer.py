@@ -74,13 +74,14 @@ class ModelAnswerer:
         return {"id": f"request {position}", "conversations": request_turns(request, position),
                 "pixel_values": self._pixels(list(request.get("images") or []))}
 
-    def _generate(self, samples: List[Dict[str, Any]], template: ConversationTemplate) -> List[str]:
+    def _generate(self, samples: List[Dict[str, Any]], template: ConversationTemplate, max_new_tokens: int) -> List[str]:
         batch = self.processor.collate(samples, generation=True, template=template)
-        out = self.model.generate(batch, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1)
+        out = self.model.generate(batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
         return [text.strip() for text in self.processor.decode(out)]
 
-    def answer(self, batch: Sequence[AnswerRequest]) -> List[str]:
-        """One answer per request, in order. Requests are batched per system prompt."""
+    def answer(self, batch: Sequence[AnswerRequest], max_new_tokens: Optional[int] = None) -> List[str]:
+        """One answer per request, in order. Requests are batched per system prompt. `max_new_tokens`
+        overrides the answerer's own limit for this call (e.g. a description before short answers)."""
         answers: List[Optional[str]] = [None] * len(batch)
         by_system: Dict[Optional[str], List[int]] = {}
         for position, request in enumerate(batch):
@@ -92,7 +93,8 @@ class ModelAnswerer:
             template = own if system is None else with_system(own, system)
             for start in range(0, len(positions), self.batch_size):
                 chunk = positions[start:start + self.batch_size]
-                texts = self._generate([self._sample(batch[p], p) for p in chunk], template)
+                texts = self._generate([self._sample(batch[p], p) for p in chunk], template,
+                                       max_new_tokens or self.max_new_tokens)
                 for p, text in zip(chunk, texts):
                     answers[p] = text
                 bar.update(len(chunk))

@@ -197,6 +197,8 @@ class VqaEvalTask(Task):
             "max_new_tokens": 8,
             "image_control": "none",   # none | blank | shuffled | text_only
             "seed": 0,                 # of the shuffled control's derangement
+            "describe_first": None,    # e.g. "List the objects in the image.": asked first, its answer kept in the conversation
+            "describe_max_new_tokens": 48,
             "retrieval": {
                 "mode": "none",                       # none | rag
                 "database": None,                     # DenseIndex folder (mmrag-create-index)
@@ -241,6 +243,30 @@ def check_evaluation(ev) -> None:
                           "use evaluation.retrieval.mode=none")
 
 
+def describe_first(requests: List[Dict[str, Any]], instruction: str, answerer, max_new_tokens: int) -> List[Dict[str, Any]]:
+    """Two turns per question: the model first answers `instruction` about the same images (e.g. lists
+    the objects it sees), then gets the question with its own description in the conversation. Each
+    distinct (prompt images) set is described once. Only single-turn `prompt` requests are rewritten;
+    a request without images (text_only) is left as it is: there is nothing to describe."""
+    if any("system" in r for r in requests):
+        raise ConfigError("evaluation.describe_first: not with retrieval.mode=rag (one image per question only)")
+    keyed = {tuple(r["images"]): r for r in requests if r["images"]}
+    keys = sorted(keyed)
+    asked = [{"prompt": IMAGE_TOKEN * len(k) + "\n" + instruction, "images": list(k)} for k in keys]
+    descriptions = dict(zip(keys, answerer.answer(asked, max_new_tokens=max_new_tokens)))
+    out = []
+    for r in requests:
+        if not r["images"]:
+            out.append(r)
+            continue
+        description = descriptions[tuple(r["images"])]
+        question = r["prompt"].split("\n", 1)[1] if r["prompt"].startswith(IMAGE_TOKEN) else r["prompt"]
+        conversation = [{"from": "human", "value": IMAGE_TOKEN * len(r["images"]) + "\n" + instruction},
+                        {"from": "gpt", "value": description}, {"from": "human", "value": question}]
+        out.append({**r, "conversation": conversation, "description": description})
+    return out
+
+
 def evaluate_split(split: str, ev, builder: RequestBuilder, answerer, scorer, out_dir: Path) -> Dict[str, Any]:
     """Answer and score one split; write answers_<split>.jsonl; return the split's metrics."""
     items = READERS[ev.format](Path(str(ev.question_file).format(split=split)), ev)[: ev.max_samples or None]
@@ -249,11 +275,13 @@ def evaluate_split(split: str, ev, builder: RequestBuilder, answerer, scorer, ou
     images = control_images([str(Path(ev.image_root) / it["image"]) for it in items], ev.image_control, ev.seed,
                             out_dir / "image_control")
     requests = builder.build([it["question"] + ev.prompt_suffix for it in items], images)
+    if ev.describe_first:
+        requests = describe_first(requests, ev.describe_first, answerer, ev.describe_max_new_tokens)
     predictions = answerer.answer(requests)
     scores, metrics = scorer.score(predictions, items)
     write_jsonl(out_dir / f"answers_{split}.jsonl", [
         {"question_id": it["question_id"], "image": it["image"], "question": it["question"], "prompt": r["prompt"],
          "images": r["images"], "prediction": p, "answer": it.get("answers", it.get("answer")), "correct": s,
-         "retrieved": r.get("retrieved", [])}
+         "retrieved": r.get("retrieved", []), **({"description": r["description"]} if "description" in r else {})}
         for it, r, p, s in zip(items, requests, predictions, scores)])
     return metrics

@@ -34,3 +34,27 @@ def test_only_answers_are_targets():
     for name in ["vicuna_v1", "llama2_chat", "alpaca", "knowledge_completion"]:
         targets = [text for text, target in get_template(name).segments(TURNS) if target]
         assert [t.strip() for t in targets] == ["A cat.", "Black."]
+
+
+def test_chatml_renders_like_smollm2s_own_chat_template():
+    """Oracle: the chat template shipped in the SmolLM2 folder (jinja), same system text, EOS <|im_end|>."""
+    from pathlib import Path
+
+    import jinja2
+    import pytest
+
+    from mmrag.processors import get_template
+
+    jinja_file = Path("assets/smollm2-135m-instruct/chat_template.jinja")
+    if not jinja_file.is_file():
+        pytest.skip("assets/smollm2-135m-instruct absent (mmrag-prepare-assets smollm2)")
+    template = get_template("chatml")
+    turns = [{"from": "human", "value": "<image>\nList the objects in the image."},
+             {"from": "gpt", "value": "a rock and a tree."},
+             {"from": "human", "value": "Is there a rock in the image?"}]
+    ours = "".join(text + ("<|im_end|>" if is_answer else "") for text, is_answer in template.segments(turns))
+    system = template.system[len("<|im_start|>system\n"):-len("<|im_end|>\n")]
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": turns[0]["value"]},
+                {"role": "assistant", "content": turns[1]["value"]}, {"role": "user", "content": turns[2]["value"]}]
+    theirs = jinja2.Template(jinja_file.read_text()).render(messages=messages, add_generation_prompt=True)
+    assert ours == theirs

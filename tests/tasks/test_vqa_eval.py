@@ -222,3 +222,37 @@ def test_the_real_tiny_model_answers_every_request(world, tiny_model):
     cfg = eval_cfg(world, tiny_model.cfg, max_samples=2, image_control="text_only")
     task.evaluate(tiny_model, cfg, world / "out")
     assert [r["images"] for r in answers(world)] == [[], []] and all(isinstance(r["prediction"], str) for r in answers(world))
+
+
+LISTS = {"a.png": "a cat and a tree.", "b.png": "a tree.", "c.png": "a bird."}
+
+
+class DescribingAnswerer(ScriptedAnswerer):
+    """Describes an image by LISTS; answers a question asked after a description from that description."""
+
+    def answer(self, requests, max_new_tokens=None):
+        self.requests += list(requests)
+        out = []
+        for r in requests:
+            if "conversation" in r:
+                described, question = r["conversation"][1]["value"], r["conversation"][2]["value"]
+                out.append("Yes." if question.split()[3] in described else "No.")
+            else:
+                out.append(LISTS[r["images"][0].split("/")[-1]])
+        return out
+
+
+def test_describe_first_asks_each_image_once_then_the_question_after_the_description(world, monkeypatch):
+    ScriptedAnswerer.made = []
+    monkeypatch.setattr(vqa_eval, "ModelAnswerer", DescribingAnswerer)
+    metrics = run(world, describe_first="List the objects in the image.", prompt_suffix="")["random"]
+    # by hand: cat on a -> Yes (yes), dog on a -> No (no), car on b -> No (label yes), tree on b -> Yes
+    # (label no), bird on c -> Yes (yes): 3 of 5 right, 2 of them "yes" among 3 "yes" predictions
+    assert metrics["accuracy"] == pytest.approx(0.6)
+    assert metrics["yes_ratio"] == pytest.approx(0.6)
+    first, second = ScriptedAnswerer.made[0].requests[:3], ScriptedAnswerer.made[0].requests[3:]
+    assert sorted(r["images"][0].split("/")[-1] for r in first) == ["a.png", "b.png", "c.png"]
+    assert all(r["prompt"] == "<image>\nList the objects in the image." for r in first)
+    assert len(second) == 5 and all(r["conversation"][0]["value"].startswith("<image>") for r in second)
+    saved = answers(world)
+    assert [a["description"] for a in saved] == [LISTS["a.png"]] * 2 + [LISTS["b.png"]] * 2 + [LISTS["c.png"]]

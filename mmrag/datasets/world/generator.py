@@ -3,7 +3,7 @@
 Layout under the output folder (paths fixed; other modules rely on them):
   world.json, entities.json, images/<image_id>.jpg, annotations/{instances,captions,detections}_{split}.json,
   corpus.csv, knowledge/{split}.json, image_captions.json, llava/instruct_{split}.json,
-  llava/yesno_balanced_{train,val,test}.json, regions/region_descriptions.json,
+  llava/{yesno_balanced,objects,yesno_listed}_{train,val,test}.json, regions/region_descriptions.json,
   pope/{random,popular,adversarial}.jsonl (test split).
 Image paths: COCO `file_name` and POPE `image` are relative to images/; image_captions.json and LLaVA
 `image` are relative to the world folder; GeMKR `image` and region `image_id` are the bare image id.
@@ -38,7 +38,7 @@ from mmrag.datasets.world.presets import WorldPreset, get_preset
 from mmrag.datasets.world.scenes import Scene, anchor_entities, make_scene
 from mmrag.common.errors import UserError
 
-GENERATOR_VERSION = "2"  # 2: balanced presence turns in instruct_*, llava/yesno_balanced_*
+GENERATOR_VERSION = "3"  # 2: balanced presence turns in instruct_*, llava/yesno_balanced_*; 3: llava/objects_*, yesno_listed_*
 SPLITS = ("train", "test")
 JPEG_QUALITY = 95
 LAYOUT = ("world.json", "entities.json", "images", "annotations", "corpus.csv", "knowledge",
@@ -187,15 +187,26 @@ def llava_conversations(world: World, split: str) -> List[Dict[str, object]]:
                                                  world.preset.image_size, rng, word)]
 
 
-def yesno_balanced(world: World) -> Dict[str, List[Dict[str, object]]]:
-    """split -> LLaVA presence questions balanced per name (grounding.py), val held out of train."""
+def grounding_files(world: World) -> Dict[str, List[Dict[str, object]]]:
+    """llava file name -> records, per split (train / val held out of train / test): presence questions
+    balanced per name, the listing of each image's objects, and the presence questions after that listing
+    (grounding.py)."""
     rng, _ = stage_rngs(world.seed, "yesno-balanced")  # its own stream: no other file's draws move
     objects = {s.image_id: sorted({o.label for o in s.objects}) for s in world.scenes}
+    left_to_right = {s.image_id: [o.label for o in sorted(s.objects, key=lambda o: (o.centre_x, o.label))]
+                     for s in world.scenes}
     train, val = grounding.split_val_images([s.image_id for s in world.scenes if s.split == "train"], rng)
     images = {"train": train, "val": val, "test": [s.image_id for s in world.scenes if s.split == "test"]}
-    return {split: grounding.llava_yesno_records(
-                grounding.balanced_pairs({i: objects[i] for i in images[split]}, rng), lambda i: f"images/{i}.jpg")
-            for split in grounding.YESNO_SPLITS}
+    path = lambda image: f"images/{image}.jpg"  # noqa: E731
+    image_of = lambda p: Path(p).stem  # noqa: E731
+    files: Dict[str, List[Dict[str, object]]] = {}
+    for split in grounding.YESNO_SPLITS:
+        yesno = grounding.llava_yesno_records(
+            grounding.balanced_pairs({i: objects[i] for i in images[split]}, rng), path)
+        files[f"yesno_balanced_{split}"] = yesno
+        files[f"objects_{split}"] = grounding.llava_listing_records(images[split], left_to_right, path)
+        files[f"yesno_listed_{split}"] = grounding.llava_listed_yesno_records(yesno, left_to_right, image_of)
+    return files
 
 
 def region_descriptions(world: World) -> List[Dict[str, object]]:
@@ -272,9 +283,9 @@ def write_world(world: World, out_dir: Path, progress: bool = True, workers: int
     sink.write("regions/region_descriptions.json", formats.json_bytes(region_descriptions(world)))
     test_instances = {split: write_split_files(world, sink, split) for split in SPLITS}["test"]
     counts = world_counts(world)
-    for split, records in yesno_balanced(world).items():
-        sink.write(f"llava/yesno_balanced_{split}.json", formats.json_bytes(records))
-        counts[f"yesno_balanced_{split}"] = len(records)
+    for name, records in grounding_files(world).items():
+        sink.write(f"llava/{name}.json", formats.json_bytes(records))
+        counts[name] = len(records)
     for strategy in STRATEGIES:
         rows = build_pope(test_instances, strategy, world.preset.pope_per_image, seed=world.seed)
         sink.write(f"pope/{strategy}.jsonl", formats.jsonl_bytes(rows))

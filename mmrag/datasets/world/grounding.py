@@ -103,6 +103,49 @@ def llava_yesno_records(rows: Sequence[Dict[str, str]], image_path: Callable[[st
     return records
 
 
+# ----------------------------------------------------------------------------- naming the objects
+# Why: the captions describe objects by looks ("a pink checkered tool"), so before these files no
+# training text put an entity's NAME next to its picture except the one-bit answers of presence
+# questions. A listing turn names every object of the image (left to right, as a reader scans), the
+# dense name-to-look signal that real captions give for free ("a dog on a sofa"). The listed
+# presence records ask the same balanced questions after that listing turn, so a model can answer by
+# checking its own list (evaluated with `evaluation.describe_first`, the list then being the model's).
+LIST_INSTRUCTION = "List the objects in the image."
+
+
+def object_list_text(names_left_to_right: Sequence[str]) -> str:
+    """'a troukrux, an ovel and a tree.' (one name: 'a tree.')."""
+    named = [with_article(n) for n in names_left_to_right]
+    text = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+    return text + "."
+
+
+def listing_turns(names_left_to_right: Sequence[str]) -> List[Dict[str, str]]:
+    return [{"from": "human", "value": "<image>\n" + LIST_INSTRUCTION},
+            {"from": "gpt", "value": object_list_text(names_left_to_right)}]
+
+
+def llava_listing_records(images: Sequence[str], names_left_to_right: Dict[str, Sequence[str]],
+                          image_path: Callable[[str], str]) -> List[Dict[str, object]]:
+    """One listing conversation per image; ids '<image id>_objects'."""
+    return [{"id": f"{image}_objects", "image": image_path(image),
+             "conversations": listing_turns(names_left_to_right[image])} for image in images]
+
+
+def llava_listed_yesno_records(yesno_records: Sequence[Dict[str, object]],
+                               names_left_to_right: Dict[str, Sequence[str]],
+                               image_of: Callable[[str], str]) -> List[Dict[str, object]]:
+    """The presence records with the listing turn first (ids '<yesno id>_listed'); `image_of` maps a
+    record's image path back to its image id."""
+    out = []
+    for record in yesno_records:
+        question, answer = record["conversations"]
+        out.append({**record, "id": f"{record['id']}_listed",
+                    "conversations": listing_turns(names_left_to_right[image_of(str(record["image"]))]) + [
+                        {"from": "human", "value": str(question["value"]).replace("<image>\n", "")}, answer]})
+    return out
+
+
 # ----------------------------------------------------------------------------- instruct presence turns
 def presence_plan(scene_objects: Sequence[Set[str]], generic: Sequence[str], rng: random.Random) -> List[str]:
     """The generic word to ask "Is there ...?" about, per scene, so that half the scenes are answered

@@ -9,7 +9,8 @@ from pathlib import Path
 from mmrag.datasets import formats
 
 ORACLE = Path(__file__).with_name("generator_8a36454_tiny0_sha256.json")
-NEW_FILES = {f"llava/yesno_balanced_{s}.json" for s in ("train", "val", "test")}
+NEW_FILES = {f"llava/{kind}_{s}.json" for kind in ("yesno_balanced", "objects", "yesno_listed")
+             for s in ("train", "val", "test")}
 QUESTION = re.compile(r"^<image>\nIs there (a|an) (\S+) in the image\?$")
 
 
@@ -117,3 +118,56 @@ def test_every_other_file_is_byte_identical_to_the_generator_before_the_change(t
     assert changed == {"world.json", "llava/instruct_train.json", "llava/instruct_test.json"}
     for split in ("train", "test"):
         assert _masked_instruct(world / "llava" / f"instruct_{split}.json") == oracle["instruct_masked"][split]
+
+
+def _left_to_right_names(world):
+    """image file -> annotated names ordered by the centre x of their COCO boxes (ties by name)."""
+    out = {}
+    for split in ("train", "test"):
+        inst = json.loads((world / "annotations" / f"instances_{split}.json").read_text())
+        cats = {c["id"]: c["name"] for c in inst["categories"]}
+        files = {im["id"]: im["file_name"] for im in inst["images"]}
+        boxes = {}
+        for ann in inst["annotations"]:
+            x, _, w, _ = ann["bbox"]
+            boxes.setdefault(files[ann["image_id"]], []).append((x + w / 2.0, cats[ann["category_id"]]))
+        out.update({f: [name for _, name in sorted(b)] for f, b in boxes.items()})
+    return out
+
+
+def test_object_list_text_by_hand():
+    from mmrag.datasets.world.grounding import object_list_text
+
+    assert object_list_text(["troukrux", "ovel", "tree"]) == "a troukrux, an ovel and a tree."
+    assert object_list_text(["rock"]) == "a rock."
+    assert object_list_text(["ovel", "rock"]) == "an ovel and a rock."
+
+
+def test_listing_names_every_annotated_object_left_to_right(tiny_world):
+    world, _ = tiny_world
+    expected = _left_to_right_names(world)
+    for split in ("train", "val", "test"):
+        yesno_images = {image for image, _, _ in _yesno(world, split)}
+        recs = formats.read_llava_conversations(world / "llava" / f"objects_{split}.json")
+        assert {r["image"].split("/")[-1] for r in recs} >= yesno_images, split
+        for rec in recs:
+            human, gpt = rec["conversations"]
+            assert human["value"] == "<image>\nList the objects in the image."
+            listed = re.findall(r"\ban? (\S+?)(?=,| and |\.$)", gpt["value"])
+            assert listed == expected[rec["image"].split("/")[-1]], rec["id"]
+
+
+def test_listed_presence_records_are_the_balanced_questions_after_the_listing(tiny_world):
+    world, _ = tiny_world
+    for split in ("train", "val", "test"):
+        plain = formats.read_llava_conversations(world / "llava" / f"yesno_balanced_{split}.json")
+        listed = formats.read_llava_conversations(world / "llava" / f"yesno_listed_{split}.json")
+        listing = {r["image"]: r["conversations"] for r in
+                   formats.read_llava_conversations(world / "llava" / f"objects_{split}.json")}
+        assert len(plain) == len(listed)
+        for p, q in zip(plain, listed):
+            assert q["image"] == p["image"] and q["id"] == p["id"] + "_listed"
+            turns = q["conversations"]
+            assert turns[:2] == listing[p["image"]]
+            assert turns[2]["value"] == p["conversations"][0]["value"].replace("<image>\n", "")
+            assert turns[3] == p["conversations"][1]
