@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from mmrag.common.chat_client import ChatBackend
-from mmrag.common.errors import DataFormatError, MissingPathError
+from mmrag.common.errors import ConfigError, DataFormatError, MissingPathError
 from mmrag.common.registry import SCORERS
 from mmrag.metrics.bootstrap import bootstrap_mean
 from mmrag.metrics.gavie_oracle import WorldOracle
@@ -151,12 +151,33 @@ def parse_judge_reply(reply: Optional[str], n_answers: int) -> List[JudgeScore]:
 
 
 # ----------------------------------------------------------------------------- judges
+JUDGE_MODES = ("free", "scaffold", "expected")
+
+
 class LLMJudge:
-    """GAVIE with a language model behind any ChatBackend; all answers of an item in one prompt."""
+    """GAVIE with a language model behind any ChatBackend.
+
+    mode "free": all answers of an item in one prompt, the reply parsed as GAVIE's graded blocks.
+    mode "scaffold" (for small models that do not keep the format): one answer per prompt, asked twice
+    with the reply prefilled as "Relevancy:" and as "Accuracy:"; the model only has to continue with a
+    number, which the same strict rules parse. Needs a backend that continues a final assistant
+    message (LocalChatModel does; of the servers, those that support it). No reasons in this mode.
+    mode "expected" (local models only): the reply prefilled as "Relevancy: " / "Accuracy: ", the
+    score is the expectation of the model's probabilities of 0..10 read from its logits
+    (LocalChatModel.zero_to_ten_distribution); a grade whose digits hold less than `min_digit_mass`
+    of the next-token probability counts as a parse failure (the model would not have written a number).
+    """
 
     def __init__(self, backend: ChatBackend, max_tokens: int = 160, temperature: float = 0.0,
-                 name: str = "llm") -> None:
+                 name: str = "llm", mode: str = "free", min_digit_mass: float = 0.0) -> None:
+        if mode not in JUDGE_MODES:
+            raise ConfigError(f"judge mode {mode!r}: expected one of {', '.join(JUDGE_MODES)}")
+        if mode == "expected" and not hasattr(backend, "zero_to_ten_distribution"):
+            raise ConfigError("judge mode 'expected' reads the model's logits: it needs a local backend (type: local)")
+        self.min_digit_mass = float(min_digit_mass)
+        self.digit_mass: List[float] = []        # mode expected: the last call's digit mass per grade and score
         self.backend, self.max_tokens, self.temperature, self.name = backend, max_tokens, temperature, name
+        self.mode = mode
         self.replies: List[Optional[str]] = []   # the last call's raw replies, for the report
 
     def judge(self, items: Sequence[Item], answer_lists: Sequence[Sequence[str]]) -> List[List[JudgeScore]]:
@@ -166,6 +187,10 @@ class LLMJudge:
                 raise DataFormatError(f"item {item.get('question_id')}: no 'annotations' for the GAVIE judge "
                                       "(mmrag.datasets.world.gavie writes them)")
             conversations.append(judge_messages(item["annotations"], item["question"], answers))
+        if self.mode == "scaffold":
+            return self._judge_scaffold(conversations, answer_lists)
+        if self.mode == "expected":
+            return self._judge_expected(conversations, answer_lists)
         results = self.backend.complete(conversations, max_tokens=self.max_tokens, temperature=self.temperature)
         self.replies = [r.text for r in results]
         out = []
@@ -174,6 +199,52 @@ class LLMJudge:
                 out.append([JudgeScore.failed(f"judge error: {result.error}", "judge_error")] * len(answers))
             else:
                 out.append(parse_judge_reply(result.text, len(answers)))
+        return out
+
+    def _judge_scaffold(self, conversations, answer_lists) -> List[List[JudgeScore]]:
+        if any(len(a) != 1 for a in answer_lists):
+            raise ConfigError("judge mode 'scaffold' grades one answer per prompt (answers_per_prompt: 1)")
+        asked = [conv + [{"role": "assistant", "content": f"{name.capitalize()}:"}]
+                 for conv in conversations for name in SCORE_NAMES]
+        results = self.backend.complete(asked, max_tokens=self.max_tokens, temperature=self.temperature)
+        self.replies = [" | ".join(f"{n.capitalize()}:{r.text}" for n, r in zip(SCORE_NAMES, results[k:k + 2]))
+                        for k in range(0, len(results), 2)]
+        out = []
+        for k in range(0, len(results), 2):
+            errors = [r.error for r in results[k:k + 2] if r.error is not None]
+            if errors:
+                out.append([JudgeScore.failed(f"judge error: {errors[0]}", "judge_error")])
+                continue
+            values, problems = [], []
+            for name, result in zip(SCORE_NAMES, results[k:k + 2]):
+                first_line = ((result.text or "").strip().splitlines() or [""])[0]
+                value, problem = _score_value(name, first_line)
+                values.append(value)
+                if problem:
+                    problems.append(problem)
+            out.append([JudgeScore.failed("; ".join(problems)) if problems else JudgeScore(values[0], values[1])])
+        return out
+
+    def _judge_expected(self, conversations, answer_lists) -> List[List[JudgeScore]]:
+        if any(len(a) != 1 for a in answer_lists):
+            raise ConfigError("judge mode 'expected' grades one answer per prompt (answers_per_prompt: 1)")
+        asked = [conv + [{"role": "assistant", "content": f"{name.capitalize()}: "}]
+                 for conv in conversations for name in SCORE_NAMES]
+        dists = self.backend.zero_to_ten_distribution(asked)
+        self.digit_mass = [d["mass"] for d in dists]
+        self.replies = [" | ".join(f"{n}: p={[round(p, 3) for p in d['probs']]} mass={d['mass']:.3f}"
+                                   for n, d in zip(SCORE_NAMES, dists[k:k + 2])) for k in range(0, len(dists), 2)]
+        out = []
+        for k in range(0, len(dists), 2):
+            pair = dists[k:k + 2]
+            low = [f"{n} digits hold {d['mass']:.0%} of the next-token probability" for n, d in zip(SCORE_NAMES, pair)
+                   if d["mass"] < self.min_digit_mass]
+            if low:
+                out.append([JudgeScore.failed("; ".join(low))])
+                continue
+            values = [sum(v * p for v, p in enumerate(d["probs"])) for d in pair]
+            out.append([JudgeScore(values[0], values[1], f"digit mass {pair[0]['mass']:.3f}",
+                                   f"digit mass {pair[1]['mass']:.3f}")])
         return out
 
 

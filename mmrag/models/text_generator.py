@@ -12,6 +12,7 @@ cache (the HTTP client's, keyed the same way) makes reruns free.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -83,9 +84,13 @@ class LocalChatModel:
         return f"local:{self.path.resolve()}"
 
     def prompt_text(self, conversation: Conversation) -> str:
-        """The conversation rendered by the folder's chat template, ending where the assistant starts."""
-        return self.tokenizer.apply_chat_template([dict(m) for m in conversation], tokenize=False,
-                                                  add_generation_prompt=True)
+        """The conversation rendered by the folder's chat template, ending where the assistant starts.
+
+        A conversation whose last message is the assistant's is a prefilled reply: the model continues
+        that text ("Relevancy:" -> " 7"), and the result holds the continuation only."""
+        messages = [dict(m) for m in conversation]
+        prefill = messages.pop()["content"] if messages and messages[-1].get("role") == "assistant" else ""
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefill
 
     def complete(self, conversations: Sequence[Conversation], max_tokens: int = 256,
                  temperature: float = 0.0) -> List[ChatResult]:
@@ -118,6 +123,49 @@ class LocalChatModel:
                                   **kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1]:]
         return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+    @torch.no_grad()
+    def zero_to_ten_distribution(self, conversations: Sequence[Conversation]) -> List[Dict[str, Any]]:
+        """The model's probability of each whole number 0-10 as the continuation of each conversation
+        (which ends in a prefilled reply such as "Relevancy: "), read from its logits, not its text.
+
+        Digits are single tokens here (checked): P(d) for d != 1 is the first token's probability, and
+        "1" splits into 1 and 10 by one more step with the KV cache: P(10) = P("1") P("0" | "1").
+        Returns per conversation {"probs": [p0..p10] normalised, "mass": the share of the first
+        token's probability on digits (how much the model meant to write a number at all)}."""
+        digits = [self.tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
+        if any(not isinstance(t, int) or t < 0 or self.tokenizer.decode([t]).strip() != str(d)
+               for d, t in enumerate(digits)):
+            raise ConfigError(f"{self.path}: the tokenizer has no single token per digit; "
+                              "zero_to_ten_distribution needs one")
+        def batch(convs: List[Conversation]) -> List[ChatResult]:
+            dists = self._zero_to_ten_batch([self.prompt_text(c) for c in convs], digits)
+            return [ChatResult(text=json.dumps(d), error=None) for d in dists]
+
+        # cached like replies (the distribution as JSON text), under a key of its own
+        results = complete_with_cache(conversations, self.cache, self.model_id + ":zero_to_ten", 0, 0.0, batch,
+                                      chunk_size=self.batch_size, sort_key=lambda conv: len(self.prompt_text(conv)))
+        return [json.loads(r.text) for r in results]
+
+    def _zero_to_ten_batch(self, prompts: List[str], digits: List[int]) -> List[Dict[str, Any]]:
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        mask = enc["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)      # left padding: real tokens count from 0
+        first = self.model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions, use_cache=True)
+        p_first = first.logits[:, -1].float().softmax(-1)
+        one = torch.full((len(prompts), 1), digits[1], dtype=enc["input_ids"].dtype, device=self.device)
+        second = self.model(input_ids=one, attention_mask=torch.cat([mask, torch.ones_like(one)], dim=1),
+                            position_ids=mask.sum(-1, keepdim=True), past_key_values=first.past_key_values)
+        p_zero_after_one = second.logits[:, -1].float().softmax(-1)[:, digits[0]]
+        results = []
+        for row in range(len(prompts)):
+            p = [float(p_first[row, t]) for t in digits]
+            ten = p[1] * float(p_zero_after_one[row])
+            probs = p[:1] + [p[1] - ten] + p[2:] + [ten]
+            mass = sum(p)
+            results.append({"probs": [v / mass if mass > 0 else 0.0 for v in probs], "mass": mass})
+        return results
 
 
 def _validated(cfg: Mapping[str, Any], where: str) -> Dict[str, Any]:

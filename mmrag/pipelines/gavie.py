@@ -13,7 +13,9 @@ each answer is graded by both judges, and the report gives per score (relevancy,
                         answer below the reference, as the oracle does?)
 
 plus each judge's GAVIE summary (means, intervals, parse-failure and judge-error rates, failures
-named by item). Answers are either a model's predictions (`answers_file`: JSON lines with
+named by item). `judge_mode` picks how the LLM judge is read (mmrag.metrics.gavie.LLMJudge): its
+graded reply (free), a number after a prefilled "Relevancy:" (scaffold), or the expectation of its
+0-10 probabilities (expected, local models; the report adds the mean probability on digits). Answers are either a model's predictions (`answers_file`: JSON lines with
 question_id and prediction, e.g. vqa_eval's answers_<split>.jsonl) or, by default, synthetic
 candidates per item whose quality is known to differ:
 
@@ -21,7 +23,7 @@ candidates per item whose quality is known to differ:
     corrupted   the reference with its vocabulary terms (colours, numbers, objects, facts, sides, ...)
                 swapped for other values of the same kind: a fluent, hallucinating answer
     off_topic   the reference answer of an item about another image
-    yes         a bare "Yes." to yes/no questions (a yes-biased model)
+    bare_yes    a bare "Yes." to yes/no questions (a yes-biased model)
 
 Outputs under `output_dir`: grades.jsonl (item, kind, answer, both judges' grades and the LLM's raw
 reply) and report.json, written only when every grade is in; `complete` is false when any judge
@@ -45,10 +47,10 @@ from mmrag.common.tool_config import register_tool
 from mmrag.datasets.world.gavie import write_gavie
 from mmrag.datasets.world.lrv_instructions import write_lrv_instructions
 from mmrag.metrics.bootstrap import bootstrap_mean, paired_bootstrap
-from mmrag.metrics.gavie import SCORE_NAMES, JudgeScore, LLMJudge, OracleJudge, summarize
+from mmrag.metrics.gavie import JUDGE_MODES, SCORE_NAMES, JudgeScore, LLMJudge, OracleJudge, summarize
 from mmrag.models.text_generator import build_chat_backend
 
-ANSWER_KINDS = ("reference", "corrupted", "off_topic", "yes")
+ANSWER_KINDS = ("reference", "corrupted", "off_topic", "bare_yes")
 GAVIE = register_tool("gavie", {
     "world_dir": "dataset/world_small",   # its gavie/ set is written (with lrv/ first) when absent
     "split": "val",                       # val | test
@@ -57,12 +59,14 @@ GAVIE = register_tool("gavie", {
     "answer_kinds": list(ANSWER_KINDS),   # synthetic answers per item (ignored with answers_file)
     "answers_file": None,                 # JSON lines {question_id, prediction}: a model's answers instead
     "judge": {},                          # the LLM judge's backend (mmrag.models.text_generator.build_chat_backend)
+    "judge_mode": "free",                 # free | scaffold | expected (mmrag.metrics.gavie.LLMJudge)
     "judge_max_tokens": 96,
     "judge_temperature": 0.0,
+    "min_digit_mass": 0.0,                # mode expected: a grade with less probability on digits is a failure
     "answers_per_prompt": 1,              # answers graded in one judge prompt (GAVIE grades several at once)
     "n_boot": 2000,
     "output_dir": "output/gavie_small",
-}, choices={"split": ("val", "test")}, open_keys=("judge",))
+}, choices={"split": ("val", "test"), "judge_mode": JUDGE_MODES}, open_keys=("judge",))
 
 
 # ----------------------------------------------------------------------------- the items and answers
@@ -109,7 +113,7 @@ def corrupt(answer: str, groups: Sequence[Sequence[str]], rng: random.Random) ->
 
 def synthetic_answers(items: Sequence[Mapping[str, Any]], kinds: Sequence[str], vocabulary: Mapping[str, Any],
                       seed: int) -> List[Dict[str, Any]]:
-    """[{item index, kind, answer}] for each item and kind (yes: yes/no questions only)."""
+    """[{item index, kind, answer}] for each item and kind (bare_yes: yes/no questions only)."""
     unknown = sorted(set(kinds) - set(ANSWER_KINDS))
     if unknown:
         raise ConfigError(f"answer_kinds: unknown {unknown}; expected some of {', '.join(ANSWER_KINDS)}")
@@ -252,10 +256,12 @@ def run_gavie(cfg: Dict[str, Any], log=print) -> Dict[str, Any]:
     log(f"gavie: {len(items)} items of {world_dir} ({cfg['split']}), {len(answers)} answers")
     oracle_grades, _ = grade_in_prompts(OracleJudge(vocabulary), items, answers, 1)
     llm = LLMJudge(build_chat_backend(cfg["judge"], where="judge"), max_tokens=int(cfg["judge_max_tokens"]),
-                   temperature=float(cfg["judge_temperature"]))
+                   temperature=float(cfg["judge_temperature"]), mode=cfg["judge_mode"],
+                   min_digit_mass=float(cfg["min_digit_mass"]))
     start = time.time()
     llm_grades, replies = grade_in_prompts(llm, items, answers, int(cfg["answers_per_prompt"]))
     seconds = time.time() - start
+    digit_mass = llm.digit_mass if cfg["judge_mode"] == "expected" else []
     names = [f"{items[a['item']]['question_id']} ({a['kind']})" for a in answers]
     write_jsonl(out_dir / "grades.jsonl", [
         {"question_id": items[a["item"]]["question_id"], "task": items[a["item"]].get("task"), "kind": a["kind"],
@@ -266,7 +272,8 @@ def run_gavie(cfg: Dict[str, Any], log=print) -> Dict[str, Any]:
     report = {
         "complete": llm_summary["judge_errors"] == 0,
         "world_dir": str(world_dir), "split": cfg["split"], "items": len(items), "answers": len(answers),
-        "judge": cfg["judge"], "judge_seconds": round(seconds, 1),
+        "judge": cfg["judge"], "judge_mode": cfg["judge_mode"], "judge_seconds": round(seconds, 1),
+        "digit_mass": bootstrap_mean(digit_mass, seed=cfg["seed"]) if digit_mass else None,
         "oracle": summarize(oracle_grades, names, seed=cfg["seed"]), "llm": llm_summary,
         "agreement": agreement(oracle_grades, llm_grades, int(cfg["n_boot"]), cfg["seed"]),
         "by_kind": {"oracle": by_kind(answers, oracle_grades), "llm": by_kind(answers, llm_grades)},
@@ -298,10 +305,11 @@ def report_table(report: Mapping[str, Any]) -> str:
             f"{_fmt(bias.get('diff'))} [{_fmt(bias.get('low'))}, {_fmt(bias.get('high'))}]"
             f"{' within noise' if bias.get('within_noise') else ''} | {a['n']} |")
     llm = report["llm"]
-    lines.append(f"\nLLM judge: parse failures {llm['parse_failures']}/{llm['num']} "
+    mass = report.get("digit_mass")
+    lines.append(f"\nLLM judge ({report.get('judge_mode', 'free')}): parse failures {llm['parse_failures']}/{llm['num']} "
                  f"({100 * llm['parse_failure_rate']:.0f}%), judge errors {llm['judge_errors']}; "
                  f"oracle: accuracy unscored (no checkable claim) {report['oracle']['accuracy_unscored']}/"
-                 f"{report['oracle']['num']}")
+                 f"{report['oracle']['num']}" + (f"; mean digit mass {mass['mean']:.2f}" if mass else ""))
     kinds = report["by_kind"]
     lines.append("\n| answer kind | n | oracle relevancy | oracle accuracy | LLM relevancy | LLM accuracy |")
     lines.append("| --- | --- | --- | --- | --- | --- |")

@@ -170,3 +170,48 @@ def test_oracle_judge_needs_scene_and_vocabulary():
         OracleJudge().judge([dict(items(1)[0], vocabulary="/nonexistent/v.json")], [["x"]])
     with pytest.raises(DataFormatError, match="scene"):
         OracleJudge(VOCAB).judge([{"question_id": "q9", "question": "?"}], [["x"]])
+
+
+def test_scaffold_mode_prefills_each_score_and_parses_the_number():
+    backend = ScriptedBackend([" 7\nReason: ok", "3/10", "the image shows", " 4"])
+    grades = [g[0] for g in LLMJudge(backend, mode="scaffold").judge(items(2), [["a"], ["b"]])]
+    assert (grades[0].relevancy, grades[0].accuracy) == (7, 3)
+    assert grades[1].failure == "relevancy is not a number: 'the image shows'"
+    assert [c[-1] for c in backend.seen[:2]] == [{"role": "assistant", "content": "Relevancy:"},
+                                                 {"role": "assistant", "content": "Accuracy:"}]
+
+
+class DistributionBackend(ScriptedBackend):
+    """A local-model stand-in that answers zero_to_ten_distribution with fixed distributions."""
+
+    def __init__(self, dists):
+        super().__init__([])
+        self.dists = dists
+
+    def zero_to_ten_distribution(self, conversations):
+        self.seen += list(conversations)
+        return self.dists[:len(conversations)]
+
+
+def test_expected_mode_is_the_expectation_of_the_0_to_10_probabilities():
+    one_hot_7 = {"probs": [0.0] * 7 + [1.0] + [0.0] * 3, "mass": 0.9}
+    uniform = {"probs": [1 / 11] * 11, "mass": 0.8}
+    low = {"probs": [0.0] * 10 + [1.0], "mass": 0.05}
+    backend = DistributionBackend([one_hot_7, uniform, low, one_hot_7])
+    judge = LLMJudge(backend, mode="expected", min_digit_mass=0.1)
+    first, second = [g[0] for g in judge.judge(items(2), [["a"], ["b"]])]
+    assert first.relevancy == pytest.approx(7.0) and first.accuracy == pytest.approx(5.0)    # sum(k)/11 = 55/11
+    assert second.failure == "relevancy digits hold 5% of the next-token probability"
+    assert judge.digit_mass == [0.9, 0.8, 0.05, 0.9]
+    assert backend.seen[0][-1] == {"role": "assistant", "content": "Relevancy: "}
+
+
+def test_modes_that_need_one_answer_per_prompt_or_a_local_model():
+    from mmrag.common.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="local"):
+        LLMJudge(ScriptedBackend([]), mode="expected")
+    with pytest.raises(ConfigError, match="one answer per prompt"):
+        LLMJudge(ScriptedBackend([]), mode="scaffold").judge(items(1), [["a", "b"]])
+    with pytest.raises(ConfigError, match="mode"):
+        LLMJudge(ScriptedBackend([]), mode="vibes")

@@ -70,3 +70,34 @@ def test_openai_backend_from_config(tmp_path):
                                   "cache_dir": str(tmp_path / "c")})
     assert isinstance(backend, OpenAIChatClient) and isinstance(backend, ChatBackend)
     assert backend.config.concurrency == 3 and Path(backend.config.cache_dir).exists()
+
+
+@needs_smollm
+def test_prefilled_reply_is_continued(smollm):
+    text = smollm.prompt_text([{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
+                               {"role": "assistant", "content": "Score: "}])
+    assert text == ("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+                    "Score: ")
+
+
+@needs_smollm
+def test_zero_to_ten_distribution_matches_unpadded_full_forwards(smollm):
+    import torch
+
+    convs = [[{"role": "user", "content": "Rate this from 0 to 10: a sunny day."},
+              {"role": "assistant", "content": "Rating: "}],
+             [{"role": "user", "content": "Rate it."}, {"role": "assistant", "content": "Rating: "}]]
+    got = smollm.zero_to_ten_distribution(convs)       # one left-padded batch, KV cache for the "1" step
+    tok, model = smollm.tokenizer, smollm.model
+    digits = [tok.convert_tokens_to_ids(str(d)) for d in range(10)]
+    for conv, out in zip(convs, got):
+        ids = tok(smollm.prompt_text(conv), return_tensors="pt", add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            p = model(ids).logits[0, -1].softmax(-1)
+            after_one = model(torch.cat([ids, torch.tensor([[digits[1]]])], dim=1)).logits[0, -1].softmax(-1)
+        mass = float(p[digits].sum())
+        ten = float(p[digits[1]] * after_one[digits[0]])
+        assert out["mass"] == pytest.approx(mass, abs=1e-4)
+        assert out["probs"][10] == pytest.approx(ten / mass, abs=1e-4)
+        assert out["probs"][7] == pytest.approx(float(p[digits[7]]) / mass, abs=1e-4)
+        assert sum(out["probs"]) == pytest.approx(1.0)

@@ -55,7 +55,7 @@ def test_run_against_an_http_judge_with_a_parse_failure_and_a_rerun_from_cache(w
         sent = len(stub.requests)
         grades = [json.loads(l) for l in (tmp_path / "out" / "grades.jsonl").read_text().splitlines()]
         assert sent == len(grades) == report["answers"] > 6
-        yes = [g for g in grades if g["kind"] == "yes"]
+        yes = [g for g in grades if g["kind"] == "bare_yes"]
         assert yes and all(g["answer"] == "Yes." and g["llm"]["failure"] for g in yes)
         assert report["llm"]["parse_failures"] == len(yes)
         assert report["llm"]["parse_failure_rate"] == pytest.approx(len(yes) / len(grades))
