@@ -135,6 +135,7 @@ class CammlPerceiver(ContextModule):
         "dropout": 0.0,
         "max_text_tokens": 512,  # a shot's text is cut to this many tokens
         "random_shots": True,  # training: keep a random k in [1, shots] per batch
+        "match_embedding_scale": True,  # RMS-normalise the context tokens to the LLM's token embeddings' RMS
         "seed": 0,
     }
 
@@ -155,6 +156,7 @@ class CammlPerceiver(ContextModule):
         self.language_queries = nn.Parameter(torch.randn(int(c["queries"]), width) * 0.02)
         self.null_memory = nn.Parameter(torch.zeros(1, width))  # attended to always: a sample with no shot still works
         self.vision_out, self.language_out = nn.Linear(width, llm_width), nn.Linear(width, llm_width)
+        self.out_gain = nn.Parameter(torch.ones(llm_width))
         self.fixed_tokens, self.tokens_per_example = 2 * int(c["queries"]), 0
         self._generator = torch.Generator().manual_seed(int(c["seed"]))
         self.last_k: Optional[int] = None
@@ -172,22 +174,49 @@ class CammlPerceiver(ContextModule):
         if self.training and self.c["random_shots"] and counts and min(counts) > 0:
             keep = self.draw_k(min(counts))
             self.last_k = keep
-        text = inputs.text_embeds[:, : int(self.c["max_text_tokens"])]
-        text_pad = inputs.text_mask[:, : text.shape[1]] == 0
-        v = self.vision_in(inputs.image_tokens)
+        kept, start = [], 0  # the first `keep` shots of every sample: dropped ones are not computed
+        for n in counts:
+            kept += range(start, start + min(n, keep))
+            start += n
+        counts = [min(n, keep) for n in counts]
+        text = inputs.text_embeds[kept, : int(self.c["max_text_tokens"])]
+        text_mask = inputs.text_mask[kept, : text.shape[1]]
+        text_pad = text_mask == 0
+        v = self.vision_in(inputs.image_tokens[kept])
         t = self.text_in(text)
         no_pad = torch.zeros(v.shape[:2], dtype=torch.bool, device=v.device)
         v_out = self.vision_perceiver(v, t, text_pad) if len(v) else v
         t_out = self.language_perceiver(t, v, no_pad, text_pad) if len(t) else t
-        return self._read_context(v_out, t_out, text_pad, counts, keep)
+        tokens = list(self._read_context(v_out, t_out, text_pad, counts).unbind(0))
+        if self.c["match_embedding_scale"]:
+            tokens = self._to_embedding_scale(tokens, text, text_mask, counts)
+        return tokens
 
-    def _read_context(self, v_out, t_out, text_pad, counts: Sequence[int], keep: int) -> List[torch.Tensor]:
-        """Per sample: its first `keep` shots' outputs concatenated, read by the two query sets."""
+    def _to_embedding_scale(self, tokens: List[torch.Tensor], text: torch.Tensor, mask: torch.Tensor,
+                            counts: Sequence[int]) -> List[torch.Tensor]:
+        """Each sample's context tokens RMS-normalised to the RMS of the LLM's own token embeddings of its
+        shots' texts, times a learned per-channel gain: a fresh perceiver's outputs (LayerNorm'ed, RMS ~1
+        per channel) would otherwise dwarf a small LLM's embeddings and swamp its attention. A sample
+        without shots keeps its scale."""
+        out, start = [], 0
+        for tok, n in zip(tokens, counts):
+            words = text[start:start + n][mask[start:start + n].bool()]
+            start += n
+            if not len(words):
+                out.append(tok)
+                continue
+            target = words.detach().float().pow(2).mean().sqrt()
+            rms = tok.float().pow(2).mean(dim=-1, keepdim=True).add(1e-6).sqrt()
+            out.append((tok.float() / rms * target).to(tok.dtype) * self.out_gain)
+        return out
+
+    def _read_context(self, v_out, t_out, text_pad, counts: Sequence[int]) -> torch.Tensor:
+        """Per sample: its shots' outputs concatenated, read by the two query sets -> [B, 2Q, llm_width]."""
         width = self.null_memory.shape[1]
         vis_mem, vis_pad, lang_mem, lang_pad = [], [], [], []
         start = 0
         for n in counts:
-            shots = slice(start, start + min(n, keep))
+            shots = slice(start, start + n)
             start += n
             vis_mem.append(torch.cat([self.null_memory, v_out[shots].reshape(-1, width)]))
             lang_mem.append(torch.cat([self.null_memory, t_out[shots].reshape(-1, width)]))
@@ -197,5 +226,4 @@ class CammlPerceiver(ContextModule):
         b = len(counts)
         vis = self.context_perceiver(self.vision_queries.expand(b, -1, -1), pad(vis_mem, 0.0), pad(vis_pad, True))
         lang = self.context_perceiver(self.language_queries.expand(b, -1, -1), pad(lang_mem, 0.0), pad(lang_pad, True))
-        out = torch.cat([self.vision_out(vis), self.language_out(lang)], dim=1)
-        return list(out.unbind(0))
+        return torch.cat([self.vision_out(vis), self.language_out(lang)], dim=1)

@@ -104,3 +104,18 @@ def test_random_shots_k_in_range_and_first_k_used():
     assert any(not torch.allclose(a, b) for a, b in zip(module(_first_k(inputs, 1)), full))  # shots matter
     module(_inputs([3, 1]))
     assert module.last_k == 1  # bounded by the sample with the fewest shots
+
+
+def test_context_tokens_at_the_scale_of_the_shot_text_embeddings():
+    torch.manual_seed(0)
+    module = CammlPerceiver({**PERCEIVER, "width": 16, "heads": 2}, 4, 16).eval()
+    inputs = _inputs([2, 1], seed=3)
+    inputs.text_embeds.mul_(torch.tensor([0.1, 0.1, 5.0]).view(3, 1, 1))  # sample 0's texts small, sample 1's large
+    outs = module(inputs)
+    rms = lambda x: float(x.pow(2).mean().sqrt())  # noqa: E731
+    words0 = inputs.text_embeds[:2][inputs.text_mask[:2].bool()]
+    words1 = inputs.text_embeds[2:][inputs.text_mask[2:].bool()]
+    assert rms(outs[0]) == pytest.approx(rms(words0), rel=1e-4)   # each token at that RMS (gain 1 at init)
+    assert rms(outs[1]) == pytest.approx(rms(words1), rel=1e-4)
+    plain = CammlPerceiver({**PERCEIVER, "width": 16, "heads": 2, "match_embedding_scale": False}, 4, 16).eval()
+    assert rms(plain(inputs)[0]) > 5 * rms(words0)  # without it: the perceiver's own scale
