@@ -186,6 +186,15 @@ def time_search(dim: int, rows: int, queries: int, k: int, spec: Dict[str, Any])
             "index_build_seconds": round(build_s, 3), "search_qps": round(queries / seconds, 1)}
 
 
+def faiss_gpus() -> Optional[int]:
+    """GPUs faiss can use; None where faiss is not installed (a run with --db-rows 0 does not need it)."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return getattr(faiss, "get_num_gpus", lambda: 0)()
+
+
 def parse_args(argv: List[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--toy", action="store_true", help="CPU-sized: 128 images of 96 px in batches of 32, 20k db rows")
@@ -252,13 +261,12 @@ def main(argv: List[str]) -> Dict[str, Any]:
                                  "image_weights": args.image_weights})
         emb = embedding_figures(embedder, paths, args)
     search = time_search(emb["dim"], args.db_rows, args.queries, args.k, {"type": args.index_type}) if args.db_rows else {}
-    import faiss
     import torch
 
     result = {"model": args.model_name or "tiny_clip", "device": str(embedder.device), "batch_size": args.batch_size,
               "workers": args.workers, "image_size": args.image_size, "compile": bool(args.compile),
               "image_weights_dtype": str(embedder.image_dtype).replace("torch.", ""), **emb, **search,
-              "cpu_threads": torch.get_num_threads(), "faiss_gpus": getattr(faiss, "get_num_gpus", lambda: 0)(),
+              "cpu_threads": torch.get_num_threads(), "faiss_gpus": faiss_gpus(),
               "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
               "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
     print(json.dumps(result))

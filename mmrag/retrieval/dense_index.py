@@ -42,7 +42,9 @@ DEFAULT_INDEX_SPEC: Dict[str, Any] = {
     "pq_nbits": 8,         # bits per PQ code
     "shard_rows": 0,       # rows per faiss shard; 0 = one shard
     "use_gpu": True,       # move Flat/IVF shards to GPU(s) for search when faiss has GPU support
+    "backend": "faiss",    # faiss | torch: exact search in torch (type flat only; GPUs when present, no faiss needed)
 }
+BACKENDS = ("faiss", "torch")
 
 
 class DenseIndexError(UserError, ValueError):
@@ -155,7 +157,13 @@ def index_spec(cfg: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     unknown = sorted(set(cfg) - set(DEFAULT_INDEX_SPEC))
     if unknown:
         raise DenseIndexError(f"index config: unknown key '{unknown[0]}' (valid: {', '.join(sorted(DEFAULT_INDEX_SPEC))})")
-    return {**DEFAULT_INDEX_SPEC, **cfg}
+    spec = {**DEFAULT_INDEX_SPEC, **cfg}
+    if spec["backend"] not in BACKENDS:
+        raise DenseIndexError(f"index config: backend {spec['backend']!r} needs to be one of {', '.join(BACKENDS)}")
+    if spec["backend"] == "torch" and spec["type"] != "flat":
+        raise DenseIndexError(f"index config: backend torch is exact search (type flat), got type {spec['type']!r}; "
+                              "approximate indexes (ivf, hnsw, pq) use backend faiss")
+    return spec
 
 
 def factory_string(spec: Dict[str, Any], rows: int) -> str:
@@ -202,18 +210,36 @@ def _tune_for_search(index: Any, spec: Dict[str, Any]) -> Any:
 
 
 def write_faiss_shards(vectors: np.ndarray, index_dir: Path, spec: Dict[str, Any], progress: bool = True) -> List[Dict[str, Any]]:
-    """Split rows into shards of `spec['shard_rows']` (0 = all), build and write each; return their table."""
-    import faiss
-
+    """Split rows into shards of `spec['shard_rows']` (0 = all), build and write each; return their table.
+    Backend torch writes each shard's float32 vectors (`.npy`) instead of a faiss index."""
     index_dir.mkdir(parents=True, exist_ok=True)
     step = int(spec["shard_rows"]) or max(1, len(vectors))
     table = []
-    for n, start in enumerate(tqdm(range(0, len(vectors), step), desc="faiss shards", disable=not progress)):
+    for n, start in enumerate(tqdm(range(0, len(vectors), step), desc="index shards", disable=not progress)):
         block = vectors[start:start + step]
+        if spec["backend"] == "torch":
+            name = f"shard_{n:05d}.npy"
+            _save_npy_atomic(index_dir / name, np.ascontiguousarray(block, dtype=np.float32))
+            table.append({"file": name, "offset": start, "rows": len(block), "factory": "torch-exact"})
+            continue
+        import faiss
+
         name = f"shard_{n:05d}.faiss"
         faiss.write_index(build_faiss_shard(block, spec), str(index_dir / name))
         table.append({"file": name, "offset": start, "rows": len(block), "factory": factory_string(spec, len(block))})
     return table
+
+
+def load_shard(path: Path, spec: Dict[str, Any]):
+    """One shard ready for search: a TorchExactIndex over a `.npy` shard, else the faiss index (on GPUs
+    when `use_gpu` and faiss has them)."""
+    if path.suffix == ".npy":
+        from mmrag.retrieval.exact_search import TorchExactIndex
+
+        return TorchExactIndex(np.load(path), devices=None if spec["use_gpu"] else ["cpu"])
+    import faiss
+
+    return _tune_for_search(faiss.read_index(str(path)), spec)
 
 
 def build_database(
@@ -293,7 +319,7 @@ class DenseIndex:
         self.root = root
         self.manifest = manifest
         self.metadata = metadata
-        self.shards = shards  # (row offset, faiss index)
+        self.shards = shards  # (row offset, faiss index or TorchExactIndex)
         self._embedder = embedder
         self.row_of_id = {m["id"]: m["row"] for m in metadata}
         image_root = Path(manifest["image_root"]) if manifest.get("image_root") else None
@@ -302,8 +328,6 @@ class DenseIndex:
     @classmethod
     def load(cls, root: str | Path, embedder: Any = None) -> "DenseIndex":
         """Open a database folder written by `build_database`."""
-        import faiss
-
         root = Path(root)
         if not (root / MANIFEST).is_file():
             raise DenseIndexError(f"{root}: no {MANIFEST}; build it with data_process/create_index.py")
@@ -312,7 +336,7 @@ class DenseIndex:
         if len(metadata) != manifest["num_rows"]:
             raise DenseIndexError(f"{root / METADATA}: {len(metadata)} rows, manifest says {manifest['num_rows']}")
         spec = index_spec(manifest["index"])
-        shards = [(s["offset"], _tune_for_search(faiss.read_index(str(root / "index" / s["file"])), spec)) for s in manifest["shards"]]
+        shards = [(s["offset"], load_shard(root / "index" / s["file"], spec)) for s in manifest["shards"]]
         return cls(root, manifest, metadata, shards, embedder)
 
     @property
