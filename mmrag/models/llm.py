@@ -15,6 +15,7 @@ LLM_DEFAULTS: Dict[str, Any] = {
     "attn_implementation": "sdpa",
     "gradient_checkpointing": False,
     "freeze": True,
+    "keep_layers": None,       # with `path`: keep only the first N decoder layers (a shallower pretrained LLM)
 }
 LORA_DEFAULTS: Dict[str, Any] = {
     "enabled": True,
@@ -33,8 +34,11 @@ def load_llm(cfg: Dict[str, Any], vocab_size: int):
     dtype = DTYPES[cfg["dtype"]]
     if cfg.get("path"):
         path = require_path("model.llm.path", cfg["path"], "HF model folder (config.json + weights)")
+        # keep_layers: the config's layer count is lowered before the weights load, so the deeper
+        # layers' weights are never materialised (transformers skips the checkpoint's unused keys)
+        shallower = {"num_hidden_layers": int(cfg["keep_layers"])} if cfg.get("keep_layers") else {}
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=dtype, attn_implementation=cfg["attn_implementation"], local_files_only=True
+            str(path), dtype=dtype, attn_implementation=cfg["attn_implementation"], local_files_only=True, **shallower
         )
     elif cfg.get("config"):
         config = LlamaConfig(**{"vocab_size": vocab_size, **cfg["config"]})
