@@ -4,6 +4,9 @@
     # clip_pretrain task; weights in open_clip's format in <out>/tiny_clip/final):
     python data_process/create_index.py --world dataset/world_small --out outputs/db/world_small \
         --train-tiny-clip 300
+    # on 8 GPUs: every process embeds its own shards (resumable under any process count), rank 0
+    # writes the index; the vectors equal a one-process run's
+    torchrun --nproc_per_node 8 -m mmrag.cli.create_index --cfg my_db.yaml
     # a real CLIP from local weights, IVF index in shards of 1M rows, from a YAML + overrides:
     python data_process/create_index.py --cfg my_db.yaml embedder.model_name=ViT-L-14 \
         embedder.pretrained=/models/vit_l14_openai.bin index.type=ivf index.shard_rows=1000000
@@ -28,6 +31,7 @@ from mmrag.common.tool_config import load_tool_config
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from mmrag.retrieval.dense_database import create_database
+    from mmrag.runners import distributed
     from mmrag.tasks.clip_pretrain import database_clip_trainer
 
     parser = tool_parser(__doc__)
@@ -39,8 +43,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     world = {"captions": str(Path(args.world) / "image_captions.json"), "image_root": str(args.world)} if args.world else {}
     flags = {**world, "out_dir": args.out, "tiny_clip.steps": args.train_tiny_clip}
     with exit_on_user_error():
-        create_database(load_tool_config("create_index", args.cfg, args.overrides, flags), progress=not args.no_progress,
-                        train_clip=database_clip_trainer)
+        cfg = load_tool_config("create_index", args.cfg, args.overrides, flags)
+        ranks = distributed.init_distributed(cfg["embedder"].get("device", "auto"))  # a job of one without torchrun
+        try:
+            create_database(cfg, progress=not args.no_progress, train_clip=database_clip_trainer, rank=ranks.rank,
+                            world_size=ranks.world, barrier=lambda: distributed.barrier(ranks))
+        finally:
+            distributed.shutdown(ranks)
     return 0
 
 

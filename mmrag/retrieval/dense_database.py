@@ -75,10 +75,15 @@ def with_image_root(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return {**cfg, "image_root": cfg["image_root"] or str(Path(cfg["captions"]).parent)}
 
 
-def create_database(cfg: Dict[str, Any], progress: bool = True, train_clip: Optional[ClipTrainer] = None) -> Path:
+def create_database(cfg: Dict[str, Any], progress: bool = True, train_clip: Optional[ClipTrainer] = None,
+                    rank: int = 0, world_size: int = 1, barrier: Callable[[], None] = lambda: None) -> Optional[Path]:
     """Embed the collection (training its CLIP first with `train_clip` when tiny_clip.steps > 0) and
-    build its faiss database."""
+    build its database. Under several processes (`world_size`, e.g. torchrun) each embeds its own
+    shards and rank 0 writes the index (other ranks return None)."""
     cfg = with_image_root(cfg)
+    if world_size > 1 and cfg["tiny_clip"]["steps"] > 0:
+        raise ConfigError("create_index: tiny_clip.steps > 0 trains in one process; train first (one process), "
+                          "then embed under torchrun with embedder.model_name / pretrained set to the trained model")
     out = Path(cfg["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
     items = load_collection(cfg["captions"], cfg["image_root"])
@@ -92,7 +97,10 @@ def create_database(cfg: Dict[str, Any], progress: bool = True, train_clip: Opti
     start = time.time()
     embedder = ClipEmbedder(cfg["embedder"])
     vectors = embed_to_shards(embedder, items, out / "embeddings", cfg["modality"], cfg["image_root"],
-                              cfg["shard_size"], progress=progress)
+                              cfg["shard_size"], progress=progress and rank == 0, rank=rank, world_size=world_size,
+                              barrier=barrier)
+    if vectors is None:
+        return None
     build_database(out, vectors, items, cfg["index"], embedder.cfg, cfg["modality"], cfg["image_root"], progress)
     OmegaConf.save(OmegaConf.create(cfg), out / "create_index_config.yaml")
     print(json.dumps({"database": str(out), "rows": len(items), "dim": int(vectors.shape[1]),

@@ -19,7 +19,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -92,29 +92,40 @@ def embed_to_shards(
     shard_size: int = 4096,
     stop_after_shards: Optional[int] = None,
     progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] = lambda: None,
 ) -> Optional[np.ndarray]:
     """Embed `items` into `out_dir/shard_*.npy`, skipping shards finished by an earlier run.
 
     Each shard is embedded by its own DataLoader pass over a fixed slice of items, so the batches,
-    and therefore the vectors, are the same whether or not the run was interrupted. Returns the full
-    (n, dim) matrix, or None when `stop_after_shards` stopped the run before the end.
+    and therefore the vectors, are the same whether or not the run was interrupted, and whichever
+    process embedded them. With several processes (`world_size`), process `rank` embeds the shards
+    s with s % world_size == rank; a shard is done when its file exists (written atomically), so a
+    run resumes under any number of processes. After `barrier()` rank 0 returns the full (n, dim)
+    matrix; other ranks, or a run stopped by `stop_after_shards`, return None.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = [it["image"] if modality == "image" else it.get("caption", "") for it in items]
     stamp = fingerprint({"embedder": embedder.cfg, "modality": modality, "shard_size": shard_size, "keys": keys})
     state = _load_progress(out_dir, stamp, len(items), shard_size)
+    if rank == 0 and not (out_dir / PROGRESS).is_file():
+        write_json(out_dir / PROGRESS, state)  # the fingerprint first: a later run with another config is refused
     num_shards = (len(items) + shard_size - 1) // shard_size
-    todo = [s for s in range(num_shards) if s not in set(state["done"])]
+    done = set(state["done"]) | {s for s in range(num_shards) if (out_dir / f"shard_{s:05d}.npy").is_file()}
+    todo = [s for s in range(num_shards) if s % world_size == rank and s not in done]
     for count, shard in enumerate(tqdm(todo, desc=f"embed {modality} shards", disable=not progress)):
         if stop_after_shards is not None and count >= stop_after_shards:
             return None
         chunk = keys[shard * shard_size:(shard + 1) * shard_size]
         vectors = _embed_chunk(embedder, chunk, modality, image_root)
         _save_npy_atomic(out_dir / f"shard_{shard:05d}.npy", vectors)
-        state["done"] = sorted(set(state["done"]) | {shard})
-        write_json(out_dir / PROGRESS, state)
-    return load_shards(out_dir, num_shards)
+        if world_size == 1:  # one writer of the progress file; with several, the shard files say what is done
+            state["done"] = sorted(set(state["done"]) | {shard})
+            write_json(out_dir / PROGRESS, state)
+    barrier()
+    return load_shards(out_dir, num_shards) if rank == 0 else None
 
 
 def _embed_chunk(embedder: Any, keys: List[str], modality: str, image_root: Optional[str | Path]) -> np.ndarray:

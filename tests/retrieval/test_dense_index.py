@@ -167,3 +167,44 @@ def test_create_index_cli_builds_a_searchable_database(tmp_path):
     stored = np.load(out / "embeddings" / "shard_00001.npy")
     np.testing.assert_allclose(index.embedder.encode_images([tmp_path / "w" / "images" / "im3.jpg"])[0], stored[0], atol=1e-6)
     assert len(index.search_by_text(["picture number 2"], k=4).ids[0]) == 4
+
+
+def test_two_processes_embed_the_same_vectors_as_one_and_resume_across_process_counts(tmp_path):
+    """torchrun with 2 CPU processes (gloo): each embeds its own shards, rank 0 writes the index; the
+    vectors equal a one-process run's, and a run half done by one process is finished by two."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mmrag.cli.create_index import main
+
+    write_world(tmp_path / "w", 14)
+    common = ["--world", str(tmp_path / "w"), "--no-progress", "shard_size=3", "embedder.num_workers=0",
+              "embedder.device=cpu"]
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    one = np.load(tmp_path / "one" / "embeddings" / "shard_00004.npy")
+
+    def torchrun(out):
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "mmrag.cli.create_index", *common, "--out", str(out)],
+                       check=True, env=env, timeout=300, cwd=Path(__file__).resolve().parents[2])
+
+    torchrun(tmp_path / "two")
+    for name in ("embeddings/shard_00000.npy", "embeddings/shard_00003.npy", "embeddings/shard_00004.npy"):
+        np.testing.assert_array_equal(np.load(tmp_path / "two" / name), np.load(tmp_path / "one" / name))
+    a, b = DenseIndex.load(tmp_path / "one"), DenseIndex.load(tmp_path / "two")
+    queries = unit(np.random.default_rng(1).normal(size=(3, one.shape[1])))
+    assert a.search(queries, 5).ids == b.search(queries, 5).ids
+
+    # interrupted after 2 of 5 shards by one process, finished by two: the same vectors
+    from mmrag.retrieval.dense_index import embed_to_shards
+
+    items = load_collection(tmp_path / "w" / "image_captions.json")
+    embedder = ClipEmbedder({**DenseIndex.load(tmp_path / "one").manifest["embedder"], "device": "cpu"})
+    assert embed_to_shards(embedder, items, tmp_path / "half" / "embeddings", image_root=tmp_path / "w",
+                           shard_size=3, stop_after_shards=2, progress=False) is None
+    torchrun(tmp_path / "half")
+    np.testing.assert_array_equal(np.load(tmp_path / "half" / "embeddings" / "shard_00004.npy"), one)
+    assert len(DenseIndex.load(tmp_path / "half")) == 14
