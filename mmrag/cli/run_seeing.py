@@ -5,6 +5,8 @@ whose outputs exist is skipped).
     python scripts/run_seeing.py --force stage2_instruct pope_none   # rerun these stages
     python scripts/run_seeing.py --only report       # just the table from existing outputs
     python scripts/run_seeing.py --set run.seed=1    # a key=value for every stage
+    python scripts/run_seeing.py --setting large --out output/seeing_large   # one GPU: SmolLM2 + LoRA
+    python scripts/run_seeing.py --questions val     # evaluate on the val presence questions (choosing settings)
 
 Needs `mmrag-prepare-assets efficientnet_lite0` (the frozen ImageNet tower) and the world's
 balanced presence questions (dataset/world_small/llava/yesno_balanced_{train,val,test}.json).
@@ -29,6 +31,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--stage-set", nargs="*", default=[], metavar="STAGE:KEY=VALUE",
                     help="key=value for one stage, e.g. stage2_instruct:run.max_steps=300")
     ap.add_argument("--pope-max", type=int, default=d.pope_max, help="first questions of each POPE split (0: all)")
+    ap.add_argument("--setting", default=d.setting, help="small (2 CPU cores) | large (one GPU, SmolLM2)")
+    ap.add_argument("--questions", default=d.questions, help="test | val (the val presence questions, pope_val/)")
     return ap.parse_args(None if argv is None else list(argv))
 
 
@@ -53,7 +57,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with exit_on_user_error():
         per_stage = stage_overrides(args.stage_set)
         run_seeing(SeeingOptions(out=args.out, overrides=args.overrides, stage_overrides=per_stage,
-                                 pope_max=args.pope_max), root=REPO_ROOT, force=args.force, only=args.only)
+                                 pope_max=args.pope_max, setting=args.setting, questions=args.questions),
+                   root=REPO_ROOT, force=args.force, only=args.only)
     return 0
 
 

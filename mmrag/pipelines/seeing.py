@@ -1,11 +1,20 @@
-"""The model that sees, on the small world: staged training, then POPE with every image control.
+"""The model that sees: staged training, then POPE with every image control.
 
-Stages (each a config; stage N initialises from stage N-1's `final/` through `model.checkpoint`):
+Settings (`SeeingOptions.setting`; each stage a config, stage N initialises from stage N-1's `final/`
+through `model.checkpoint`):
 
+  small (2 CPU cores, a tiny from-scratch LLaMA):
     stage0_text      train_configs/seeing_small_stage0_text.yaml      language-model pre-training
     stage1_align     train_configs/seeing_small_stage1_align.yaml     captions + region descriptions
     stage2_instruct  train_configs/seeing_small_stage2_instruct.yaml  conversations + balanced yes/no
     pope_<control>   eval_configs/seeing_small_pope.yaml              none | blank | shuffled | text_only
+  large (one GPU, SmolLM2-135M-Instruct + LoRA):
+    smollm2          train_configs/seeing_large_smollm2.yaml          naming, presence, conversations
+    pope_<control>   eval_configs/seeing_large_pope.yaml
+
+`questions`: `test` (the world's POPE splits random / popular / adversarial) or `val` (the val
+presence questions of held-out training images as POPE lines, `pope_val/`: all / random / popular /
+adversarial), so settings are chosen without touching the test questions.
 
 then `report`: one table of accuracy / F1 / yes-ratio per split and control, and the multimodal
 gain (accuracy with the image minus accuracy under each control) with its 95% paired bootstrap
@@ -30,6 +39,9 @@ CONTROLS = ("none", "blank", "shuffled", "text_only")
 TRAIN_STAGES = (("stage0_text", "seeing_small_stage0_text"), ("stage1_align", "seeing_small_stage1_align"),
                 ("stage2_instruct", "seeing_small_stage2_instruct"))
 EVAL_CONFIG = "eval_configs/seeing_small_pope.yaml"
+SETTINGS = {"small": (TRAIN_STAGES, EVAL_CONFIG),
+            "large": ((("smollm2", "seeing_large_smollm2"),), "eval_configs/seeing_large_pope.yaml")}
+QUESTION_SPLITS = {"test": SPLITS, "val": ("all", *SPLITS)}
 
 
 @dataclass
@@ -41,6 +53,20 @@ class SeeingOptions:
     controls: Sequence[str] = CONTROLS
     image_dir: str = "dataset/world_small/images"   # every image the tower's feature cache is filled with
     in_process: bool = False   # run train/eval in this process (tests: no interpreter start-up per stage)
+    setting: str = "small"     # small | large (SETTINGS)
+    questions: str = "test"    # test | val (QUESTION_SPLITS)
+    world: str = "dataset/world_small"   # its pope_val/ holds the val questions
+
+    @property
+    def splits(self) -> Sequence[str]:
+        return QUESTION_SPLITS[self.questions]
+
+    def question_options(self) -> List[str]:
+        """Evaluation keys for `questions` (test: the eval config's own)."""
+        if self.questions == "test":
+            return []
+        return [f"evaluation.question_file={self.world}/pope_val/{{split}}.jsonl",
+                f"evaluation.splits=[{','.join(self.splits)}]"]
 
 
 def cache_features(root: Path, cfg_path: str, overrides: Sequence[str], image_dir: str, done_file: Path,
@@ -103,13 +129,19 @@ def _in_process(runner, root: Path, argv: Sequence[str]):
 
 
 def build_stages(opt: SeeingOptions, root: Path = Path(".")) -> List[Stage]:
+    from mmrag.common.errors import ConfigError
+
+    if opt.setting not in SETTINGS or opt.questions not in QUESTION_SPLITS:
+        raise ConfigError(f"seeing: setting must be one of {', '.join(SETTINGS)} (got {opt.setting!r}) and questions "
+                          f"one of {', '.join(QUESTION_SPLITS)} (got {opt.questions!r})")
+    train_stages, eval_config = SETTINGS[opt.setting]
     py, out = sys.executable, opt.out
-    first = f"train_configs/{TRAIN_STAGES[0][1]}.yaml"
+    first = f"train_configs/{train_stages[0][1]}.yaml"
     stages: List[Stage] = [Stage(
         "features", [f"{out}/features_done.json"], [f"mmrag.pipelines.seeing.cache_features {first} {opt.image_dir}"],
         run=lambda: cache_features(root, first, opt.overrides, opt.image_dir, root / out / "features_done.json"))]
     previous: Optional[str] = None
-    for name, cfg in TRAIN_STAGES:
+    for name, cfg in train_stages:
         init = [f"model.checkpoint={out}/{previous}/final"] if previous else ["model.checkpoint=null"]
         argv = [py, "train.py", "--cfg-path", f"train_configs/{cfg}.yaml", f"run.output_dir={out}/{name}",
                 "run.progress=false", *init, *opt.overrides, *opt.stage_overrides.get(name, [])]
@@ -120,9 +152,9 @@ def build_stages(opt: SeeingOptions, root: Path = Path(".")) -> List[Stage]:
     limit = [f"evaluation.max_samples={opt.pope_max}"] if opt.pope_max else []
     for control in opt.controls:
         folder = f"{out}/pope_{control}"
-        argv = [py, "eval.py", "--cfg-path", EVAL_CONFIG, f"run.output_dir={folder}",
+        argv = [py, "eval.py", "--cfg-path", eval_config, f"run.output_dir={folder}",
                 f"model.checkpoint={out}/{previous}/final", f"evaluation.image_control={control}",
-                *limit, *opt.overrides, *opt.stage_overrides.get(f"pope_{control}", [])]
+                *opt.question_options(), *limit, *opt.overrides, *opt.stage_overrides.get(f"pope_{control}", [])]
         stages.append(Stage(f"pope_{control}", [f"{folder}/results.json"], argv, stale=[folder],
                             run=_in_process(eval_stage, root, argv) if opt.in_process else None,
                             log_file=None if opt.in_process else f"{out}/logs/pope_{control}.log"))
@@ -138,23 +170,25 @@ def report(root: Path, opt: SeeingOptions, stages: Sequence[Stage]) -> Dict[str,
     """The table of every control and split, and the gains with their intervals (see the module doc)."""
     out = root / opt.out
     results = {c: json.loads((out / f"pope_{c}" / "results.json").read_text()) for c in opt.controls}
-    lines = ["| image | " + " | ".join(SPLITS) + " |", "|---|" + "---|" * len(SPLITS)]
+    splits = opt.splits
+    lines = [f"POPE ({opt.questions} questions), accuracy / F1 / yes-ratio (%):", "",
+             "| image | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
     for control in opt.controls:
         cells = [f"{100 * results[control][s]['accuracy']:.1f} / {100 * results[control][s]['f1']:.1f} / "
-                 f"{100 * results[control][s]['yes_ratio']:.1f}" for s in SPLITS]
+                 f"{100 * results[control][s]['yes_ratio']:.1f}" for s in splits]
         lines.append(f"| {control} | " + " | ".join(cells) + " |")
     gains: Dict[str, Dict[str, Dict[str, float]]] = {}
     if "none" in opt.controls:
         lines += ["", "Multimodal gain (accuracy with the image minus under the control, points, 95% paired bootstrap):",
-                  "", "| control | " + " | ".join(SPLITS) + " |", "|---|" + "---|" * len(SPLITS)]
+                  "", "| control | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
         for control in [c for c in opt.controls if c != "none"]:
             gains[control] = {}
-            for split in SPLITS:
+            for split in splits:
                 seen = correct_by_question(out / "pope_none", split)
                 blind = correct_by_question(out / f"pope_{control}", split)
                 ids = sorted(seen)
                 gains[control][split] = paired_bootstrap([seen[i] for i in ids], [blind[i] for i in ids])
-            lines.append(f"| {control} | " + " | ".join(format_difference(gains[control][s]) for s in SPLITS) + " |")
+            lines.append(f"| {control} | " + " | ".join(format_difference(gains[control][s]) for s in splits) + " |")
     lines += ["", *stage_report(stages, out)]
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)

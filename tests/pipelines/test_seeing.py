@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import mmrag  # noqa: F401
+from mmrag.common.errors import ConfigError
 from mmrag.pipelines import seeing
 from mmrag.tasks import vqa_eval
 from mmrag.tasks.vqa_eval import VqaEvalTask
@@ -171,3 +172,17 @@ def test_the_pipeline_runs_end_to_end_on_a_tiny_world(tmp_path):
     # a second run finds every output and runs nothing
     assert seeing.run_seeing(opt, root=REPO_ROOT)["results"] == result["results"]
     assert len((tmp_path / "run" / "stages.jsonl").read_text().splitlines()) == len(log)
+
+
+def test_large_setting_on_val_questions_builds_its_stages():
+    opt = seeing.SeeingOptions(out="o", setting="large", questions="val")
+    stages = seeing.build_stages(opt)
+    assert [s.name for s in stages] == ["features", "smollm2", "pope_none", "pope_blank", "pope_shuffled", "pope_text_only"]
+    train, pope = stages[1].command, stages[2].command
+    assert "train_configs/seeing_large_smollm2.yaml" in train and "model.checkpoint=null" in train
+    assert "eval_configs/seeing_large_pope.yaml" in pope and "model.checkpoint=o/smollm2/final" in pope
+    assert "evaluation.question_file=dataset/world_small/pope_val/{split}.jsonl" in pope
+    assert "evaluation.splits=[all,random,popular,adversarial]" in pope
+    assert opt.splits == ("all", "random", "popular", "adversarial")
+    with pytest.raises(ConfigError, match="setting must be one of small, large"):
+        seeing.build_stages(seeing.SeeingOptions(setting="huge"))

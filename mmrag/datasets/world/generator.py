@@ -4,7 +4,8 @@ Layout under the output folder (paths fixed; other modules rely on them):
   world.json, entities.json, images/<image_id>.jpg, annotations/{instances,captions,detections}_{split}.json,
   corpus.csv, knowledge/{split}.json, image_captions.json, llava/instruct_{split}.json,
   llava/{yesno_balanced,objects,yesno_listed}_{train,val,test}.json, regions/region_descriptions.json,
-  pope/{random,popular,adversarial}.jsonl (test split).
+  pope/{random,popular,adversarial}.jsonl (test split), pope_val/{all,random,popular,adversarial}.jsonl
+  (the val presence questions as POPE lines, for choosing settings without the test split).
 Image paths: COCO `file_name` and POPE `image` are relative to images/; image_captions.json and LLaVA
 `image` are relative to the world folder; GeMKR `image` and region `image_id` are the bare image id.
 Everything derives from the seed through per-stage random generators, so a seed gives byte-identical files.
@@ -42,7 +43,7 @@ GENERATOR_VERSION = "3"  # 2: balanced presence turns in instruct_*, llava/yesno
 SPLITS = ("train", "test")
 JPEG_QUALITY = 95
 LAYOUT = ("world.json", "entities.json", "images", "annotations", "corpus.csv", "knowledge",
-          "image_captions.json", "llava", "regions", "pope")
+          "image_captions.json", "llava", "regions", "pope", "pope_val")
 
 
 class WorldExistsError(UserError, FileExistsError):
@@ -286,6 +287,9 @@ def write_world(world: World, out_dir: Path, progress: bool = True, workers: int
     for name, records in grounding_files(world).items():
         sink.write(f"llava/{name}.json", formats.json_bytes(records))
         counts[name] = len(records)
+        if name == "yesno_balanced_val":  # val presence questions as POPE lines: settings are chosen on these
+            for subset, rows in grounding.pope_rows(records).items():
+                sink.write(f"pope_val/{subset}.jsonl", formats.jsonl_bytes(rows))
     for strategy in STRATEGIES:
         rows = build_pope(test_instances, strategy, world.preset.pope_per_image, seed=world.seed)
         sink.write(f"pope/{strategy}.jsonl", formats.jsonl_bytes(rows))

@@ -146,6 +146,21 @@ def llava_listed_yesno_records(yesno_records: Sequence[Dict[str, object]],
     return out
 
 
+def pope_rows(yesno_records: Sequence[Dict[str, object]]) -> Dict[str, List[Dict[str, object]]]:
+    """The presence records as POPE lines {question_id, image (relative to images/), text, label}: all
+    of them (`all`, balanced per name) and per negative strategy (not balanced: a strategy's positives
+    are the ones paired with its negatives, plus the rest drawn by the seeded mix)."""
+    out: Dict[str, List[Dict[str, object]]] = {"all": [], **{s: [] for s in STRATEGIES}}
+    for n, record in enumerate(yesno_records):
+        question, answer = record["conversations"]
+        row = {"question_id": n, "image": str(record["image"]).split("/", 1)[1],
+               "text": str(question["value"]).replace("<image>\n", ""),
+               "label": "yes" if answer["value"] == ANSWERS["yes"] else "no"}
+        out["all"].append(row)
+        out[str(record["strategy"])].append(row)
+    return out
+
+
 # ----------------------------------------------------------------------------- instruct presence turns
 def presence_plan(scene_objects: Sequence[Set[str]], generic: Sequence[str], rng: random.Random) -> List[str]:
     """The generic word to ask "Is there ...?" about, per scene, so that half the scenes are answered

@@ -10,7 +10,7 @@ from mmrag.datasets import formats
 
 ORACLE = Path(__file__).with_name("generator_8a36454_tiny0_sha256.json")
 NEW_FILES = {f"llava/{kind}_{s}.json" for kind in ("yesno_balanced", "objects", "yesno_listed")
-             for s in ("train", "val", "test")}
+             for s in ("train", "val", "test")} | {f"pope_val/{s}.jsonl" for s in ("all", "random", "popular", "adversarial")}
 QUESTION = re.compile(r"^<image>\nIs there (a|an) (\S+) in the image\?$")
 
 
@@ -171,3 +171,13 @@ def test_listed_presence_records_are_the_balanced_questions_after_the_listing(ti
             assert turns[:2] == listing[p["image"]]
             assert turns[2]["value"] == p["conversations"][0]["value"].replace("<image>\n", "")
             assert turns[3] == p["conversations"][1]
+
+
+def test_val_pope_lines_are_the_val_presence_questions(tiny_world):
+    world, _ = tiny_world
+    parsed = _yesno(world, "val")
+    rows = [json.loads(line) for line in (world / "pope_val" / "all.jsonl").read_text().splitlines()]
+    assert [(r["image"], re.search(r"an? (\S+) in", r["text"]).group(1), r["label"]) for r in rows] == \
+        [(image, name, answer[:-1].lower()) for image, name, answer in parsed]
+    by_strategy = sum((world / "pope_val" / f"{s}.jsonl").read_text().count("\n") for s in ("random", "popular", "adversarial"))
+    assert by_strategy == len(rows)
