@@ -185,3 +185,30 @@ def test_stub_handles_threads_safely():
             t.join()
         assert sorted(r["last_message"] for r in stub.requests) == sorted(f"t{i}" for i in range(8))
         assert json.dumps(stub.requests[0]["body"])  # the log holds plain JSON
+
+
+def test_batched_backend_caches_each_chunk_so_a_killed_run_resumes(tmp_path):
+    """complete_with_cache (the local model's path): chunks are cached as they finish; a kill in the
+    third chunk keeps the first two, and the rerun generates only what is missing, results in order."""
+    from mmrag.common.chat_client import ChatResult, complete_with_cache
+
+    convs = [[{"role": "user", "content": "x" * n}] for n in (5, 1, 4, 2, 6, 3)]
+    calls = []
+
+    def generate(batch, fail_on=None):
+        calls.append([c[0]["content"] for c in batch])
+        if len(calls) == fail_on:
+            raise KeyboardInterrupt("killed")
+        return [ChatResult(text=f"len {len(c[0]['content'])}", error=None) for c in batch]
+
+    cache = ReplyCache(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        complete_with_cache(convs, cache, "m", 8, 0.0, lambda b: generate(b, fail_on=3), chunk_size=2,
+                            sort_key=lambda c: len(c[0]["content"]))
+    assert calls == [["x", "xx"], ["xxx", "xxxx"], ["xxxxx", "xxxxxx"]]     # shortest first, two at a time
+    calls.clear()
+    results = complete_with_cache(convs, cache, "m", 8, 0.0, generate, chunk_size=2,
+                                  sort_key=lambda c: len(c[0]["content"]))
+    assert calls == [["xxxxx", "xxxxxx"]]
+    assert [r.text for r in results] == [f"len {n}" for n in (5, 1, 4, 2, 6, 3)]
+    assert [r.cached for r in results] == [False, True, True, True, False, True]
