@@ -40,6 +40,7 @@ AUXILIARIES = frozenset({"is", "are", "can", "does", "do", "was", "were", "has",
                          "did", "should", "am"})
 COPULAS = frozenset({"is", "are", "was", "were", "looks", "look", "appears", "appear", "seems", "seem"})
 ARTICLES = frozenset({"a", "an", "the", "another", "this", "that", "its"})
+SIDES = ("left", "right", "middle")
 OBJECT_WORDS = frozenset({"object", "objects", "thing", "things", "item", "items"})
 CLAUSE_SPLIT = re.compile(r"[.;:!?]+|,\s*(?=(?:but|not|while|whereas)\b)|\bbut\b|\bwhereas\b|\bwhile\b")
 # what a knowledge question about an entity asks (eat, live, hunted, made of, used for, ...)
@@ -96,6 +97,7 @@ class Mention:
     label: Optional[str] = None             # entity name when the text names it
     attrs: Dict[str, Any] = field(default_factory=dict)
     count: Optional[int] = None             # "two creatures": how many the text says there are
+    side: Optional[str] = None              # "the tool on the left": the leftmost of those that fit
 
     def describe(self) -> str:
         looks = " ".join(str(self.attrs[k]) for k in sorted(self.attrs))
@@ -125,6 +127,14 @@ def _matches(obj: Mapping[str, Any], mention: Mention) -> bool:
 def _centre(obj: Mapping[str, Any]) -> float:
     x, _, w, _ = obj["box"]
     return float(x) + float(w) / 2.0
+
+
+def candidates(objects: Sequence[Mapping[str, Any]], mention: Mention) -> List[Mapping[str, Any]]:
+    """The scene objects a mention can mean; "on the left / right / in the middle" picks one of them."""
+    fitting = sorted((o for o in objects if _matches(o, mention)), key=_centre)
+    if mention.side is None or not fitting:
+        return fitting
+    return [fitting[{"left": 0, "right": -1}.get(mention.side, len(fitting) // 2)]]
 
 
 class ClaimReader:
@@ -174,6 +184,11 @@ class ClaimReader:
                 prev.position = mention.position
                 continue
             merged.append(mention)
+        for mention in merged:   # "the tool on the left" (not "on the left of ..."): a position among its kind
+            after = list(tokens[mention.position + 1:mention.position + 5])
+            if after[:2] in (["on", "the"], ["in", "the"]) and len(after) > 2 and after[2] in SIDES \
+                    and after[3:4] != ["of"]:
+                mention.side = after[2]
         for mention in merged:   # "is teal", "is teal and dotted" after the object
             k = mention.position + 1
             if k < len(tokens) and tokens[k] in COPULAS:
@@ -233,19 +248,19 @@ class ClaimReader:
             referenced = set()
             for a, b in self._relations(tokens, mentions):
                 referenced |= {id(a), id(b)}
-                holds = any(_centre(x) < _centre(y) for x in objects if _matches(x, a)
-                            for y in objects if _matches(y, b) and y is not x)
+                holds = any(_centre(x) < _centre(y) for x in candidates(objects, a)
+                            for y in candidates(objects, b) if y is not x)
                 out.append(Claim("relation", f"{a.describe()} left of {b.describe()}", holds, negated))
             for position, value in self._facts(tokens):
                 before = [m for m in mentions if m.position < position and m.word != "object"]
                 who = before[-1] if before else (mentions[0] if mentions else subject)
-                holders = [o for o in objects if who is None or _matches(o, who)]
+                holders = objects if who is None else candidates(objects, who)
                 holds = any(value in (o.get("facts") or {}).values() for o in holders)
                 out.append(Claim("fact", f"{who.describe() if who else 'something'}: {value}", holds, negated))
                 if who is not None:
                     referenced.add(id(who))
             for m in mentions:
-                matching = [o for o in objects if _matches(o, m)]
+                matching = candidates(objects, m)
                 if m.count is not None:
                     out.append(Claim("count", f"{m.count} x {m.describe()}", len(matching) == m.count, negated))
                 elif id(m) not in referenced:

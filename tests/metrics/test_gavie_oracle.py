@@ -78,6 +78,9 @@ DESCRIBE = "Describe the image in detail."
     # counting slot: a number fills it; two trees is right
     ("How many trees are there?", "There are two trees.", 10, 10),
     ("How many trees are there?", "I can see one tree.", 10, 0),
+    # a position among objects of one kind: the tree on the left is the one at 35, on the right the one at 85
+    (DESCRIBE, "The tree on the left is to the left of the vehicle.", 10, 10),
+    (DESCRIBE, "The tree on the right is to the left of the vehicle.", 10, 0),
     # which side: slot 'side'; vehicle (60) is right of the creature (15)
     ("Is the vehicle to the left or to the right of the creature?", "The vehicle is to the right of the creature.",
      10, 10),
