@@ -187,6 +187,11 @@ def circular_results(correct: Sequence[bool], groups: Sequence[Any]) -> Dict[Any
 
 
 # ----------------------------------------------------------------------------- scorers
+def _type_of(item: Item) -> str:
+    """An item's question type: SEED-Bench's question_type, else a DataEngine item's qtype."""
+    return str(item.get("question_type", item.get("qtype", "")))
+
+
 def _predictions(predictions: Sequence[str]) -> List[str]:
     return [clean_generation(p) for p in predictions]
 
@@ -238,13 +243,13 @@ class VsrScorer:
 
 @SCORERS.register("mc_seed")
 class SeedScorer:
-    """item "answer" (a letter); optional "question_type" -> per_question_type (percent)."""
+    """item "answer" (a letter); optional "question_type" (or "qtype") -> per_question_type (percent)."""
     chart = ("accuracy",)
 
     def score(self, predictions: Sequence[str], items: Sequence[Item]) -> Scored:
         scores = [float(seed_correct(p, it["answer"])) for p, it in zip(predictions, items)]
         metrics = accuracy_metrics(scores, items)
-        metrics["per_question_type"] = grouped_percent(scores, [it.get("question_type", "") for it in items])
+        metrics["per_question_type"] = grouped_percent(scores, [_type_of(it) for it in items])
         return scores, metrics
 
 
@@ -272,7 +277,7 @@ class MMBenchScorer:
 @SCORERS.register("mmbench_circular")
 class MMBenchCircularScorer:
     """item "answer", "options", and "index" (copies share index % 1e6) or "circular_group"; optional
-    "category". Per-item score: whether the row's question counts (all its copies right); metrics:
+    "category" (or "qtype"). Per-item score: whether the row's question counts (all its copies right); metrics:
     accuracy = questions counted / questions, vanilla_accuracy = rows right / rows, per_category."""
     chart = ("accuracy", "vanilla_accuracy")
 
@@ -281,7 +286,7 @@ class MMBenchCircularScorer:
         groups = [it["circular_group"] if "circular_group" in it else circular_group(it["index"]) for it in items]
         passed = circular_results([r == 1.0 for r in rows], groups)
         scores = [float(passed[g]) for g in groups]
-        category = {g: it.get("category", "") for g, it in zip(groups, items)}
+        category = {g: it.get("category", it.get("qtype", "")) for g, it in zip(groups, items)}
         keys = list(passed)
         metrics = {"accuracy": sum(passed.values()) / len(passed) if passed else 0.0, "num": len(passed),
                    "num_rows": len(rows), "vanilla_accuracy": sum(rows) / len(rows) if rows else 0.0,

@@ -159,7 +159,7 @@ def test_vqa_scorer_summaries():
 
 
 def test_other_scorers_registered_and_counting():
-    seed = [{"question": "q", "answer": "B", "question_type": 1}, {"question": "q", "answer": "C", "question_type": 2}]
+    seed = [{"question": "q", "answer": "B", "question_type": 1}, {"question": "q", "answer": "C", "qtype": 2}]
     _, m = SCORERS.get("mc_seed")().score(["B. dog", "(C)"], seed)
     assert m["accuracy"] == 0.5 and m["per_question_type"] == {"1": 100.0, "2": 0.0}
     _, m = SCORERS.get("vsr")().score(["true", "maybe"], [{"question": "q", "answer": 1}, {"question": "q", "answer": 0}])
