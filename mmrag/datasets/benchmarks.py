@@ -114,6 +114,9 @@ def read_okvqa(questions_path: Path, annotations_path: Path, prompt: str = SHORT
         ann = by_id.get(q["question_id"])
         if ann is None:
             raise DataFormatError(f"{annotations_path}: no annotation for question_id {q['question_id']}")
+        if not isinstance(ann["answers"], list) or not all(isinstance(a, dict) and "answer" in a for a in ann["answers"]):
+            raise DataFormatError(f"{annotations_path}: question_id {q['question_id']}: answers must be a list of "
+                                  f"{{answer: ...}} objects")
         answers = [str(a["answer"]) for a in ann["answers"]]
         if not answers:
             raise DataFormatError(f"{annotations_path}: question_id {q['question_id']} has no answers")
@@ -192,6 +195,13 @@ def read_tsv(path: Path) -> List[Dict[str, str]]:
     return rows
 
 
+def _index(row: Mapping[str, Any], where: str) -> int:
+    try:
+        return int(str(row["index"]).strip())
+    except (KeyError, ValueError) as err:
+        raise DataFormatError(f"{where}: index {row.get('index')!r} is not an integer") from err
+
+
 def _image_suffix(data: bytes) -> str:
     if data.startswith(b"\x89PNG"):
         return ".png"
@@ -208,7 +218,7 @@ def read_mmbench(path: Path, image_dir: Optional[Path] = None, style: str = "pla
         where = f"{path}: line {n}"
         _require(row, ("index", "question", "A", "B"), where)
         options = present_options(row)
-        index = int(row["index"])
+        index = _index(row, where)
         image = ""
         if image_dir is not None:
             _require(row, ("image",), where)
@@ -311,13 +321,13 @@ def write_mmbench_submission(tsv_path: Path, answers: Mapping[str, str], out_pat
     MMBENCH_DROPPED ones, with `prediction` after the options; `capitalize` upper-cases the first
     letter and lower-cases the rest of each prediction, as DataEngine's converter does."""
     rows = read_tsv(tsv_path)
-    _missing([str(int(r["index"])) for r in rows], answers, "answers file")
+    _missing([str(_index(r, f"{tsv_path}: line {n}")) for n, r in enumerate(rows, start=2)], answers, "answers file")
     header = [c for c in (rows[0].keys() if rows else []) if c not in MMBENCH_DROPPED]
     at = max((header.index(c) for c in "ABCDEFGHIJ" if c in header), default=len(header) - 1) + 1
     header.insert(at, "prediction")
     table = []
     for row in rows:
-        text = answers[str(int(row["index"]))]
+        text = answers[str(int(row["index"]))]  # checked by _index above
         text = text.capitalize() if capitalize else text
         table.append([text if c == "prediction" else row[c] for c in header])
     if Path(out_path).suffix == ".tsv":

@@ -275,3 +275,15 @@ def test_circular_from_any_mc_file(tmp_path):
     with pytest.raises(DataFormatError, match="row 1: the question does not list its options as 'A. two' lines"):
         convert_benchmark({"benchmark": "circular_mc", "questions": str(tmp_path / "bad.jsonl"), "annotations": None,
                            "out_dir": str(tmp_path / "c"), "prompt_style": "plain", "circular": True})
+
+
+def test_malformed_rows_are_named(tmp_path, okvqa):
+    questions, _ = okvqa
+    bad = _dump(tmp_path / "ann_bad.json", {"annotations": [
+        {"question_id": 2971475, "answers": ["race"] * 10}, {"question_id": 14315, "answers": _answers(["yes"] * 10)}]})
+    with pytest.raises(DataFormatError, match="question_id 2971475: answers must be a list of"):
+        read_okvqa(questions, bad)
+    tsv = tmp_path / "bad.tsv"
+    tsv.write_text("\t".join(MMB_HEADER) + "\n" + "\t".join(["x1", "q", "", "a", "b", "", "", "A", "c", "", "", "", "", ""]) + "\n")
+    with pytest.raises(DataFormatError, match=r"bad.tsv: line 2: index 'x1' is not an integer"):
+        read_mmbench(tsv)
