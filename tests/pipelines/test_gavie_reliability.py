@@ -102,3 +102,20 @@ def test_config_errors_name_the_key(world, tmp_path):
         run_gavie(load_tool_config("gavie", None, [f"world_dir={world}", "split=test", "answer_kinds=[great]",
                                                    f"output_dir={tmp_path}",
                                                    "judge={type: openai, url: 'http://127.0.0.1:9/v1', model: m}"]))
+
+
+def test_the_endpoint_config_as_the_readme_runs_it(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("JUDGE_API_KEY", "sk-readme")
+    with ChatStub(reply=lambda body: GOOD) as stub:
+        cfg = load_tool_config("gavie", "eval_configs/gavie_small_endpoint.yaml", [
+            f"world_dir={world}", "split=test", "sample=3", "n_boot=100", f"output_dir={tmp_path / 'out'}",
+            f"judge.url={stub.url}", f"judge.cache_dir={tmp_path / 'cache'}"])
+        report = run_gavie(cfg, log=lambda _m: None)
+        assert report["complete"] and report["llm"]["accuracy"]["mean"] == 7.0
+        assert {r["authorization"] for r in stub.requests} == {"Bearer sk-readme"}
+        assert {r["body"]["model"] for r in stub.requests} == {"judge-model"}
+
+
+def test_the_local_config_loads():
+    cfg = load_tool_config("gavie", "eval_configs/gavie_small_local.yaml", ["judge_mode=expected"])
+    assert cfg["judge"]["type"] == "local" and cfg["judge"]["path"] == "assets/smollm2-135m-instruct"
