@@ -41,6 +41,7 @@ AUXILIARIES = frozenset({"is", "are", "can", "does", "do", "was", "were", "has",
 COPULAS = frozenset({"is", "are", "was", "were", "looks", "look", "appears", "appear", "seems", "seem"})
 ARTICLES = frozenset({"a", "an", "the", "another", "this", "that", "its"})
 SIDES = ("left", "right", "middle")
+ADVERBS = frozenset({"here", "there", "also", "itself", "clearly", "really", "actually"})
 OBJECT_WORDS = frozenset({"object", "objects", "thing", "things", "item", "items"})
 CLAUSE_SPLIT = re.compile(r"[.;:!?]+|,\s*(?=(?:but|not|while|whereas)\b)|\bbut\b|\bwhereas\b|\bwhile\b")
 # what a knowledge question about an entity asks (eat, live, hunted, made of, used for, ...)
@@ -119,7 +120,7 @@ class Claim:
 def _matches(obj: Mapping[str, Any], mention: Mention) -> bool:
     if mention.label is not None and obj.get("label") != mention.label:
         return False
-    if mention.word != "object" and mention.label is None and obj.get("word") != mention.word:
+    if mention.word != "object" and obj.get("word") != mention.word:     # "the ball is a molor": no such ball
         return False
     return all(str(obj.get(key)) == str(value) for key, value in mention.attrs.items())
 
@@ -170,12 +171,13 @@ class ClaimReader:
         merged: List[Mention] = []
         for mention in found:
             prev = merged[-1] if merged else None
-            between = tokens[prev.position + 1:mention.position] if prev else []
+            between = self._after_side(tokens[prev.position + 1:mention.position]) if prev else []
             if prev is not None and between and between[0] in COPULAS and all(
                     t in COPULAS or t in ARTICLES or self.lex.is_attribute(t) or t == "and" for t in between) \
                     and mention.count is None and prev.count is None:
-                if mention.label and not prev.label and prev.word in (mention.word, "object"):
-                    prev.label, prev.word = mention.label, mention.word
+                if mention.label and not prev.label:          # "the plant (on the left) is a broulil"
+                    prev.label = mention.label
+                    prev.word = mention.word if prev.word == "object" else prev.word
                 elif prev.label and not mention.label and mention.word != prev.word:
                     merged.append(mention)
                     continue
@@ -189,8 +191,10 @@ class ClaimReader:
             if after[:2] in (["on", "the"], ["in", "the"]) and len(after) > 2 and after[2] in SIDES \
                     and after[3:4] != ["of"]:
                 mention.side = after[2]
-        for mention in merged:   # "is teal", "is teal and dotted" after the object
+        for mention in merged:   # "is teal", "is teal and dotted", "here is grey" after the object
             k = mention.position + 1
+            while k < len(tokens) and tokens[k] in ADVERBS:
+                k += 1
             if k < len(tokens) and tokens[k] in COPULAS:
                 k += 1
                 while k < len(tokens) and (tokens[k] in ("not", "and") or self.lex.is_attribute(tokens[k])):
@@ -199,6 +203,14 @@ class ClaimReader:
                         mention.attrs.setdefault(key, value)
                     k += 1
         return merged
+
+    @staticmethod
+    def _after_side(between: Sequence[str]) -> List[str]:
+        """The tokens between two mentions without a leading "on the left" / "in the middle"."""
+        if list(between[:2]) in (["on", "the"], ["in", "the"]) and len(between) > 2 and between[2] in SIDES \
+                and list(between[3:4]) != ["of"]:
+            return list(between[3:])
+        return list(between)
 
     def _parts(self, tokens: Sequence[str], mentions: List[Mention]) -> None:
         """'<number> <part words>' gives the nearest object of that category a part count."""

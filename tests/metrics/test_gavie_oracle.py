@@ -81,6 +81,12 @@ DESCRIBE = "Describe the image in detail."
     # a position among objects of one kind: the tree on the left is the one at 35, on the right the one at 85
     (DESCRIBE, "The tree on the left is to the left of the vehicle.", 10, 10),
     (DESCRIBE, "The tree on the right is to the left of the vehicle.", 10, 0),
+    # naming across a position phrase, and a name that does not fit the kind: no tree is a skouris
+    (DESCRIBE, "The creature on the left is a skouris.", 10, 10),
+    (DESCRIBE, "The tree on the right is a skouris.", 10, 0),
+    # an adverb before the copula: the creature here is teal (true), purple (false)
+    (DESCRIBE, "The creature here is teal.", 10, 10),
+    (DESCRIBE, "The creature here is purple.", 10, 0),
     # which side: slot 'side'; vehicle (60) is right of the creature (15)
     ("Is the vehicle to the left or to the right of the creature?", "The vehicle is to the right of the creature.",
      10, 10),
