@@ -303,9 +303,11 @@ class DataEngine:
         if r == 0:
             return opts + [f"run.max_steps={self.cfg['base_steps']}"]
         engine = paths.data / "engine_llava.json"
-        return opts + [f"model.checkpoint={self.previous_model(arm, r)}", f"run.max_steps={self.cfg['round_steps']}",
-                       f"run.init_lr={self.cfg['round_lr']}", "run.warmup_steps=0",
-                       "datasets.engine.builder=llava_instruct", f"datasets.engine.data_path={engine}",
+        opts += [f"model.checkpoint={self.previous_model(arm, r)}", f"run.max_steps={self.cfg['round_steps']}",
+                 f"run.init_lr={self.cfg['round_lr']}", "run.warmup_steps=0"]
+        if not json.loads((paths.data / "counts.json").read_text())["engine_items_so_far"]:
+            return opts   # nothing kept yet (e.g. a weak LLM generator): the round trains on the base mixture
+        return opts + ["datasets.engine.builder=llava_instruct", f"datasets.engine.data_path={engine}",
                        f"datasets.engine.image_root={self.world}", f"datasets.engine.sample_ratio={self.cfg['sample_ratio']}"]
 
     def train(self, arm: Optional[str], r: int) -> None:

@@ -136,3 +136,15 @@ def test_two_rounds_resume_after_an_interruption_with_the_same_result(world, tmp
     assert set(metrics) == {"val", "test"} and metrics["test"]["n"] == 30 == sum(v["n"] for v in metrics["test"]["by_qtype"].values())
     report = json.loads((tmp_path / "b" / "report.json").read_text())
     assert len(report["weakest"]) == 2 and (tmp_path / "b" / "report.png").is_file()
+
+
+def test_a_round_with_nothing_kept_trains_on_the_base_mixture(world, tmp_path):
+    engine = engine_mod.DataEngine(engine_cfg(world, tmp_path / "c"), REPO)
+    data = engine.round_dir("targeted", 1).data
+    data.mkdir(parents=True)
+    (data / "counts.json").write_text(json.dumps({"engine_items_so_far": 0}))
+    options = engine.train_options("targeted", 1)
+    assert not any(o.startswith("datasets.engine") for o in options)
+    assert f"model.checkpoint={tmp_path / 'c' / 'round_0' / 'model' / 'final'}" in options
+    (data / "counts.json").write_text(json.dumps({"engine_items_so_far": 3}))
+    assert "datasets.engine.sample_ratio=0.4" in engine.train_options("targeted", 1)
