@@ -5,7 +5,9 @@ Layout under the output folder (paths fixed; other modules rely on them):
   corpus.csv, knowledge/{split}.json, image_captions.json, llava/instruct_{split}.json,
   llava/{yesno_balanced,objects,yesno_listed}_{train,val,test}.json, regions/region_descriptions.json,
   pope/{random,popular,adversarial}.jsonl (test split), pope_val/{all,random,popular,adversarial}.jsonl
-  (the val presence questions as POPE lines, for choosing settings without the test split).
+  (the val presence questions as POPE lines, for choosing settings without the test split);
+  then the later systems' benchmarks, written from those files (`derived_writers`): scienceqa/ (CaMML),
+  dataengine/ (MLLM-DataEngine's typed benchmark), lrv/ (LRV instructions, MME-style pairs), gavie/.
 Image paths: COCO `file_name` and POPE `image` are relative to images/; image_captions.json and LLaVA
 `image` are relative to the world folder; GeMKR `image` and region `image_id` are the bare image id.
 Everything derives from the seed through per-stage random generators, so a seed gives byte-identical files.
@@ -15,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import multiprocessing
 import random
 import shutil
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -39,11 +42,12 @@ from mmrag.datasets.world.presets import WorldPreset, get_preset
 from mmrag.datasets.world.scenes import Scene, anchor_entities, make_scene
 from mmrag.common.errors import UserError
 
-GENERATOR_VERSION = "3"  # 2: balanced presence turns in instruct_*, llava/yesno_balanced_*; 3: llava/objects_*, yesno_listed_*
+GENERATOR_VERSION = "3"  # 2: balanced presence turns in instruct_*, llava/yesno_balanced_*; 3: llava/objects_*,
+#                          yesno_listed_*, pope_val/, the derived benchmarks (scienceqa/, dataengine/, lrv/, gavie/)
 SPLITS = ("train", "test")
 JPEG_QUALITY = 95
 LAYOUT = ("world.json", "entities.json", "images", "annotations", "corpus.csv", "knowledge",
-          "image_captions.json", "llava", "regions", "pope", "pope_val")
+          "image_captions.json", "llava", "regions", "pope", "pope_val", "scienceqa", "dataengine", "lrv", "gavie")
 
 
 class WorldExistsError(UserError, FileExistsError):
@@ -301,6 +305,33 @@ def write_world(world: World, out_dir: Path, progress: bool = True, workers: int
     return meta
 
 
+# The benchmarks of the later systems, written from the world's saved files (each module reads what it
+# needs from disk, so it also runs on a world generated before it existed): (folder, writer). Order
+# matters: gavie reads lrv's items.
+def derived_writers() -> List[Tuple[str, Callable[[Path, int], Dict[str, object]]]]:
+    from mmrag.datasets.world.gavie import write_gavie
+    from mmrag.datasets.world.lrv_instructions import write_lrv_instructions
+    from mmrag.datasets.world.scienceqa import write_scienceqa
+    from mmrag.datasets.world.typed_benchmark import write_typed_benchmark
+
+    return [("scienceqa", write_scienceqa), ("dataengine", write_typed_benchmark),
+            ("lrv", write_lrv_instructions), ("gavie", write_gavie)]
+
+
+def write_derived(out_dir: Path, seed: int, meta: Dict[str, object], progress: bool = True) -> Dict[str, object]:
+    """Run every derived writer; record their counts and the sha256 of their files in world.json."""
+    derived: Dict[str, object] = {}
+    for folder, writer in tqdm(derived_writers(), desc="benchmarks", disable=not progress):
+        derived[folder] = writer(out_dir, seed)
+        for path in sorted((out_dir / folder).rglob("*")):
+            if path.is_file():
+                meta["files"][str(path.relative_to(out_dir))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    meta["files"] = dict(sorted(meta["files"].items()))
+    meta["derived"] = json.loads(json.dumps(derived, default=str))
+    formats.write_bytes(out_dir / "world.json", formats.json_bytes(meta))
+    return meta
+
+
 def prepare_output_dir(out_dir: Path, preset: str, seed: int, force: bool = False) -> None:
     """Refuse a non-empty folder holding anything but this same world unless `force`; clear old world files."""
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -330,4 +361,5 @@ def generate_world(preset: Union[str, WorldPreset], seed: int, out_dir: Union[st
     preset = get_preset(preset) if isinstance(preset, str) else preset
     out_dir = Path(out_dir)
     prepare_output_dir(out_dir, preset.name, seed, force)
-    return write_world(plan_world(preset, seed), out_dir, progress, workers)
+    meta = write_world(plan_world(preset, seed), out_dir, progress, workers)
+    return write_derived(out_dir, seed, meta, progress)
