@@ -8,6 +8,7 @@ outputs exist is skipped).
     mmrag-run-lrv --init output/seeing_small_cpu/stage2_instruct/final --set model.llm.config.hidden_size=128
     mmrag-run-lrv --force train_tuned --stage-set train_tuned:run.max_steps=600
     mmrag-run-lrv --only report                     # the tables from existing outputs
+    mmrag-run-lrv --lrv-controls none shuffled text_only --only lrv_tuned_shuffled   # one more control
 
 The LLM generator writes the train split only; val and test always come from the world oracle.
 """
@@ -34,6 +35,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--stage-set", nargs="*", default=[], metavar="STAGE:KEY=VALUE", help="key=value for one stage")
     ap.add_argument("--lrv-max", type=int, default=d.lrv_max, help="first held-out LRV items (0: all)")
     ap.add_argument("--pope-max", type=int, default=d.pope_max, help="first questions of each POPE split (0: all)")
+    ap.add_argument("--lrv-controls", nargs="*", default=list(d.lrv_controls),
+                    help="image controls of the held-out LRV evaluation (none blank shuffled text_only)")
     ap.add_argument("--generator", choices=("oracle", "llm"), default="oracle", help="who writes the train split")
     ap.add_argument("--backend", nargs="*", default=[], metavar="KEY=VALUE",
                     help="the LLM generator's chat backend (mmrag.models.text_generator.build_chat_backend)")
@@ -72,7 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         opt = LrvOptions(out=args.out, world=args.world, seed=args.seed,
                          init=None if str(args.init).lower() == "none" else args.init, overrides=args.overrides,
                          stage_overrides=stage_overrides(args.stage_set), lrv_max=args.lrv_max,
-                         pope_max=args.pope_max, generator=generator)
+                         pope_max=args.pope_max, lrv_controls=tuple(args.lrv_controls), generator=generator)
         run_lrv(opt, root=REPO_ROOT, force=args.force, only=args.only)
     return 0
 

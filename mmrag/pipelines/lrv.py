@@ -178,6 +178,9 @@ def differences(root: Path, opt: LrvOptions) -> Dict[str, Dict[str, float]]:
 def report(root: Path, opt: LrvOptions, stages: Sequence[Stage]) -> Dict[str, object]:
     out = root / opt.out
     names = [s.name for s in stages if s.name.startswith(("lrv_", "mme_", "pope_"))]
+    missing = [n for n in names if not (out / n / "results.json").is_file()]
+    if missing:
+        raise ConfigError(f"{out}: no results of stage(s) {missing}; run them first (mmrag-run-lrv --only {' '.join(missing)})")
     results = {n: json.loads((out / n / "results.json").read_text()) for n in names}
     diffs = differences(root, opt)
     lines = ["Held-out LRV instructions (test images, %):", "", *lrv_table(results, opt), *other_tables(results, opt),

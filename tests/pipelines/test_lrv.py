@@ -3,6 +3,7 @@ right model) and a 2-step base + LRV-tuned training with every evaluation on a t
 from __future__ import annotations
 
 import json
+import shutil
 
 import mmrag  # noqa: F401  (registers tasks, builders, scorers)
 from mmrag.pipelines import lrv
@@ -28,6 +29,7 @@ def test_two_step_training_and_evaluation_on_a_tiny_world(tmp_path):
 
     world = tmp_path / "world"
     generate_world("tiny", 0, world, progress=False)
+    shutil.rmtree(world / "lrv", ignore_errors=True)  # the generator writes it too; the data stage must here
     w = str(world)
     common = ["model.vision_tower.path=null", "model.vision_tower.image_size=64",
               f"model.vision_tower.feature_cache={tmp_path}/cache", "model.llm.config.hidden_size=32",
