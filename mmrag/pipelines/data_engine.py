@@ -274,6 +274,7 @@ class DataEngine:
         stages = self.stages()
         run_stages(stages, Path("/"), self.out, force=force, only=only)
         result = data_engine_report.report(self)
+        self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "report.md").write_text(result["table"] + "\n" + "\n".join(stage_report(stages, self.out)) + "\n")
         return result
 
