@@ -139,6 +139,9 @@ def build_open_clip_model(cfg: Dict[str, Any]) -> Tuple[torch.nn.Module, Dict[st
     import open_clip
 
     name = cfg.get("model_name")
+    if name and str(name).startswith("local-dir:") and not (Path(name[len("local-dir:"):]) / "open_clip_config.json").is_file():
+        raise EmbedderConfigError(f"embedder config: 'model_name' = {name}: no open_clip_config.json in that folder "
+                                  "(a world CLIP is trained by `python train.py --cfg-path train_configs/clip_world_small.yaml`)")
     arch = open_clip.get_model_config(name) if name else dict(cfg.get("model_cfg") or {})
     if name and arch is None:
         raise EmbedderConfigError(f"embedder config: 'model_name' = {name!r} is not an open_clip architecture")

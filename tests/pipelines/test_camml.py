@@ -6,6 +6,8 @@ import copy
 import json
 
 import pytest
+
+from mmrag.retrieval.clip_embedder import TINY_CLIP_CFG
 import yaml
 
 import mmrag  # noqa: F401
@@ -86,6 +88,8 @@ def test_end_to_end_tiny_world(tiny_world, tmp_path):
         "evaluation.max_new_tokens=4",
         "evaluation.runs=[base,camml,text_icl]", "evaluation.controls=[none]", "retriever.embedder={device: cpu, num_workers: 0}"])
     cfg["train_configs"] = _tiny_configs(tmp_path, world)
+    # a random tiny CLIP: the test must not need the world CLIP trained outside it (a fresh clone has none)
+    cfg["retriever"]["embedder"].update({"model_name": None, "pretrained": None, "model_cfg": TINY_CLIP_CFG})
     result = camml.run_camml(cfg, root=tmp_path)
     runs = result["runs"]
     assert runs["eval_base"]["num"] == 8 and runs["eval_camml"]["shots"] == 3
