@@ -31,7 +31,7 @@ from mmrag.common.tool_config import register_tool
 from mmrag.datasets.scienceqa import IMAGE_TOKEN, read_scienceqa
 from mmrag.metrics.bootstrap import format_difference, paired_bootstrap
 from mmrag.metrics.scienceqa import ScienceQAScorer
-from mmrag.pipelines.stages import Stage, run_stages, stage_report
+from mmrag.pipelines.stages import Stage, run_pipeline_stages, stage_report
 
 WORLD_CLIP = {"type": "open_clip", "model_name": "local-dir:output/clip_world_small/final", "model_cfg": None,
               "pretrained": "output/clip_world_small/final/open_clip_model.safetensors", "device": "cpu",
@@ -324,7 +324,7 @@ def run_camml(cfg: Dict[str, Any], root: Path = Path("."), force: Sequence[str] 
     unknown = sorted(set(force or ()) | set(only or ()) - set(names) - {"report"})
     if unknown:
         raise ConfigError(f"run_camml: unknown stage(s) {unknown}; stages: {', '.join(names)}, report")
-    run_stages(stages, root, root / cfg["out"], force=force, only=[n for n in only if n in names] if only else None)
+    run_pipeline_stages(stages, root, root / cfg["out"], force=force, only=only)
     result = report(cfg, root, stages)
     print(result["table"])
     return result

@@ -27,7 +27,7 @@ from mmrag.common.errors import ConfigError
 from mmrag.common.jsonl import read_jsonl
 from mmrag.metrics.bootstrap import format_difference, paired_bootstrap
 from mmrag.pipelines.seeing import _in_process, eval_stage, train_stage
-from mmrag.pipelines.stages import Stage, run_stages, stage_report
+from mmrag.pipelines.stages import Stage, run_pipeline_stages, stage_report
 
 MODELS = ("base", "tuned")
 TRAIN_CONFIGS = {"base": "train_configs/lrv_small_base.yaml", "tuned": "train_configs/lrv_small_tuned.yaml"}
@@ -197,11 +197,7 @@ def report(root: Path, opt: LrvOptions, stages: Sequence[Stage]) -> Dict[str, ob
 def run_lrv(opt: LrvOptions, root: Path = Path("."), force: Sequence[str] = (),
             only: Optional[Sequence[str]] = None) -> Dict[str, object]:
     stages = build_stages(opt, root)
-    names = [s.name for s in stages]
-    unknown = sorted(set(opt.stage_overrides) - set(names))
-    if unknown:
-        raise ConfigError(f"stage overrides name unknown stage(s) {unknown}; stages: {', '.join(names)}")
-    run_stages(stages, root, root / opt.out, force=force, only=[n for n in only if n in names] if only else None)
+    run_pipeline_stages(stages, root, root / opt.out, force=force, only=only, stage_overrides=list(opt.stage_overrides))
     if only and all(n in ("data", "train_base", "train_tuned") for n in only):
         return {}  # nothing evaluated was asked for: no report
     result = report(root, opt, stages)

@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence
 
 from mmrag.common.jsonl import read_jsonl
 from mmrag.metrics.bootstrap import format_difference, paired_bootstrap
-from mmrag.pipelines.stages import Stage, run_stages, stage_report
+from mmrag.pipelines.stages import Stage, run_pipeline_stages, stage_report
 
 SPLITS = ("random", "popular", "adversarial")
 CONTROLS = ("none", "blank", "shuffled", "text_only")
@@ -199,13 +199,7 @@ def report(root: Path, opt: SeeingOptions, stages: Sequence[Stage]) -> Dict[str,
 def run_seeing(opt: SeeingOptions, root: Path = Path("."), force: Sequence[str] = (),
                only: Optional[Sequence[str]] = None) -> Dict[str, object]:
     stages = build_stages(opt, root)
-    names = [s.name for s in stages]
-    unknown = sorted(set(opt.stage_overrides) - set(names))
-    if unknown:
-        from mmrag.common.errors import ConfigError
-
-        raise ConfigError(f"stage overrides name unknown stage(s) {unknown}; stages: {', '.join(names)}")
-    run_stages(stages, root, root / opt.out, force=force, only=[n for n in only if n in names] if only else None)
+    run_pipeline_stages(stages, root, root / opt.out, force=force, only=only, stage_overrides=list(opt.stage_overrides))
     result = report(root, opt, stages)
     print(result["table"])
     return result

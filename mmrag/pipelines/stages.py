@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from mmrag.common.errors import UserError
+from mmrag.common.errors import ConfigError, UserError
 from mmrag.common.hashing import file_sha256
 
 LOG_NAME = "stages.jsonl"
@@ -140,6 +140,19 @@ def run_stages(stages: Sequence[Stage], root: Path, log_dir: Path, force: Sequen
             if run_stage(stage, root, log_dir, force=stage.name in force, echo=echo):
                 ran.append(stage.name)
     return ran
+
+
+def run_pipeline_stages(stages: Sequence[Stage], root: Path, log_dir: Path, force: Sequence[str] = (),
+                        only: Optional[Sequence[str]] = None,
+                        stage_overrides: Sequence[str] = ()) -> List[str]:
+    """`run_stages` for a pipeline's command line: every name in `stage_overrides` (a pipeline's
+    per-stage key=value) must be a stage; names in `only` that are not stages (the report, which the
+    caller makes after this) select no stage."""
+    names = [s.name for s in stages]
+    unknown = sorted(set(stage_overrides) - set(names))
+    if unknown:
+        raise ConfigError(f"stage overrides name unknown stage(s) {unknown}; stages: {', '.join(names)}")
+    return run_stages(stages, root, log_dir, force=force, only=[n for n in only if n in names] if only else None)
 
 
 # ----------------------------------------------------------------------------- reading the log

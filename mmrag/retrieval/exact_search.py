@@ -66,13 +66,16 @@ class TorchExactIndex:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.dim:
             raise ValueError(f"queries have dimension {queries.shape[1]}, the index {self.dim}")
+        from mmrag.retrieval.dense_index import merge_shard_results
+
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         rows = np.full((len(queries), k), -1, dtype=np.int64)
-        parts = [(s, r + offset) for offset, part in self.parts for s, r in [self._search_part(part, queries, k)]]
-        if not parts:
-            return scores, rows
-        all_s, all_r = np.concatenate([p[0] for p in parts], 1), np.concatenate([p[1] for p in parts], 1)
-        order = np.lexsort((all_r, -all_s), axis=1)[:, :k]  # ties: the lower row first, as faiss
-        n = order.shape[1]
-        scores[:, :n], rows[:, :n] = np.take_along_axis(all_s, order, 1), np.take_along_axis(all_r, order, 1)
+        parts = []
+        for offset, part in self.parts:
+            part_scores, part_rows = self._search_part(part, queries, k)
+            parts.append((part_scores, part_rows + offset))
+        if parts:  # ties: the lower row first, as faiss; fewer than k rows: the rest stay -1 / -inf
+            merged_scores, merged_rows = merge_shard_results(parts, k)
+            n = merged_rows.shape[1]
+            scores[:, :n], rows[:, :n] = merged_scores, merged_rows
         return scores, rows

@@ -65,3 +65,17 @@ def test_failures_are_named(tmp_path):
         run_stages([Stage("lazy", ["x"], ["noop"], run=lambda: None)], tmp_path, tmp_path)
     with pytest.raises(StageFailedError, match="unknown stage 'nope'"):
         run_stages([Stage("lazy", ["x"], ["noop"], run=lambda: None)], tmp_path, tmp_path, force=["nope"])
+
+
+def test_pipeline_stages_check_overrides_and_leave_non_stage_names_to_the_caller(tmp_path):
+    from mmrag.common.errors import ConfigError
+    from mmrag.pipelines.stages import run_pipeline_stages
+
+    made = []
+    stages = [Stage(name, [name], ["noop"], run=lambda n=name: (made.append(n), (tmp_path / n).write_text(n)))
+              for name in ("a", "b")]
+    with pytest.raises(ConfigError, match=r"stage overrides name unknown stage\(s\) \['c'\]; stages: a, b"):
+        run_pipeline_stages(stages, tmp_path, tmp_path / "log", stage_overrides=["a", "c"])
+    assert made == []
+    assert run_pipeline_stages(stages, tmp_path, tmp_path / "log", only=["b", "report"]) == ["b"]
+    assert made == ["b"]
