@@ -16,6 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from mmrag.common.errors import ConfigError
 from mmrag.common.registry import MODELS, VISION_TOWERS
 from mmrag.models.context_modules import ContextInputs, build_context_module, context_defaults
 from mmrag.models.llm import LLM_DEFAULTS, LORA_DEFAULTS, apply_lora, base_causal_lm, load_llm
@@ -28,6 +29,7 @@ from mmrag.processors.tokenization import CONTEXT_PLACEHOLDER_ID, IGNORE_INDEX, 
 from mmrag.processors.tokenizers import TokenIds, token_ids
 
 log = logging.getLogger(__name__)
+LOSS_LOGITS = ("targets", "all")  # model.loss_logits
 
 
 @MODELS.register("mm_llm")
@@ -44,6 +46,7 @@ class MultimodalLLM(nn.Module):
         "image_token": "<image>",
         "image_placement": "as_written",  # as_written | after_text (the processor moves a turn's images after its text)
         "max_txt_len": 512,
+        "loss_logits": "targets",  # targets: LM head + cross-entropy at target positions only | all: every position
         "pad_to_square": True,
         "checkpoint": None,  # a folder written by save_trainable(), loaded after building
     }
@@ -63,6 +66,8 @@ class MultimodalLLM(nn.Module):
         pad / eos ids for generation; by default read from `cfg.llm`'s tokenizer folder."""
         super().__init__()
         check_image_placement(cfg.get("image_placement", "as_written"))  # fail before anything is built
+        if cfg.get("loss_logits", "targets") not in LOSS_LOGITS:
+            raise ConfigError(f"model.loss_logits={cfg.get('loss_logits')!r} is not one of {', '.join(LOSS_LOGITS)}")
         self.cfg = cfg
         self.token_ids = token_ids or _token_ids(cfg.llm)
         self.vision_tower = build_vision_tower(OmegaConf.to_container(cfg.vision_tower, resolve=True))
@@ -177,10 +182,16 @@ class MultimodalLLM(nn.Module):
         # reads one, and building it costs copies (and, compiled, a recompile per layer)
         mask = None if bool(mask.all()) else mask.to(self.device)
         hidden = causal_lm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        labels = batch["labels"][:, 1:]
+        if self.cfg.get("loss_logits", "targets") == "all":  # the plain path: [batch, seq, vocab] logits
+            logits = causal_lm.get_output_embeddings()(hidden[:, :-1]).float()
+            loss_sum = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                   labels.reshape(-1).to(self.device, non_blocking=True),
+                                                   ignore_index=IGNORE_INDEX, reduction="sum")
+            return {"loss_sum": loss_sum, "n_tokens": torch.tensor(int((labels != IGNORE_INDEX).sum()))}
         # the vocabulary projection only where a loss is taken: prompts are most of a sequence, and
         # [tokens x 32k] logits dominate a small model's step. The target positions are found where
         # the labels are (the collated batch: on the CPU, so finding them costs the GPU no sync).
-        labels = batch["labels"][:, 1:]
         flat = torch.nonzero(labels.reshape(-1) != IGNORE_INDEX).squeeze(1)
         targets = labels.reshape(-1)[flat].to(self.device, non_blocking=True)
         width = hidden.shape[-1]
