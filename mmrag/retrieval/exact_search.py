@@ -40,25 +40,37 @@ class TorchExactIndex:
                 want = DTYPES[dtype] or (torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16)
                 self.parts.append((int(start), torch.from_numpy(vectors[start:stop]).to(device, want)))
 
-    def _search_part(self, rows: torch.Tensor, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-        """Top-k of one device's rows: (scores float32, local rows int64), each (nq, min(k, rows))."""
+    def _topk_block(self, rows: torch.Tensor, q: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Top-k of one device's rows for one query block, left on that device (no host sync):
+        (scores float32, local rows int64), each (len(q), min(k, rows))."""
         k = min(k, rows.shape[0])
-        out_scores, out_rows = [], []
+        best_s = best_r = None
+        for r0 in range(0, rows.shape[0], self.row_chunk):
+            scores = (q @ rows[r0:r0 + self.row_chunk].T).float()
+            s, r = scores.topk(min(k, scores.shape[1]), dim=1)
+            r = r + r0
+            if best_s is not None:
+                s, r = torch.cat([best_s, s], 1), torch.cat([best_r, r], 1)
+                s, pick = s.topk(k, dim=1)
+                r = r.gather(1, pick)
+            best_s, best_r = s, r
+        return best_s, best_r
+
+    def _search_parts(self, queries: np.ndarray, k: int) -> List[Tuple[np.ndarray, np.ndarray]]:
+        """Per device part: (scores, global rows) of every query. Each query block is queued on every
+        device before any result is read back, so the devices work at the same time."""
+        host = torch.from_numpy(queries)
+        per_part: List[Tuple[List[np.ndarray], List[np.ndarray]]] = [([], []) for _ in self.parts]
         for q0 in range(0, len(queries), self.query_block):
-            q = torch.from_numpy(queries[q0:q0 + self.query_block]).to(rows.device, rows.dtype)
-            best_s = best_r = None
-            for r0 in range(0, rows.shape[0], self.row_chunk):
-                scores = (q @ rows[r0:r0 + self.row_chunk].T).float()
-                s, r = scores.topk(min(k, scores.shape[1]), dim=1)
-                r = r + r0
-                if best_s is not None:
-                    s, r = torch.cat([best_s, s], 1), torch.cat([best_r, r], 1)
-                    s, pick = s.topk(k, dim=1)
-                    r = r.gather(1, pick)
-                best_s, best_r = s, r
-            out_scores.append(best_s.cpu().numpy())
-            out_rows.append(best_r.cpu().numpy())
-        return np.concatenate(out_scores), np.concatenate(out_rows).astype(np.int64)
+            block = host[q0:q0 + self.query_block]
+            if any(part.device.type == "cuda" for _, part in self.parts):
+                block = block.pin_memory()
+            queued = [self._topk_block(part, block.to(part.device, part.dtype, non_blocking=True), k)
+                      for _, part in self.parts]
+            for (offset, _), (s, r), (out_s, out_r) in zip(self.parts, queued, per_part):
+                out_s.append(s.cpu().numpy())
+                out_r.append(r.cpu().numpy().astype(np.int64) + offset)
+        return [(np.concatenate(s), np.concatenate(r)) for s, r in per_part]
 
     @torch.no_grad()
     def search(self, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -70,10 +82,7 @@ class TorchExactIndex:
 
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         rows = np.full((len(queries), k), -1, dtype=np.int64)
-        parts = []
-        for offset, part in self.parts:
-            part_scores, part_rows = self._search_part(part, queries, k)
-            parts.append((part_scores, part_rows + offset))
+        parts = self._search_parts(queries, k) if self.parts else []
         if parts:  # ties: the lower row first, as faiss; fewer than k rows: the rest stay -1 / -inf
             merged_scores, merged_rows = merge_shard_results(parts, k)
             n = merged_rows.shape[1]

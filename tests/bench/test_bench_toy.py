@@ -24,7 +24,7 @@ TOY_RUNS = {
                               ["build_m_tokens_per_s", "step_cpu_ms", "continuations_p99_ms_max"]),
     "bench_camml.py": (["--toy"], ["no_context", "camml", "step_ratio_camml_vs_no_context", "context_share", "retrieval"]),
     "bench_data_engine.py": (["--toy"], ["oracle_items_per_s", "oracle_checked_items_per_s", "parser_replies_per_s"]),
-    "bench_search.py": (["--toy"], ["queries_per_s", "recall_vs_faiss_flat", "devices", "place_seconds"]),
+    "bench_search.py": (["--toy"], ["queries_per_s", "recall_vs_faiss_flat", "recall_vs_exact_fp32", "devices", "place_seconds"]),
     # launched by torchrun with 2 processes (test_multi_gpu_bench_toy_two_processes)
     "bench_multi_gpu.py": (["--toy"], ["strategies", "baseline_1gpu", "world_size", "global_batch"]),
 }
