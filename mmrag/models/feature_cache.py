@@ -6,10 +6,12 @@ is a fixed function of its weights, so its output for the same pixel tensor is l
 recomputed: in memory within a process, and on disk (`model.vision_tower.feature_cache: <folder>`)
 across the stages of a pipeline, which run as separate processes.
 
-Keys: the sha1 of one image's float32 pixel bytes, under a folder named by the sha1 of the tower's
-weights and settings, so features of another tower, another map or other weights are never mixed
+Keys: the sha1 of one image's float32 pixel bytes (`pixel_key`), under a folder named by the sha1
+of the tower's weights and settings, so features of another tower, another map or other weights are never mixed
 up. Files are written atomically (tmp + os.replace); concurrent writers of the same key write the
-same bytes.
+same bytes. The processor computes the same keys in the data loader's workers (a batch's
+`image_keys`), so a batch whose images are all cached is looked up (`lookup`) without hashing, or
+copying to the GPU, its pixels in the training process.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from mmrag.common.errors import ConfigError
+from mmrag.processors.image_processing import pixel_key  # noqa: F401  (the key; the processor computes it too)
 
 
 def tower_fingerprint(module: torch.nn.Module, settings: str) -> str:
@@ -31,11 +34,6 @@ def tower_fingerprint(module: torch.nn.Module, settings: str) -> str:
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def pixel_key(pixels: torch.Tensor) -> str:
-    """sha1 of one image's pixels as float32 bytes (same image, same preprocessing -> same key)."""
-    return hashlib.sha1(pixels.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()
 
 
 class FeatureCache:
@@ -74,6 +72,17 @@ class FeatureCache:
             tmp = self.folder / f"{key}.{os.getpid()}.tmp"
             torch.save(value, tmp)
             os.replace(tmp, self.folder / f"{key}.pt")
+
+    def lookup(self, keys: List[str]) -> Optional[torch.Tensor]:
+        """The cached features of every key, stacked [n, tokens, width] on the CPU; None unless all are cached."""
+        found = []
+        for key in keys:
+            value = self._load(key)
+            if value is None:
+                return None
+            found.append(value)
+        self.hits += len(found)
+        return torch.stack(found)
 
     @torch.no_grad()
     def features(self, pixel_values: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from omegaconf import OmegaConf
@@ -116,7 +116,12 @@ class MultimodalLLM(nn.Module):
         tower = self.vision_tower
         ctx = self.context_module
         return VisualInputSpec(self.num_visual_tokens, tower.image_size, tuple(tower.image_mean), tuple(tower.image_std),
-                               ctx.fixed_tokens if ctx is not None else 0, ctx.tokens_per_example if ctx is not None else 0)
+                               ctx.fixed_tokens if ctx is not None else 0, ctx.tokens_per_example if ctx is not None else 0,
+                               image_keys=self._feature_cache() is not None)
+
+    def _feature_cache(self):
+        """The tower's feature cache when the tower alone makes the visual tokens (no region prefix)."""
+        return getattr(self.vision_tower, "cache", None) if self.region_prefix is None else None
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -129,17 +134,25 @@ class MultimodalLLM(nn.Module):
         return next(self.projector.parameters()).device
 
     # ------------------------------------------------------------------ forward
-    def encode_images(self, pixel_values: torch.Tensor, regions: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """[n_images, 3, H, W] -> [n_images, num_visual_tokens, llm_width]."""
+    def encode_images(self, pixel_values: torch.Tensor, regions: Optional[torch.Tensor] = None,
+                      image_keys: Optional[List[str]] = None) -> torch.Tensor:
+        """[n_images, 3, H, W] -> [n_images, num_visual_tokens, llm_width]. `image_keys` (the processor's
+        pixel keys): with a feature cache holding every one of them, the pixels are never read."""
+        cache = self._feature_cache() if image_keys is not None else None
+        cached = cache.lookup(list(image_keys)) if cache is not None else None
+        proj_dtype = next(self.projector.parameters()).dtype
+        if cached is not None:
+            return self.projector(cached.to(self.device, proj_dtype, non_blocking=True))
         pixel_values = pixel_values.to(self.device)
         if self.region_prefix is not None:
             feats = self.region_prefix(pixel_values, None if regions is None else regions.to(self.device))
         else:
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.vision_tower.cfg["freeze"]):
                 feats = self.vision_tower(pixel_values)
-        return self.projector(feats.to(next(self.projector.parameters()).dtype))
+        return self.projector(feats.to(proj_dtype))
 
-    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, regions=None, context=None) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, regions=None, context=None,
+              image_keys: Optional[List[str]] = None) -> torch.Tensor:
         """Token embeddings with image features (and context-module tokens) written over their placeholders."""
         # decided from shapes and CPU tensors only: a check on GPU values would stall the host every step
         if input_ids.device.type == "cpu":
@@ -148,7 +161,7 @@ class MultimodalLLM(nn.Module):
         placeholders = input_ids == IMAGE_PLACEHOLDER_ID
         embeds = self.llm.get_input_embeddings()(input_ids.masked_fill(input_ids < 0, 0))  # all placeholders
         if pixel_values.shape[0]:
-            visual = self.encode_images(pixel_values, regions).to(embeds.dtype)
+            visual = self.encode_images(pixel_values, regions, image_keys).to(embeds.dtype)
             embeds = embeds.masked_scatter(placeholders.unsqueeze(-1), visual.reshape(-1, visual.shape[-1]))
         if context is not None and self.context_module is not None:
             embeds = self._embed_context(embeds, input_ids, context)
@@ -175,7 +188,8 @@ class MultimodalLLM(nn.Module):
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Summed token loss and the number of target tokens (the runner normalises over the global batch)."""
-        embeds = self.embed(batch["input_ids"], batch["pixel_values"], batch.get("regions"), batch.get("context"))
+        embeds = self.embed(batch["input_ids"], batch["pixel_values"], batch.get("regions"), batch.get("context"),
+                            batch.get("image_keys"))
         causal_lm = base_causal_lm(self.llm)
         mask = batch["attention_mask"]  # the CPU batch: checking it costs the GPU no sync
         # no padding: no mask, so attention takes its causal fast path; no KV cache: training never
@@ -208,7 +222,8 @@ class MultimodalLLM(nn.Module):
     @torch.no_grad()
     def generate(self, batch: Dict[str, torch.Tensor], **generate_kwargs) -> torch.Tensor:
         """New token ids for left-padded prompts (processor.collate(..., generation=True))."""
-        embeds = self.embed(batch["input_ids"], batch["pixel_values"], batch.get("regions"), batch.get("context"))
+        embeds = self.embed(batch["input_ids"], batch["pixel_values"], batch.get("regions"), batch.get("context"),
+                            batch.get("image_keys"))
         generate_kwargs.setdefault("pad_token_id", self.token_ids.pad_token_id)
         generate_kwargs.setdefault("eos_token_id", self.token_ids.eos_token_id)
         return self.llm.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(self.device),

@@ -21,7 +21,7 @@ import torch
 
 from mmrag.common.errors import ConfigError
 from mmrag.processors.conversation import ConversationTemplate, get_template
-from mmrag.processors.image_processing import ImageProcessor
+from mmrag.processors.image_processing import ImageProcessor, pixel_key
 from mmrag.processors.tokenization import IGNORE_INDEX, EncodedSample, check_image_count, encode_segments
 from mmrag.processors.tokenizers import load_tokenizer
 
@@ -36,6 +36,7 @@ class VisualInputSpec:
     image_std: Tuple[float, ...]
     context_fixed_tokens: int = 0        # context module: tokens per `<context>` ...
     context_tokens_per_example: int = 0  # ... plus these per retrieved example (0, 0: no context module)
+    image_keys: bool = False             # the model caches its tower's features: batches carry each image's pixel_key
 
     def context_tokens(self, num_examples: int) -> int:
         return self.context_fixed_tokens + self.context_tokens_per_example * num_examples
@@ -120,6 +121,8 @@ class MultimodalProcessor:
         batch = pad_encoded(encoded, self.tokenizer.pad_token_id, left=generation)
         pixel = [s["pixel_values"] for s in samples if len(s["pixel_values"])]
         batch["pixel_values"] = torch.cat(pixel) if pixel else torch.zeros(0, 3, 1, 1)
+        if self.spec is not None and self.spec.image_keys:  # hashed here, in the loader's workers
+            batch["image_keys"] = [pixel_key(p) for p in batch["pixel_values"]]
         if any(s.get("regions") is not None for s in samples):
             batch["regions"] = torch.cat([s["regions"] for s in samples if len(s["pixel_values"])])
         if any(s.get("context") is not None for s in samples):
