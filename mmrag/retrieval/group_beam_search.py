@@ -42,7 +42,9 @@ def group_beam_search(model, inputs_embeds: torch.Tensor, processor: LogitsProce
     [rows, clue_len], rows ordered (group, prompt, beam in group)); it must key its state by the clue
     tokens only, as CorpusConstrainedLogitsProcessor does. A processor with `prepare(clue_tokens, vocab,
     device)` + `apply(prepared, log_probs)` has its index work run while the model's forward runs;
-    any other is called as `processor(clue_tokens, log_probs)`. `decoder`: `auto` | `hf_cache` |
+    any other is called as `processor(clue_tokens, log_probs)`. A processor with `tracks_rows = True`
+    (DeviceCorpusConstraint) is driven by `start(rows, vocab)` and `advance(parent_rows, tokens)` on the
+    device instead, queued behind each step's forward. `decoder`: `auto` | `hf_cache` |
     `shared_prompt` (see mmrag.retrieval.beam_decoders). `cuda_graphs`: on a GPU, replay the beam
     choice and the shared-prompt decoder's steps from CUDA graphs (same results, less host time);
     `workspace` (a BeamGraphWorkspace passed to every batch) keeps them across calls. Returns, per prompt, up to
@@ -64,9 +66,13 @@ def group_beam_search(model, inputs_embeds: torch.Tensor, processor: LogitsProce
                               cuda_graphs, workspace)
     constraint = _two_phase(processor)
     constraint.reset()
+    on_device = getattr(constraint, "tracks_rows", False)  # ranges follow the beams on the device
     with record_function("group_beam_search.prefill"):
         logits = beams.prefill(embeds, mask)
-    prepared = constraint.prepare(search.clue_rows(), logits.shape[-1], logits.device)
+    if on_device:
+        prepared = constraint.start(search.rows, logits.shape[-1])
+    else:
+        prepared = constraint.prepare(search.clue_rows(), logits.shape[-1], logits.device)
     for step in range(max_new_tokens):
         with record_function("group_beam_search.choose"):
             logp = torch.log_softmax(logits.float(), dim=-1)
@@ -75,12 +81,16 @@ def group_beam_search(model, inputs_embeds: torch.Tensor, processor: LogitsProce
         if not last:  # queued before the host waits for the choice, so the GPU never idles on it
             with record_function("group_beam_search.decode_step"):
                 logits = beams.step(parent_rows, tokens)
+            if on_device:  # device work queued behind the forward: no host index work, no wait
+                with record_function("group_beam_search.prepare_mask"):
+                    prepared = constraint.advance(parent_rows, tokens)
         with record_function("group_beam_search.commit"):
             search.commit()
         if last or search.all_dead():
             break
-        with record_function("group_beam_search.prepare_mask"):
-            prepared = constraint.prepare(search.clue_rows(), logits.shape[-1], logits.device)
+        if not on_device:
+            with record_function("group_beam_search.prepare_mask"):
+                prepared = constraint.prepare(search.clue_rows(), logits.shape[-1], logits.device)
     return [clues[: num_return_sequences or num_beams] for clues in search.results()]
 
 
@@ -184,6 +194,10 @@ class _GroupSelection:
         self.finished: List[List[Clue]] = [[] for _ in range(batch)]
         self._host_scores = self.scores.cpu()
         self._pending: Optional[_HostCopies] = None
+
+    @property
+    def rows(self) -> int:
+        return self.groups * self.batch * self.group_size
 
     def row_prompt(self) -> torch.Tensor:
         """(rows,) prompt index of every beam row, rows ordered (group, prompt, beam in group)."""
