@@ -9,6 +9,8 @@ spliced prompt), `--queries` prompts a batch. Clues of up to `--clue-len` tokens
 with `--beams` beams against an in-memory corpus index of Zipf-distributed token ids. Modes (`--modes`):
   ours          the project's group_beam_search (beams/groups = 10/10, diversity 0.5) + CorpusConstrainedLogitsProcessor,
                 decoder `auto` (the shared-prompt decoder for the LLaMA layout)
+  ours_device   `ours` with DeviceCorpusConstraint: the index's tables on the device, the ranges following the
+                beams by tensor ops queued behind each step's forward (no host index work, no mask upload)
   ours_noop     the same search with a processor that changes nothing: the unconstrained decode cost
                 (on a GPU: CUDA graphs kept across batches in a BeamGraphWorkspace; the warm-up batch captures)
   ours_eager    `ours` without CUDA graphs (every step's kernels launched from Python)
@@ -43,6 +45,7 @@ from mmrag.models.llm import LLM_DEFAULTS, load_llm
 from mmrag.runners.train_step import build_on
 from mmrag.retrieval.beam_decoders import BeamGraphWorkspace
 from mmrag.retrieval.constrained_decoding import CorpusConstrainedLogitsProcessor
+from mmrag.retrieval.device_constraint import DeviceCorpusConstraint
 from mmrag.retrieval.group_beam_search import group_beam_search
 from mmrag.retrieval.corpus_index import CorpusIndex
 
@@ -52,7 +55,7 @@ LLAMA_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers"
             "num_key_value_heads": 32, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6}
 TOY_LLM = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
            "num_key_value_heads": 4, "max_position_embeddings": 256}
-MODES = ("ours", "ours_noop", "ours_eager", "ours_hf_cache", "hf_prefix_fn", "hf_plain")
+MODES = ("ours", "ours_device", "ours_noop", "ours_eager", "ours_hf_cache", "hf_prefix_fn", "hf_plain")
 
 
 class NoOpProcessor:
@@ -126,6 +129,20 @@ class HostTimedProcessor:
     def __init__(self, processor) -> None:
         self.processor = processor
         self.seconds, self.calls = 0.0, 0
+        self.tracks_rows = getattr(processor, "tracks_rows", False)  # device constraint: start/advance
+
+    def start(self, rows: int, vocab: int):
+        return self._timed(self.processor.start, rows, vocab)
+
+    def advance(self, parent_rows: torch.Tensor, tokens: torch.Tensor):
+        return self._timed(self.processor.advance, parent_rows, tokens)
+
+    def _timed(self, fn, *args):
+        start = time.perf_counter()
+        out = fn(*args)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        return out
 
     def reset(self) -> None:
         self.processor.reset()
@@ -185,7 +202,7 @@ def hf_supports_group_beam(model, prompt: torch.Tensor) -> bool:
 def decoders(args, model, index: Optional[CorpusIndex], device: torch.device, group_hf: bool) -> Dict[str, Any]:
     """mode -> (decode function of one prompt batch, timed processor or None)."""
     beams, new_tokens = args.beams, args.clue_len + 1  # the clue, then EOS
-    workspaces = {name: BeamGraphWorkspace() for name in ("ours", "ours_noop")}  # graphs kept across batches
+    workspaces = {name: BeamGraphWorkspace() for name in ("ours", "ours_device", "ours_noop")}  # graphs kept across batches
     ours_kw = {"eos_token_id": EOS, "num_beams": beams, "num_beam_groups": beams, "diversity_penalty": args.diversity,
                "length_penalty": 1.5, "max_new_tokens": new_tokens}
     hf_kw = {"num_beams": beams, "num_return_sequences": beams, "max_new_tokens": new_tokens, "length_penalty": 1.5,
@@ -197,6 +214,9 @@ def decoders(args, model, index: Optional[CorpusIndex], device: torch.device, gr
         ours_proc = HostTimedProcessor(CorpusConstrainedLogitsProcessor(index, EOS, args.min_clue_len, args.clue_len))
         out["ours"] = (lambda e: group_beam_search(model, e, ours_proc, workspace=workspaces["ours"], **ours_kw),
                        ours_proc)
+        dev_proc = HostTimedProcessor(DeviceCorpusConstraint(index, EOS, args.min_clue_len, args.clue_len, device=device))
+        out["ours_device"] = (lambda e: group_beam_search(model, e, dev_proc, workspace=workspaces["ours_device"],
+                                                          **ours_kw), dev_proc)
         kv_proc = HostTimedProcessor(CorpusConstrainedLogitsProcessor(index, EOS, args.min_clue_len, args.clue_len))
         out["ours_hf_cache"] = (lambda e: group_beam_search(model, e, kv_proc, decoder="hf_cache", **ours_kw), kv_proc)
         eager_proc = HostTimedProcessor(CorpusConstrainedLogitsProcessor(index, EOS, args.min_clue_len, args.clue_len))
@@ -303,7 +323,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     device = pick_device("cpu" if args.toy and args.device is None else args.device)
     torch.manual_seed(args.seed)
-    needs_index = any(m in ("ours", "ours_eager", "ours_hf_cache", "hf_prefix_fn") for m in args.modes)
+    needs_index = any(m in ("ours", "ours_device", "ours_eager", "ours_hf_cache", "hf_prefix_fn") for m in args.modes)
     with tempfile.TemporaryDirectory() as tmp:
         corpus = build_corpus_index(args, Path(tmp)) if needs_index else {"index": None, "build_s": None, "passages": 0}
         start = time.perf_counter()
@@ -314,10 +334,15 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         modes = decoders(args, model, corpus["index"], device, group_hf)
         counter, figures = ForwardCounter(model), {}
         for name in args.modes:
-            graphed = name in ("ours", "ours_noop") and device.type == "cuda"
+            graphed = name in ("ours", "ours_device", "ours_noop") and device.type == "cuda"
             figures[name] = time_mode(*modes[name], graphed, prompts, counter, device)
             print(f"{name}: {figures[name]}", flush=True)
         counter.remove()
+        same = None
+        if "ours" in args.modes and "ours_device" in args.modes:  # the device tables decode the host path's clues
+            host_clues, dev_clues = (modes[m][0](prompts[1]) for m in ("ours", "ours_device"))
+            same = [[c.tokens for c in q] for q in host_clues] == [[c.tokens for c in q] for q in dev_clues]
+        table_bytes = modes["ours_device"][1].processor.table_bytes() if "ours_device" in modes else None
         profile = profile_batch(modes[args.modes[0]][0], prompts[-1], device) if args.profile else None
     ours = figures.get("ours") or figures.get("ours_noop") or {}
     result = {
@@ -330,6 +355,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         "hf_search": "group_beam_search" if group_hf else "beam_search (group beam search not in this transformers)",
         "modes": figures,
         "constraint_share_ours": constraint_share(figures, "ours", "ours_noop"),
+        "constraint_share_ours_device": constraint_share(figures, "ours_device", "ours_noop"),
+        "device_clues_equal_host": same, "device_table_bytes": table_bytes,
         "constraint_share_hf_prefix_fn": constraint_share(figures, "hf_prefix_fn", "hf_plain"),
         "group_beam_search_one_prompt_at_a_time": bool(ours) and ours["prefill_batch_max"] == 1 < args.queries,
         "okvqa_gs112k_test_queries": OKVQA_GS112K_TEST_QUERIES,

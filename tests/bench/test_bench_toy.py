@@ -17,6 +17,7 @@ TOY_RUNS = {
     "bench_train_step.py": (["--toy"], ["recipes", "flops_per_step", "speedup_ours_vs_reference", "device"]),
     "bench_profile_train_step.py": (["--toy"], ["total_ms_per_step", "share", "top_ops"]),
     "bench_generative_retrieval.py": (["--toy"], ["modes", "constraint_share_ours", "constraint_share_hf_prefix_fn",
+                                                  "constraint_share_ours_device", "device_clues_equal_host",
                                                   "group_beam_search_one_prompt_at_a_time", "hf_search"]),
     "bench_embedding.py": (["--toy", "--workers", "1"], ["images_per_s", "search_qps", "model_only_images_per_s",
                                                         "first_batch_s", "steady_images_per_s", "decode_only_images_per_s_cpu"]),
@@ -27,6 +28,7 @@ TOY_RUNS = {
     "bench_search.py": (["--toy"], ["queries_per_s", "recall_vs_faiss_flat", "recall_vs_exact_fp32", "devices", "place_seconds"]),
     # launched by torchrun with 2 processes (test_multi_gpu_bench_toy_two_processes)
     "bench_multi_gpu.py": (["--toy"], ["strategies", "baseline_1gpu", "world_size", "global_batch"]),
+    "bench_seeing_step.py": (["--toy", "--configs", "lora:targets:none:2"], ["tokens_per_s", "mfu_6nd", "params"]),
 }
 
 
@@ -81,7 +83,9 @@ def test_train_step_bench_toy():
 def test_generative_retrieval_bench_toy():
     result = _run("bench_generative_retrieval.py")
     modes = result["modes"]
-    assert set(modes) == {"ours", "ours_noop", "ours_eager", "ours_hf_cache", "hf_prefix_fn", "hf_plain"}
+    assert set(modes) == {"ours", "ours_device", "ours_noop", "ours_eager", "ours_hf_cache", "hf_prefix_fn", "hf_plain"}
+    # the device-table constraint decodes exactly the host path's clues, with one start + 10 advances a batch
+    assert result["device_clues_equal_host"] is True and modes["ours_device"]["processor_calls"] == 11
     for fig in modes.values():
         assert fig["queries_per_s"] > 0
         assert fig["projected_okvqa_gs112k_test_s"] == pytest.approx(5046 / fig["queries_per_s"], rel=1e-2)
