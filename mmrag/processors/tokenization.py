@@ -6,8 +6,9 @@ non-target segment get label IGNORE_INDEX, so loss falls on answers (and their E
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 from mmrag.common.errors import DataFormatError
 
 IGNORE_INDEX = -100
@@ -27,8 +28,25 @@ class EncodedSample:
     n_images: int
 
 
+_MEMO_SIZE = 200_000  # texts remembered per tokenizer (a training set's prompts, questions and answers)
+_MEMO: "weakref.WeakKeyDictionary[Any, Dict[str, Tuple[int, ...]]]" = weakref.WeakKeyDictionary()
+
+
 def _text_ids(tokenizer, text: str) -> List[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+    """The text's ids without special tokens, remembered per tokenizer: a run encodes the same
+    template pieces and questions every epoch, and a segment's ids do not depend on its neighbours."""
+    if not text:
+        return []
+    try:
+        memo = _MEMO.setdefault(tokenizer, {})
+    except TypeError:  # an object without weak references: not remembered
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = memo.get(text)
+    if ids is None:
+        ids = tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if len(memo) < _MEMO_SIZE:
+            memo[text] = ids
+    return list(ids)
 
 
 def _context_ids(tokenizer, text: str, n_context_tokens: int, context_token: str) -> List[int]:
