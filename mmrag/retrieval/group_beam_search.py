@@ -276,10 +276,15 @@ class _GroupSelection:
         """Close the clues whose EOS was chosen; finishing/parents/scores are (groups, batch, candidates)."""
         if self.tokens.shape[-1] == 0:  # EOS before any clue token finishes nothing
             return
-        for g, b, i in zip(*np.nonzero(finishing)):  # group, then rank order within a prompt
+        hits = np.nonzero(finishing)
+        if len(hits[0]) == 0:
+            return
+        # numpy views: per-element reads of torch tensors cost a dispatch each (thousands a batch)
+        parents, scores = parents.numpy(), scores.numpy()
+        tokens, logprobs = self.tokens.numpy(), self.logprobs.numpy()
+        for g, b, i in zip(*hits):  # group, then rank order within a prompt
             parent = int(parents[g, b, i])
-            self.finished[b].append(self._clue(self.tokens[g, b, parent], self.logprobs[g, b, parent],
-                                               float(scores[g, b, i])))
+            self.finished[b].append(self._clue(tokens[g, b, parent], logprobs[g, b, parent], float(scores[g, b, i])))
 
     def _extend(self, parents: torch.Tensor, tokens: torch.Tensor, token_lps: torch.Tensor) -> None:
         """Clues of the new beams: the parent's clue plus the chosen token (dead beams: EOS, log-prob 0)."""
@@ -287,19 +292,20 @@ class _GroupSelection:
         self.tokens = torch.cat([self.tokens.gather(2, index), tokens[..., None]], dim=-1)
         self.logprobs = torch.cat([self.logprobs.gather(2, index), token_lps[..., None]], dim=-1)
 
-    def _clue(self, tokens: torch.Tensor, logprobs: torch.Tensor, score: float) -> Clue:
+    def _clue(self, tokens: np.ndarray, logprobs: np.ndarray, score: float) -> Clue:
         length = max(len(tokens), 1)
         return Clue(tuple(tokens.tolist()), score / (length ** self.length_penalty), tuple(logprobs.tolist()))
 
     def results(self) -> List[List[Clue]]:
         """Per prompt: finished clues plus the live beams (unfinished clues count too), best first."""
         out = []
+        host_scores, tokens, logprobs = self._host_scores.numpy(), self.tokens.numpy(), self.logprobs.numpy()
         for b in range(self.batch):
             clues = list(self.finished[b])
             for g in range(self.groups):
                 for j in range(self.group_size):
-                    score = float(self._host_scores[g, b, j])
-                    if np.isfinite(score) and self.tokens.shape[-1] > 0:
-                        clues.append(self._clue(self.tokens[g, b, j], self.logprobs[g, b, j], score))
+                    score = float(host_scores[g, b, j])
+                    if np.isfinite(score) and tokens.shape[-1] > 0:
+                        clues.append(self._clue(tokens[g, b, j], logprobs[g, b, j], score))
             out.append(sorted(clues, key=lambda c: -c.score))
         return out

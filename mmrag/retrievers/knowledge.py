@@ -72,14 +72,15 @@ class GenerativeRetriever:
 
     def retrieve(self, queries: Sequence[Query], k: int, exclude: str = "self") -> List[Hits]:
         from mmrag.retrieval.beam_decoders import BeamGraphWorkspace
-        from mmrag.retrieval.constrained_decoding import CorpusConstrainedLogitsProcessor
+        from mmrag.retrieval.device_constraint import make_corpus_constraint
         from mmrag.retrieval.group_beam_search import group_beam_search
 
         check_exclude(exclude)
         ev, model, tokenizer = self.ev, self.model, self.processor.tokenizer
         eos = tokenizer.eos_token_id
-        constraint = (CorpusConstrainedLogitsProcessor(self.index, eos, ev.min_clue_len, ev.max_clue_len)
-                      if ev.constrained else _NoConstraint())
+        backend = getattr(ev, "constraint_backend", "auto")
+        constraint = (make_corpus_constraint(self.index, eos, ev.min_clue_len, ev.max_clue_len, backend=backend,
+                                             device=model.device) if ev.constrained else _NoConstraint())
         scorer = make_clue_scorer(ev.scorer, **ev.scorer_options)
         model.eval()
         workspace = BeamGraphWorkspace()  # on a GPU: one CUDA graph capture per batch shape, not per batch

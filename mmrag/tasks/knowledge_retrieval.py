@@ -33,6 +33,7 @@ class KnowledgeRetrievalTask(Task):
             "num_return_sequences": 10,
             "min_clue_len": 2,
             "max_clue_len": 10,
+            "constraint_backend": "auto",  # auto | host | device: corpus tables on the model's device (auto: on a GPU)
             "scorer": "seal",         # seal | first_hit | beam_score_sum
             "scorer_options": {},
             "top_k": 10,
