@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from mmrag.common.jsonl import read_jsonl
+from mmrag.metrics.bootstrap import format_difference, paired_bootstrap
 from mmrag.pipelines.analysis import NameOnlyRule, name_only_table
 from mmrag.pipelines.stages import Stage, stage_report
 from mmrag.pipelines.surf_layout import BASE_OUT, OUT, POPE_SPLITS, WORLD, YESNO
@@ -20,6 +21,11 @@ NOTES_MARKER = "<!-- Hand-written notes below: the SURf pipeline keeps everythin
 OLD_MARKERS = ("<!-- Hand-written notes below: scripts/run_surf.py keeps everything after this line. -->",)
 POPE_ROWS = [("pope_base_none", "base model, zero-shot"), ("pope_base_rag", "base model + vanilla RAG"),
              ("pope_surf_rag", "SURf-trained + RAG"), ("pope_surf_none", "SURf-trained, no retrieval")]
+# the headline differences (minuend row, subtrahend row), each over the questions both answered
+DIFFERENCES = [("pope_surf_rag", "pope_base_rag", "SURf+RAG minus vanilla RAG"),
+               ("pope_base_rag", "pope_base_none", "vanilla RAG minus zero-shot"),
+               ("pope_surf_rag", "pope_base_none", "SURf+RAG minus zero-shot"),
+               ("pope_surf_none", "pope_base_none", "SURf no retrieval minus zero-shot")]
 VQA_ROWS = [("vqa_base_none", "base model, no retrieval"), ("vqa_base_rag", "base model + RAG"),
             ("vqa_surf_none", "SURf-trained, no retrieval"), ("vqa_surf_rag", "SURf-trained + RAG")]
 
@@ -32,12 +38,49 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def pope_table(root: Path) -> List[str]:
+def pope_rows(controls: Sequence[str] = ()) -> List[tuple]:
+    """(stage, label) of every POPE row: the four models, then the zero-shot base under each image control."""
+    return POPE_ROWS + [(f"pope_base_{c}", f"base model, zero-shot, image {c}") for c in controls]
+
+
+def pope_table(root: Path, out: str = OUT, controls: Sequence[str] = ()) -> List[str]:
     lines = ["| model | " + " | ".join(f"{s} acc / F1 / yes%" for s in POPE_SPLITS) + " |", "|---|---|---|---|"]
-    for name, label in POPE_ROWS:
-        res = load_json(root / OUT / name / "results.json")
+    for name, label in pope_rows(controls):
+        res = load_json(root / out / name / "results.json")
         cells = [f"{pct(res[s]['accuracy'])} / {pct(res[s]['f1'])} / {pct(res[s]['yes_ratio'])}" if res and s in res
                  else "not run" for s in POPE_SPLITS]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def correct_by_question(path: Path) -> Dict[object, float]:
+    """question_id -> 1.0 / 0.0 from the `correct` field of an answers file ({} when it is missing)."""
+    return {r["question_id"]: float(r["correct"]) for r in read_jsonl(path)} if path.is_file() else {}
+
+
+def paired_differences(root: Path, out: str = OUT, controls: Sequence[str] = ()) -> Dict[str, Dict[str, dict]]:
+    """label -> split -> `paired_bootstrap` of accuracy (minuend row minus subtrahend row) over the
+    questions both rows answered; the image gain of the zero-shot base over each control as well.
+    Comparisons whose answers are missing are left out."""
+    pairs = DIFFERENCES + [("pope_base_none", f"pope_base_{c}", f"zero-shot minus image {c} (image gain)") for c in controls]
+    found: Dict[str, Dict[str, dict]] = {}
+    for a, b, label in pairs:
+        for split in POPE_SPLITS:
+            x = correct_by_question(root / out / a / f"answers_{split}.jsonl")
+            y = correct_by_question(root / out / b / f"answers_{split}.jsonl")
+            ids = [q for q in x if q in y]
+            if ids:
+                found.setdefault(label, {})[split] = paired_bootstrap([x[q] for q in ids], [y[q] for q in ids])
+    return found
+
+
+def differences_table(differences: Mapping[str, Mapping[str, dict]]) -> List[str]:
+    if not differences:
+        return ["not run yet (needs the answers files of both rows)"]
+    lines = ["| difference | " + " | ".join(POPE_SPLITS) + " |", "|---|---|---|---|"]
+    for label, by_split in differences.items():
+        cells = [f"{format_difference(by_split[s])} (n={by_split[s]['n']})" if s in by_split else "not run"
+                 for s in POPE_SPLITS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
@@ -77,26 +120,28 @@ def vqa_table(root: Path) -> List[str]:
     return lines
 
 
-def evaluated_pope_questions(root: Path, max_per_split: int) -> Dict[str, List[dict]]:
+def evaluated_pope_questions(root: Path, max_per_split: int, out: str = OUT,
+                             pope: str = f"{WORLD}/pope") -> Dict[str, List[dict]]:
     """The POPE rows the evaluations answered: those of the zero-shot answers file when present, else
     the first `max_per_split` of each split file (the evaluations take the first N)."""
-    out = {}
+    found = {}
     for split in POPE_SPLITS:
-        rows = read_jsonl(root / WORLD / "pope" / f"{split}.jsonl")
-        answered = root / OUT / "pope_base_none" / f"answers_{split}.jsonl"
+        rows = read_jsonl(root / pope / f"{split}.jsonl")
+        answered = root / out / "pope_base_none" / f"answers_{split}.jsonl"
         if answered.is_file():
             ids = {r["question_id"] for r in read_jsonl(answered)}
             rows = [r for r in rows if r["question_id"] in ids]
-        out[split] = rows[:max_per_split] if max_per_split else rows
-    return out
+        found[split] = rows[:max_per_split] if max_per_split else rows
+    return found
 
 
-def model_predictions(root: Path, questions: Mapping[str, List[dict]]) -> Dict[str, Dict[str, List[str]]]:
+def model_predictions(root: Path, questions: Mapping[str, List[dict]], out: str = OUT,
+                      controls: Sequence[str] = ()) -> Dict[str, Dict[str, List[str]]]:
     """row label -> split -> the model's answers to `questions` (in order), for the rows that ran."""
     preds: Dict[str, Dict[str, List[str]]] = {}
-    for name, label in POPE_ROWS:
+    for name, label in pope_rows(controls):
         for split, rows in questions.items():
-            path = root / OUT / name / f"answers_{split}.jsonl"
+            path = root / out / name / f"answers_{split}.jsonl"
             if path.is_file():
                 by_id = {r["question_id"]: r["prediction"] for r in read_jsonl(path)}
                 if all(q["question_id"] in by_id for q in rows):
@@ -104,20 +149,21 @@ def model_predictions(root: Path, questions: Mapping[str, List[dict]]) -> Dict[s
     return preds
 
 
-def name_only_section(root: Path, max_per_split: int) -> List[str]:
+def name_only_section(root: Path, max_per_split: int, out: str = OUT, pope: str = f"{WORLD}/pope",
+                      controls: Sequence[str] = ()) -> List[str]:
     yesno = root / YESNO.format(split="train")
-    if not yesno.is_file() or not (root / WORLD / "pope").is_dir():
+    if not yesno.is_file() or not (root / pope).is_dir():
         return ["not run yet (needs the training yes/no file and the POPE questions)"]
     rule = NameOnlyRule.fit(json.loads(yesno.read_text()))
-    questions = evaluated_pope_questions(root, max_per_split)
-    return name_only_table(rule, questions, model_predictions(root, questions))
+    questions = evaluated_pope_questions(root, max_per_split, out, pope)
+    return name_only_table(rule, questions, model_predictions(root, questions, out, controls))
 
 
-def surf_data_stats(root: Path) -> Dict:
+def surf_data_stats(root: Path, out: str = OUT) -> Dict:
     """Counts of the construction stages: questions, re-answers, helpful share, mixed questions, samples."""
     from mmrag.surf.stage_io import read_stage
 
-    work = root / OUT / "surf_data"
+    work = root / out / "surf_data"
     if not (work / "surf_train.json").is_file():
         return {}
     evaluated, grouped, initial = read_stage(work, "evaluated"), read_jsonl(work / "grouped.jsonl"), read_stage(work, "initial")
@@ -128,19 +174,19 @@ def surf_data_stats(root: Path) -> Dict:
             "samples": len(json.loads((work / "surf_train.json").read_text()))}
 
 
-def input_lines(root: Path) -> List[str]:
+def input_lines(root: Path, out: str = OUT, base_line: Optional[str] = None) -> List[str]:
     base = load_json(root / BASE_OUT / "metrics.json", {}).get("llava_instruct")
-    clip = load_json(root / OUT / "db" / "tiny_clip_report.json", {})
-    captions = load_json(root / OUT / "db_captions.json", [])
-    log = root / OUT / "surf_model" / "metrics.jsonl"
+    clip = load_json(root / out / "db" / "tiny_clip_report.json", {})
+    captions = load_json(root / out / "db_captions.json", [])
+    log = root / out / "surf_model" / "metrics.jsonl"
     surf_log = read_jsonl(log) if log.is_file() else []
-    lines = [f"- Base model's own evaluation (`{BASE_OUT}/metrics.json`): " +
+    lines = [base_line or f"- Base model's own evaluation (`{BASE_OUT}/metrics.json`): " +
              (f"short-answer accuracy {pct(base['short_answer_accuracy'])}% on {base['n_short']} short answers" if base
               else "not run yet"),
              f"- Database: {len(captions)} training images with their captions (no test image: checked by the "
              f"db_captions stage); tiny CLIP: {json.dumps(clip.get('after', {})) if clip else 'not run yet'} "
              "(recall on held-out pairs after training)",
-             f"- SURf data construction: `{json.dumps(surf_data_stats(root))}`"]
+             f"- SURf data construction: `{json.dumps(surf_data_stats(root, out))}`"]
     if surf_log:
         lines.append(f"- SURf training: {len(surf_log)} logged steps, loss {surf_log[0]['loss']:.3f} -> {surf_log[-1]['loss']:.3f}")
     return lines
@@ -156,20 +202,41 @@ def kept_notes(target: Path) -> List[str]:
 
 
 def write_report(root: Path, stages: Sequence[Stage], opt, target: Optional[Path] = None) -> Path:
-    """Print the tables and write them (plus the kept notes) to docs/RESULTS_SURF.md."""
+    """Print the tables and write them (plus the kept notes) to `target` (default docs/RESULTS_SURF.md);
+    a report outside docs/ gets a report.json beside it (every POPE result and paired difference)."""
+    out = getattr(opt, "out", OUT)
+    controls = tuple(getattr(opt, "image_controls", ()))
+    base = getattr(opt, "base", "tiny")
+    pope = getattr(opt, "pope_folder", f"{WORLD}/pope")
+    differences = paired_differences(root, out, controls)
+    if base == "tiny" and not getattr(opt, "base_checkpoint", None):
+        title, base_line = "SURf on the small world: POPE and knowledge-VQA with retrieval", None
+    else:
+        title = f"SURf on the small world, base model `{base}`: POPE with retrieval"
+        base_line = f"- Base model: `{base}` from `{opt.base_ckpt}` (config `{opt.setting.train_cfg}`)"
+    vqa = ["### Knowledge-VQA (the world's test VQA items, exact match, %)", "", *vqa_table(root), ""] \
+        if out == OUT else []
     text = "\n".join([
-        "## SURf on the small world: POPE and knowledge-VQA with retrieval", "",
+        f"## {title}", "",
         "Made by `python scripts/run_surf.py` (stages, commands and seconds at the end; "
-        f"options: `{json.dumps(vars(opt))}`).", "",
-        "### POPE (accuracy / F1 / yes-ratio, %; yes = positive class, official scoring)", "", *pope_table(root), "",
-        "### Knowledge-VQA (the world's test VQA items, exact match, %)", "", *vqa_table(root), "",
+        f"options: `{json.dumps(vars(opt), default=list)}`).", "",
+        f"### POPE (`{pope}`; accuracy / F1 / yes-ratio, %; yes = positive class, official scoring)", "",
+        *pope_table(root, out, controls), "",
+        "### Paired differences of POPE accuracy (points, 95% paired bootstrap over the same questions)", "",
+        *differences_table(differences), "", *vqa,
         "### Name-only rule (mmrag.pipelines.analysis: the object's name alone, training yes/no statistics)", "",
-        *name_only_section(root, opt.pope_max), "",
-        "### Inputs of the tables", "", *input_lines(root), "",
-        "### Stages, commands and wall-clock seconds (latest run of each)", "", *stage_report(stages, root / OUT), "",
+        *name_only_section(root, opt.pope_max, out, pope, controls), "",
+        "### Inputs of the tables", "", *input_lines(root, out, base_line), "",
+        "### Stages, commands and wall-clock seconds (latest run of each)", "", *stage_report(stages, root / out), "",
     ])
     target = target or root / "docs" / "RESULTS_SURF.md"
     text = "\n".join([text, *kept_notes(target), ""])
     print(text)
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
+    if target.parent != root / "docs":
+        results = {name: load_json(root / out / name / "results.json") for name, _ in pope_rows(controls)}
+        report = {"options": json.loads(json.dumps(vars(opt), default=list)), "pope": results,
+                  "differences": differences, "surf_data": surf_data_stats(root, out)}
+        target.with_suffix(".json").write_text(json.dumps(report, indent=2))
     return target

@@ -36,8 +36,10 @@ def template_system(name: str) -> str:
 
 
 def with_system(template: ConversationTemplate, system: str) -> ConversationTemplate:
-    """`template` with its system prompt replaced (one trailing space, as the YAML templates have)."""
-    return dataclasses.replace(template, name=f"{template.name}+system", system=system.rstrip() + " ")
+    """`template` with its system prompt replaced: a text ending in whitespace as it is (a chat format's
+    newline, as the YAML templates have it), else with one trailing space."""
+    system = system if system[-1:].isspace() else system.rstrip() + " "
+    return dataclasses.replace(template, name=f"{template.name}+system", system=system)
 
 
 def request_turns(request: AnswerRequest, position: int) -> List[Dict[str, str]]:

@@ -114,3 +114,16 @@ def test_bad_request_is_named(model, processor, images):
     with pytest.raises(AnswerRequestError, match="answer request 1: needs 'prompt' or 'conversation'"):
         ModelAnswerer(model, processor, image_root=images).answer(
             [{"prompt": "<image> hi", "images": ["red.png"]}, {"images": []}])
+
+
+def test_a_chat_format_system_prompt_keeps_its_newline():
+    """chatml_retrieval's system turn ends in "<|im_end|>\\n" (as the model trained with it); a plain
+    text system prompt gets the single trailing space of the Vicuna templates."""
+    from mmrag.processors import get_template
+    from mmrag.surf.model_answerer import with_system
+
+    chatml = get_template("chatml")
+    system = template_system("chatml_retrieval")
+    assert system.startswith("<|im_start|>system\n") and system.endswith("<|im_end|>\n")
+    assert with_system(chatml, system).system == system
+    assert with_system(chatml, "Be brief.").system == "Be brief. "

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# SURf on the model that sees (issue 12, item 7): POPE (all 1,938 questions of each split) of the
+# trained large-setting model (train_configs/seeing_large_smollm2.yaml) zero-shot, with vanilla RAG,
+# under the shuffled / blank image controls, then SURf data construction with that model as the
+# answerer, SURf training from its checkpoint (same LoRA), and POPE of the SURf model with and
+# without RAG. Report: paired 95% bootstrap intervals of SURf+RAG minus vanilla RAG and vanilla RAG
+# minus zero-shot (mmrag.pipelines.surf_report).
+#
+#   GPU=0 OUT=/tmp/out CKPT=output/seeing_large/smollm2/final bash gpu/surf_seeing.sh
+#   SMOKE=1 OUT=/tmp/out bash gpu/surf_seeing.sh     # CPU check of the script's logic: a random tiny
+#                                                    # LLM and tower, a few questions, 2 steps each
+# Needs dataset/world_small: images/, annotations/, image_captions.json, llava/instruct_{train,test}.json,
+# pope/{random,popular,adversarial}.jsonl; assets/efficientnet_lite0 and assets/smollm2-135m-instruct.
+# Writes $OUT/surf_seeing_report.json and $OUT/surf_seeing_report.md (nothing else), prints the log tail.
+# Runtime target: <= 8 min on one H200 (the pipeline is stopped at 430 s; the report is written from
+# whatever finished, missing rows say "not run").
+cd "$(dirname "$0")/.." || exit 1
+GPU=${GPU:-0}
+OUT=${OUT:-/tmp/surf_seeing_out}
+mkdir -p "$OUT"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # the repository is not pip-installed there
+RUN=${RUN:-output/surf_seeing_gpu}
+LOG="$RUN/pipeline.log"
+if [ "${SMOKE:-0}" = "1" ]; then
+  export CUDA_VISIBLE_DEVICES=""
+  RUN=${SMOKE_RUN:-output/surf_seeing_smoke}
+  LOG="$RUN/pipeline.log"
+  # no checkpoint: the pipeline's own base_train (2 steps) stands in for the trained model that sees
+  ARGS=(--out "$RUN" --pope-max 6 --surf-samples 6 --surf-k 2 --surf-steps 2 --clip-steps 2 --eval-batch 8
+        --set model.llm.path=null model.llm.dtype=float32 model.llm.config.hidden_size=32
+        model.llm.config.intermediate_size=64 model.llm.config.num_hidden_layers=1
+        model.llm.config.num_attention_heads=2 model.llm.config.num_key_value_heads=2
+        model.vision_tower.path=null model.vision_tower.image_size=64
+        "model.vision_tower.feature_cache=$RUN/feature_cache" run.max_steps=2 run.batch_size=4 "run.amp='no'")
+  LIMIT=900
+else
+  export CUDA_VISIBLE_DEVICES=$GPU
+  CKPT=${CKPT:-output/seeing_large/smollm2/final}
+  if [ ! -f "$CKPT/trainable.safetensors" ]; then
+    echo "{\"error\": \"CKPT=$CKPT has no trainable.safetensors (the trained model that sees, train.py's final/)\"}" \
+      | tee "$OUT/surf_seeing_report.json"
+    exit 1
+  fi
+  ARGS=(--out "$RUN" --base-checkpoint "$CKPT" --pope-max 0 --surf-samples ${SURF_SAMPLES:-1000} --surf-k 4
+        --surf-steps ${SURF_STEPS:-200} --clip-steps 200 --eval-batch ${EVAL_BATCH:-256})
+  LIMIT=430
+fi
+for f in dataset/world_small/image_captions.json dataset/world_small/llava/instruct_train.json \
+         dataset/world_small/pope/adversarial.jsonl; do
+  [ -f "$f" ] || echo "missing $f (the pipeline will fail at the stage that reads it)"
+done
+mkdir -p "$RUN"
+start=$(date +%s)
+timeout "$LIMIT" python scripts/run_surf.py --base seeing_large "${ARGS[@]}" >"$LOG" 2>&1
+rc=$?
+echo "pipeline exit code $rc after $(( $(date +%s) - start )) s (124: stopped at the ${LIMIT} s limit)"
+timeout 120 python scripts/run_surf.py --base seeing_large "${ARGS[@]}" --only report >"$RUN/report.log" 2>&1 \
+  || { echo "report failed:"; tail -n 20 "$RUN/report.log"; }
+cp "$RUN/report.json" "$OUT/surf_seeing_report.json" 2>/dev/null
+cp "$RUN/report.md" "$OUT/surf_seeing_report.md" 2>/dev/null
+grep -v "it/s\]\|s/it\]" "$LOG" | tail -n 60
+echo "----- report"
+cat "$RUN/report.md" 2>/dev/null | head -n 60
