@@ -26,9 +26,12 @@ TOY_RUNS = {
     "bench_camml.py": (["--toy"], ["no_context", "camml", "step_ratio_camml_vs_no_context", "context_share", "retrieval"]),
     "bench_data_engine.py": (["--toy"], ["oracle_items_per_s", "oracle_checked_items_per_s", "parser_replies_per_s"]),
     "bench_search.py": (["--toy"], ["queries_per_s", "recall_vs_faiss_flat", "recall_vs_exact_fp32", "devices", "place_seconds"]),
+    "bench_create_index.py": (["--toy"], ["runs", "images", "decode"]),
+    "bench_generation.py": (["--toy"], ["systems", "model", "batch_size"]),
     # launched by torchrun with 2 processes (test_multi_gpu_bench_toy_two_processes)
     "bench_multi_gpu.py": (["--toy"], ["strategies", "baseline_1gpu", "world_size", "global_batch"]),
     "bench_seeing_step.py": (["--toy", "--configs", "lora:targets:none:2"], ["tokens_per_s", "mfu_6nd", "params"]),
+    "bench_eval_generative.py": (["--toy", "--queries", "4", "--batch-size", "4", "--backends", "device"], ["runs", "queries", "prepare_s"]),
 }
 
 
@@ -229,3 +232,16 @@ def test_failed_compiled_recipe_is_reported_not_raised(train_bench, monkeypatch)
     assert out["result"]["settings"]["compile_mode"] == "reduce-overhead" and out["flops"] is None
     with pytest.raises(RuntimeError, match="overwritten"):
         b.run_recipe(eager, shape, device, 1e12)
+
+
+def test_eval_generative_bench_toy():
+    from bench.bench_eval_generative import INPUTS
+
+    if not all((REPO_ROOT / p).exists() for p in INPUTS):
+        pytest.skip("the small world's indexes are not prepared (python train.py prepares them)")
+    result = _run("bench_eval_generative.py")
+    run = result["runs"][0]
+    assert "error" not in run, run
+    # eval.py answered every cycled question, and the device-table constraint kept every clue in the corpus
+    assert run["backend"] == "device" and run["queries"] == 4 and run["clues_in_corpus"] == 1.0
+    assert run["wall_s"] >= run["retrieval_s"] > 0
