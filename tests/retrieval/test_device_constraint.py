@@ -131,3 +131,16 @@ def test_backend_choice(index, tmp_path):
     sharded = ShardedCorpusIndex(tmp_path, [index])
     assert isinstance(make_corpus_constraint(sharded, EOS, 2, 10, backend="auto", device="cuda"),
                       CorpusConstrainedLogitsProcessor)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_tables_give_the_host_masks(tmp_path):
+    index = zipf_index(tmp_path, 3)
+    dev = DeviceCorpusConstraint(index, EOS, 2, 8, device=torch.device("cuda"))
+    for length in range(0, 9):
+        clues = clue_sets(index, length, extra_tokens=[0, 39, 40])
+        if clues.shape[0] == 0:
+            continue
+        expected = host_allowed(index, clues, 40, 2, 8)
+        got = dev.prepare(clues.cuda(), 40, torch.device("cuda")).allowed.cpu()
+        assert torch.equal(got, expected), f"length {length}"
