@@ -91,29 +91,11 @@ def time_search(index: TorchExactIndex, queries: np.ndarray, k: int) -> Tuple[fl
     return time.perf_counter() - start, rows
 
 
-def main(argv: List[str]) -> Dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--toy", action="store_true", help="20k x 64, 2,048 queries (CPU test size)")
-    ap.add_argument("--rows", type=int, default=1_200_000)
-    ap.add_argument("--dim", type=int, default=768)
-    ap.add_argument("--queries", type=int, default=65_536)
-    ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--query-block", type=int, default=8192)
-    ap.add_argument("--row-chunk", type=int, default=1 << 20)
-    ap.add_argument("--sweep", default="", help="comma list of QUERY_BLOCKxROW_CHUNK settings timed in turn")
-    ap.add_argument("--dtype", default="auto", help="auto (bf16 on GPUs, fp32 on the CPU) | float32 | bfloat16")
-    ap.add_argument("--devices", default="", help="comma-separated torch devices (default: every GPU, else cpu)")
-    ap.add_argument("--check-queries", type=int, default=1024, help="queries checked against the exact fp32 "
-                    "reference (and faiss Flat where installed); 0: none")
-    args = ap.parse_args(argv)
-    if args.toy:
-        args.rows, args.dim, args.queries = 20_000, 64, 2048
-    settings = parse_sweep(args.sweep, args.query_block, args.row_chunk)
-    rng = np.random.default_rng(0)
-    base = unit_rows(rng, args.rows, args.dim)
-    queries = base[rng.integers(0, args.rows, args.queries)] + 0.05 * unit_rows(rng, args.queries, args.dim)
+def search_figures(base: np.ndarray, queries: np.ndarray, args: argparse.Namespace, settings: List[Tuple[int, int]],
+                   devices: str) -> Dict[str, Any]:
+    """Place the rows on `devices` (comma list; empty: the default), time each setting, check recall."""
     start = time.perf_counter()
-    index = TorchExactIndex(base, devices=args.devices.split(",") if args.devices else None, dtype=args.dtype,
+    index = TorchExactIndex(base, devices=devices.split(",") if devices else None, dtype=args.dtype,
                             query_block=settings[0][0], row_chunk=settings[0][1])
     sync()
     place_s = time.perf_counter() - start
@@ -144,8 +126,49 @@ def main(argv: List[str]) -> Dict[str, Any]:
               "recall_vs_exact_fp32": round(recall(exact_fp32_topk(base, queries[:check], args.k, ref_device),
                                                    best_rows[:check], args.k), 5) if check and best_key else None,
               "recall_vs_faiss_flat": recall_against_faiss(base, queries[:check], best_rows[:check], args.k)
-              if check and best_key else None,
-              "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+              if check and best_key else None}
+    del index
+    free_devices()
+    return result
+
+
+def free_devices() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def main(argv: List[str]) -> Dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--toy", action="store_true", help="20k x 64, 2,048 queries (CPU test size)")
+    ap.add_argument("--rows", type=int, default=1_200_000)
+    ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--queries", type=int, default=65_536)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--query-block", type=int, default=8192)
+    ap.add_argument("--row-chunk", type=int, default=1 << 20)
+    ap.add_argument("--sweep", default="", help="comma list of QUERY_BLOCKxROW_CHUNK settings timed in turn")
+    ap.add_argument("--dtype", default="auto", help="auto (bf16 on GPUs, fp32 on the CPU) | float32 | bfloat16")
+    ap.add_argument("--devices", default="", help="comma-separated torch devices (default: every GPU, else cpu); "
+                    "several sets separated by ';' are timed in turn on the same vectors (`device_sets`), the "
+                    "top-level figures are the first set's")
+    ap.add_argument("--check-queries", type=int, default=1024, help="queries checked against the exact fp32 "
+                    "reference (and faiss Flat where installed); 0: none")
+    args = ap.parse_args(argv)
+    if args.toy:
+        args.rows, args.dim, args.queries = 20_000, 64, 2048
+    settings = parse_sweep(args.sweep, args.query_block, args.row_chunk)
+    rng = np.random.default_rng(0)
+    base = unit_rows(rng, args.rows, args.dim)
+    queries = base[rng.integers(0, args.rows, args.queries)] + 0.05 * unit_rows(rng, args.queries, args.dim)
+    sets = [part for part in args.devices.split(";")] if args.devices else [""]
+    results = [search_figures(base, queries, args, settings, devices) for devices in sets]
+    result = {**results[0], "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    if len(results) > 1:
+        result["device_sets"] = {",".join(r["devices"]): {k: r[k] for k in ("queries_per_s", "best_setting", "sweep",
+                                 "place_seconds", "recall_vs_exact_fp32")} for r in results}
     print(json.dumps(result))
     return result
 

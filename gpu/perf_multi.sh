@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Issue 16 measurements on one host with 2 GPUs (cuda 0 and 1), <= 9 minutes of wall time in all:
+#   embedding start-up included (bench_embedding --cold), GPU exact search on 1 and 2 GPUs (bench_search),
+#   train.py through torchrun: 1 GPU vs DDP and FSDP on 2 (bench/train_py_recipe.py), create_index under
+#   torchrun 1 vs 2 processes (bench_create_index), CaMML 3 shots vs none at 7B (bench_camml), batched
+#   generation of the DataEngine / LRV generators and the GAVIE judge with a SmolLM2-135M-shaped model
+#   (bench_generation).
+#
+#   OUT=/path/to/out bash gpu/perf_multi.sh          # on the GPU machine, from the repository root
+#   SMOKE=1 OUT=/tmp/pm bash gpu/perf_multi.sh       # CPU check of the logic: toy sizes, 2 gloo processes
+#
+# Writes 3 files at $OUT top level: perf_multi.jsonl (one line per measurement: name, rc, seconds, and the
+# bench's JSON line as "result", null when it printed none), perf_multi_logs.tar.gz (every log), and
+# perf_multi_summary.txt (the headline figures). Each measurement is independent: a failure or a timeout is
+# recorded and the next one runs. Every step's timeout is also capped by a global deadline (DEADLINE_S,
+# default 530 s) so the whole script ends in time.
+# Phases: A (in parallel) GPU 0: embedding; GPU 1: search 1 GPU -> CaMML -> generation.
+#         B (in parallel) GPU 0: train.py 1-GPU baseline; GPU 1: nothing heavy.
+#         C (both GPUs, one after the other): DDP, FSDP, create_index 1 vs 2, search on 2 GPUs.
+# Env knobs: TRAIN_LLM_LAYERS (8), TRAIN_COMPILE_SCOPE (layers), TRAIN_COMPILE_MODE (default), EMB_IMAGES (16384),
+#   EMB_COLD ("gpu@0.4,cpu"), GEN_MODEL_DIR (assets/smollm2-135m-instruct).
+set -u
+OUT=${OUT:?set OUT to the output folder}
+SMOKE=${SMOKE:-0}
+DEADLINE_S=${DEADLINE_S:-530}
+mkdir -p "$OUT"
+LOGS=$(mktemp -d /tmp/perf_multi_logs.XXXXXX)
+RESULTS="$LOGS/results"
+mkdir -p "$RESULTS"
+T0=$(date +%s)
+PY=${PYTHON:-python}
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
+
+left() { echo $(( DEADLINE_S - ($(date +%s) - T0) )); }
+
+# measure NAME CAP_S GPUS CMD...: run CMD with CUDA_VISIBLE_DEVICES=GPUS under timeout min(CAP_S, time left),
+# log to $LOGS/NAME.log, and keep its last JSON line as $RESULTS/NAME.json (one line: name, rc, seconds, result)
+measure() {
+  local name=$1 cap=$2 gpus=$3; shift 3
+  local budget; budget=$(left)
+  [ "$budget" -lt "$cap" ] && cap=$budget
+  local start; start=$(date +%s)
+  if [ "$cap" -lt 15 ]; then
+    echo "{\"name\": \"$name\", \"rc\": null, \"seconds\": 0, \"skipped\": \"deadline\", \"result\": null}" > "$RESULTS/$name.json"
+    return
+  fi
+  echo "[$(( start - T0 ))s] $name (timeout ${cap}s, GPUs $gpus): $*" | tee -a "$LOGS/commands.txt"
+  CUDA_VISIBLE_DEVICES=$gpus timeout --kill-after=10 "$cap" "$@" > "$LOGS/$name.log" 2>&1
+  local rc=$?
+  local seconds=$(( $(date +%s) - start ))
+  "$PY" - "$name" "$rc" "$seconds" "$LOGS/$name.log" > "$RESULTS/$name.json" <<'EOF'
+import json, sys
+name, rc, seconds, log = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+result = None
+for line in reversed(open(log, errors="replace").read().splitlines()):
+    line = line.strip()
+    if line.startswith("{") and line.endswith("}"):
+        try:
+            result = json.loads(line)
+            break
+        except json.JSONDecodeError:
+            continue
+tail = None if result is not None else open(log, errors="replace").read()[-1500:]
+print(json.dumps({"name": name, "rc": rc, "seconds": seconds, "timed_out": rc in (124, 137), "result": result,
+                  **({"log_tail": tail} if tail else {})}))
+EOF
+  echo "[$(( $(date +%s) - T0 ))s] $name done: rc=$rc in ${seconds}s" | tee -a "$LOGS/commands.txt"
+}
+
+TORCHRUN=("$PY" -m torch.distributed.run --standalone)
+if [ "$SMOKE" = "1" ]; then
+  export OMP_NUM_THREADS=1
+  EMB=("$PY" -m bench.bench_embedding --toy --workers 1 --db-rows 0 --cold cpu --model-batches 2)
+  SEARCH1=("$PY" -m bench.bench_search --toy --devices cpu --sweep 1024x8192,2048x20000)
+  SEARCH2=("$PY" -m bench.bench_search --toy --devices "cpu;cpu,cpu" --sweep 2048x20000)
+  CAMML=("$PY" -m bench.bench_camml --toy)
+  GEN=("$PY" -m bench.bench_generation --toy)
+  TRAIN_ARGS=(--toy --steps 2 --warmup 2)
+  CI=("$PY" -m bench.bench_create_index --toy --nprocs 1,2)
+  G0=""; G1=""; G01=""
+else
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+  EMB=("$PY" -m bench.bench_embedding --model-name ViT-L-14 --images "${EMB_IMAGES:-16384}" --batch-size 512
+       --workers 14 --db-rows 0 --cold "${EMB_COLD:-gpu@0.4,cpu}" --prefetch 2 --decode gpu@0.4 --compile
+       --model-batches 10)
+  SEARCH1=("$PY" -m bench.bench_search --rows 1200000 --dim 768 --queries 65536 --k 10 --devices cuda:0
+           --sweep 4096x262144,8192x1048576,16384x262144 --check-queries 2048)
+  SEARCH2=("$PY" -m bench.bench_search --rows 1200000 --dim 768 --queries 131072 --k 10 --devices "cuda:0;cuda:0,cuda:1"
+           --sweep 8192x1048576,16384x262144 --check-queries 2048)
+  CAMML=("$PY" -m bench.bench_camml --shots 3 --steps 4 --warmup 2)
+  GEN=("$PY" -m bench.bench_generation --model-dir "${GEN_MODEL_DIR:-assets/smollm2-135m-instruct}" --random-weights
+       --batch-size 64 --items 256 --lrv-items 64)
+  TRAIN_ARGS=(--llm-layers "${TRAIN_LLM_LAYERS:-8}" --steps 10 --warmup 10
+              --compile-scope "${TRAIN_COMPILE_SCOPE:-layers}" --compile-mode "${TRAIN_COMPILE_MODE:-default}")
+  CI=("$PY" -m bench.bench_create_index --model-name ViT-L-14 --images 16384 --batch-size 512 --workers 12
+      --decode gpu --cpu-decode-share 0.4 --shard-size 1024 --nprocs 1,2 --timeout 75)
+  G0=0; G1=1; G01=0,1
+fi
+
+# ---- phase A: GPU 0 embedding | GPU 1 search (1 GPU) -> CaMML -> generation
+measure embedding 200 "$G0" "${EMB[@]}" &
+PID_A0=$!
+(
+  measure search_1gpu 60 "$G1" "${SEARCH1[@]}"
+  measure camml_7b 110 "$G1" "${CAMML[@]}"
+  measure generation 100 "$G1" "${GEN[@]}"
+) &
+PID_A1=$!
+wait $PID_A0 $PID_A1
+
+# ---- phase B: train.py on 1 GPU (the baseline of both 2-GPU runs)
+measure train_1gpu 110 "$G0" "${TORCHRUN[@]}" --nproc_per_node 1 -m bench.train_py_recipe "${TRAIN_ARGS[@]}"
+
+# ---- phase C: both GPUs
+measure train_2gpu_ddp 100 "$G01" "${TORCHRUN[@]}" --nproc_per_node 2 -m bench.train_py_recipe --distributed ddp "${TRAIN_ARGS[@]}"
+measure train_2gpu_fsdp 100 "$G01" "${TORCHRUN[@]}" --nproc_per_node 2 -m bench.train_py_recipe --distributed fsdp "${TRAIN_ARGS[@]}"
+measure create_index_1v2 160 "$G01" "${CI[@]}"
+measure search_2gpu 60 "$G01" "${SEARCH2[@]}"
+
+# ---- collect: the jsonl, the summary, the logs
+ORDER="embedding search_1gpu camml_7b generation train_1gpu train_2gpu_ddp train_2gpu_fsdp create_index_1v2 search_2gpu"
+: > "$OUT/perf_multi.jsonl"
+for name in $ORDER; do
+  [ -f "$RESULTS/$name.json" ] && cat "$RESULTS/$name.json" >> "$OUT/perf_multi.jsonl"
+done
+"$PY" - "$OUT/perf_multi.jsonl" "$(( $(date +%s) - T0 ))" > "$OUT/perf_multi_summary.txt" <<'EOF'
+import json, sys
+rows = {r["name"]: r for r in map(json.loads, open(sys.argv[1]))}
+def get(name, *keys):
+    value = (rows.get(name) or {}).get("result")
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+lines = [f"total wall seconds: {sys.argv[2]}"]
+for name, row in rows.items():
+    lines.append(f"{name}: rc={row['rc']} {row['seconds']}s" + (" TIMED OUT" if row.get("timed_out") else "")
+                 + ("" if row.get("result") else " (no JSON line)"))
+lines.append(f"embedding: cold overlapped {get('embedding', 'cold_images_per_s')} img/s "
+             f"(pass {get('embedding', 'cold_pass_images_per_s')}), cold serial {get('embedding', 'cold_serial_images_per_s')} "
+             f"(pass {get('embedding', 'cold_serial_pass_images_per_s')}), warm e2e {get('embedding', 'images_per_s')}, "
+             f"model only {get('embedding', 'model_only_images_per_s')} (eager {get('embedding', 'model_only_eager_images_per_s')})")
+for name in ("search_1gpu", "search_2gpu"):
+    lines.append(f"{name}: {get(name, 'queries_per_s')} q/s, recall@10 vs fp32 {get(name, 'recall_vs_exact_fp32')}, "
+                 f"sets {json.dumps({k: v.get('queries_per_s') for k, v in (get(name, 'device_sets') or {}).items()})}")
+one = get("train_1gpu", "tokens_per_s")
+for name in ("train_1gpu", "train_2gpu_ddp", "train_2gpu_fsdp"):
+    tps = get(name, "tokens_per_s")
+    ratio = f" = {tps / one:.3f}x one GPU" if tps and one else ""
+    lines.append(f"{name}: {tps} tokens/s{ratio}, step {get(name, 'step_ms')} ms")
+runs = get("create_index_1v2", "runs") or {}
+lines.append("create_index: " + json.dumps({k: {x: v.get(x) for x in ("images_per_s", "embed_images_per_s", "speedup_vs_1",
+             "embed_speedup_vs_1", "vectors_equal", "error")} for k, v in runs.items()}))
+lines.append(f"camml: step ratio 3 shots / none {get('camml_7b', 'step_ratio_camml_vs_no_context')}")
+systems = get("generation", "systems") or {}
+lines.append("generation items/s: " + json.dumps({k: v.get("items_per_s") for k, v in systems.items()}))
+print("\n".join(lines))
+EOF
+cat "$OUT/perf_multi_summary.txt"
+tar -czf "$OUT/perf_multi_logs.tar.gz" -C "$LOGS" . 2>/dev/null
+rm -rf "$LOGS"
+exit 0
