@@ -28,7 +28,7 @@ if [ "${SMOKE:-0}" = "1" ]; then
   RUN=${SMOKE_RUN:-output/surf_seeing_smoke}
   LOG="$RUN/pipeline.log"
   # no checkpoint: the pipeline's own base_train (2 steps) stands in for the trained model that sees
-  ARGS=(--out "$RUN" --pope-max 6 --surf-samples 6 --surf-k 2 --surf-steps 2 --clip-steps 2 --eval-batch 8
+  ARGS=(--out "$RUN" --pope-max 12 --surf-samples 6 --surf-k 2 --surf-steps 2 --clip-steps 2 --eval-batch 8
         --set model.llm.path=null model.llm.dtype=float32 model.llm.config.hidden_size=32
         model.llm.config.intermediate_size=64 model.llm.config.num_hidden_layers=1
         model.llm.config.num_attention_heads=2 model.llm.config.num_key_value_heads=2
@@ -53,7 +53,21 @@ for f in dataset/world_small/image_captions.json dataset/world_small/llava/instr
 done
 mkdir -p "$RUN"
 start=$(date +%s)
-timeout "$LIMIT" python scripts/run_surf.py --base seeing_large "${ARGS[@]}" >"$LOG" 2>&1
+if [ "${SMOKE:-0}" = "1" ]; then
+  # a random model answers nothing right, so construction yields no SURf sample; the smoke check then
+  # trains SURf on a few of the subset's plain conversations (the wiring, not the method)
+  timeout "$LIMIT" python scripts/run_surf.py --base seeing_large "${ARGS[@]}" --only yesno_data base_train db_captions \
+    db surf_subset surf_data >"$LOG" 2>&1
+  python - "$RUN/surf_data" <<'PY'
+import json, sys
+from pathlib import Path
+work = Path(sys.argv[1])
+if (work / "surf_train.json").is_file() and not json.loads((work / "surf_train.json").read_text()):
+    (work / "surf_train.json").write_text(json.dumps(json.loads((work / "llava_subset.json").read_text())[:4]))
+    print("smoke: surf_train.json was empty; filled with 4 plain conversations")
+PY
+fi
+timeout "$LIMIT" python scripts/run_surf.py --base seeing_large "${ARGS[@]}" >>"$LOG" 2>&1
 rc=$?
 echo "pipeline exit code $rc after $(( $(date +%s) - start )) s (124: stopped at the ${LIMIT} s limit)"
 timeout 120 python scripts/run_surf.py --base seeing_large "${ARGS[@]}" --only report >"$RUN/report.log" 2>&1 \

@@ -221,7 +221,7 @@ def _surf_data_cfg(opt: SurfOptions) -> dict:
     kwargs = {"cfg_path": s.train_cfg, "checkpoint": opt.base_ckpt, "max_new_tokens": 24,
               "batch_size": s.answer_batch, "progress": False}
     if opt.overrides:
-        kwargs["overrides"] = "[" + ",".join(f"'{o}'" for o in opt.overrides) + "]"
+        kwargs["overrides"] = "[" + ",".join(json.dumps(o) for o in opt.overrides) + "]"  # YAML flow list of strings
     return {"llava": f"{out}/surf_data/llava_subset.json", "image_root": WORLD, "database": f"{out}/db",
             "work_dir": f"{out}/surf_data", "k": opt.surf_k, "batch_size": s.answer_batch,
             "answerer": {"target": "mmrag.pipelines.answerers:model_answerer", "kwargs": kwargs}}

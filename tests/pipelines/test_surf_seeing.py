@@ -55,14 +55,14 @@ def test_given_checkpoint_skips_base_training_and_every_model_starts_from_it():
 
 
 def test_without_checkpoint_the_base_is_trained_into_the_output_folder():
-    stages = by_name(SurfOptions(base="seeing_large", out="o", overrides=["run.max_steps=2"]))
+    stages = by_name(SurfOptions(base="seeing_large", out="o", overrides=["run.max_steps=2", "run.amp='no'"]))
     train = stages["base_train"]
     assert "train_configs/seeing_large_smollm2.yaml" in train.command and "run.output_dir=o/base" in train.command
     assert train.outputs == ["o/base/final/trainable.safetensors"]
     assert "model.checkpoint=o/base/final" in stages["surf_train"].command
     assert "model.checkpoint=o/base/final" in stages["pope_base_rag"].command
     data = " ".join(stages["surf_data"].command)
-    assert "answerer.kwargs.overrides=['run.max_steps=2']" in data
+    assert 'answerer.kwargs.overrides=["run.max_steps=2","run.amp=\'no\'"]' in data
 
 
 def test_tiny_base_keeps_its_own_stages_and_report():
@@ -147,3 +147,17 @@ def test_report_outside_docs_writes_markdown_and_json(tmp_path):
     assert report["differences"]["vanilla RAG minus zero-shot"]["popular"]["diff"] == pytest.approx(0.5)
     assert report["pope"]["pope_base_none"] == {"popular": result} and report["pope"]["pope_surf_rag"] is None
     assert report["options"]["base_checkpoint"] == CKPT
+
+
+def test_val_questions_and_the_command_line():
+    from mmrag.cli.run_surf import options, parse_args
+
+    opt = options(parse_args(["--base", "seeing_large", "--base-checkpoint", CKPT, "--questions", "val",
+                              "--controls", "shuffled", "--eval-batch", "256", "--surf-steps", "9"]))
+    assert (opt.out, opt.base_ckpt, opt.image_controls, opt.surf_steps) == ("output/surf_seeing_large", CKPT, ("shuffled",), 9)
+    stages = by_name(opt)
+    for name in ("pope_base_none", "pope_base_rag", "pope_surf_rag", "pope_base_shuffled"):
+        words = overrides_of(stages[name])
+        assert "evaluation.question_file=dataset/world_small/pope_val/{split}.jsonl" in words
+        assert "evaluation.batch_size=256" in words
+    assert options(parse_args([])).out == surf.OUT and "base_train" in by_name(options(parse_args([])))
