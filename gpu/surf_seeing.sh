@@ -12,6 +12,9 @@
 # Needs dataset/world_small: images/, annotations/, image_captions.json, llava/instruct_{train,test}.json,
 # pope/{random,popular,adversarial}.jsonl; assets/efficientnet_lite0 and assets/smollm2-135m-instruct.
 # Writes $OUT/surf_seeing_report.json and $OUT/surf_seeing_report.md (nothing else), prints the log tail.
+# Knobs (env): SURF_SAMPLES (training conversations for construction, 1000), SURF_STEPS (0: the
+# config's 5 epochs), CLIP_STEPS (the database's tiny CLIP, trained on the CPU, 200), EVAL_BATCH (256).
+# The stages are resumable: running the script again on the same machine continues where it stopped.
 # Runtime target: <= 8 min on one H200 (the pipeline is stopped at 430 s; the report is written from
 # whatever finished, missing rows say "not run").
 cd "$(dirname "$0")/.." || exit 1
@@ -44,7 +47,7 @@ else
     exit 1
   fi
   ARGS=(--out "$RUN" --base-checkpoint "$CKPT" --pope-max 0 --surf-samples ${SURF_SAMPLES:-1000} --surf-k 4
-        --surf-steps ${SURF_STEPS:-200} --clip-steps 200 --eval-batch ${EVAL_BATCH:-256})
+        --surf-steps ${SURF_STEPS:-0} --clip-steps ${CLIP_STEPS:-200} --eval-batch ${EVAL_BATCH:-256})
   LIMIT=430
 fi
 for f in dataset/world_small/image_captions.json dataset/world_small/llava/instruct_train.json \
