@@ -153,9 +153,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     device = pick_device("cpu" if args.toy and args.device is None else args.device)
     shape = shape_from_args(args)
     recipe = replace(base_recipes(args)["runner"], compile_scope=args.compile_scope, compile_mode=args.compile_mode)
-    work_dir = args.work_dir
+    work_dir, made_dir = args.work_dir, False
     if work_dir is None and world > 1:  # every process must write the same run folder: one name per job
         work_dir = str(Path(tempfile.gettempdir()) / f"bench_train_py_{os.environ.get('TORCHELASTIC_RUN_ID', 'job')}")
+        made_dir = True
     if work_dir:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -172,6 +173,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
               "wall_s": round(time.perf_counter() - start, 1), **machine_info(device)}
     if rank == 0:
         emit(result)
+        if made_dir:  # the run's checkpoint: nobody reads it after the timing
+            import shutil
+
+            shutil.rmtree(work_dir, ignore_errors=True)
     return result
 
 
