@@ -2,17 +2,16 @@
 # The large seeing model's training step on one H200 (issue 16 item 6, last part): SmolLM2-135M shape
 # (random weights, no asset), random EfficientNet-Lite0 tower with cached features, 2-layer GELU
 # projector; full fine-tuning vs LoRA r16 q/k/v/o, target-only vs full-vocabulary logits, micro-batch
-# 32/64/128 x 256 tokens, eager vs torch.compile (decoder stack) vs CUDA graphs (reduce-overhead),
-# 256 rows x 128 tokens (the data's rows are ~100 tokens),
-# then train.py's data loader alone on this machine's CPUs (0/4/8 workers; needs dataset/world_small
+# 32/64/128 x 256 tokens, eager vs torch.compile (each decoder layer, or the whole decoder stack) vs
+# CUDA graphs (reduce-overhead), 256 rows x 128 tokens (the data's rows are ~100 tokens), then train.py's data loader alone on this machine's CPUs (0/4/8 workers; needs dataset/world_small
 # and assets/smollm2-135m-instruct for the tokenizer, else that part is skipped).
 #
 #   GPU=0 OUT=/tmp/out bash gpu/seeing_step.sh
 #   SMOKE=1 OUT=/tmp/out bash gpu/seeing_step.sh     # CPU check of the script's logic: toy shapes
 #
 # Writes $OUT/seeing_step.jsonl (one JSON line per configuration, bench seeing_step; one seeing_loader
-# line) and $OUT/seeing_step_log.txt. Runtime: <= 6.5 min (GPU grid <= 6) (each part has its own time limit; a part cut
-# short keeps the lines it wrote).
+# line) and $OUT/seeing_step_log.txt. Runtime: <= 6.5 min, the GPU grid <= 6 (each part has its own
+# time limit; a part cut short keeps the lines it wrote).
 cd "$(dirname "$0")/.." || exit 1
 GPU=${GPU:-0}
 OUT=${OUT:-/tmp/seeing_step_out}
@@ -39,11 +38,12 @@ else
   EAGER=""
   for mb in 64 128 32; do for t in full lora; do for lg in targets all; do
     EAGER="${EAGER:+$EAGER,}$t:$lg:none:$mb"; done; done; done
-  COMPILED="full:targets:llm:128,lora:targets:llm:128,full:targets:llm:64"
-  GRAPHS="full:targets:llm:reduce-overhead:128,lora:targets:llm:reduce-overhead:128"
+  # layers: one graph reused by the 30 decoder layers (compiles in seconds); llm: the whole stack
+  COMPILED="full:targets:layers:128,lora:targets:layers:128,full:targets:llm:128,lora:targets:llm:128"
+  GRAPHS="full:targets:layers:reduce-overhead:128,lora:targets:layers:reduce-overhead:128"
   SHORT="full:targets:none:256,lora:targets:none:256"   # the data's rows are ~100 tokens: 256 rows x 128
   LOADER=(--workers 0,4,8 --loader-batches 60 --loader-batch 32)
-  L_EAGER=100; L_COMPILED=110; L_GRAPHS=90; L_SHORT=45; L_LOADER=30
+  L_EAGER=100; L_COMPILED=120; L_GRAPHS=90; L_SHORT=45; L_LOADER=30
 fi
 run() {  # run LABEL LIMIT ARGS...: one bench process, its output tail in the log, never fatal
   local label=$1 limit=$2; shift 2
