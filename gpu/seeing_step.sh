@@ -3,8 +3,9 @@
 # (random weights, no asset), random EfficientNet-Lite0 tower with cached features, 2-layer GELU
 # projector; full fine-tuning vs LoRA r16 q/k/v/o, target-only vs full-vocabulary logits, micro-batch
 # 32/64/128 x 256 tokens, eager vs torch.compile (each decoder layer, or the whole decoder stack) vs
-# CUDA graphs (reduce-overhead), 256 rows x 128 tokens (the data's rows are ~100 tokens), then train.py's data loader alone on this machine's CPUs (0/4/8 workers; needs dataset/world_small
-# and assets/smollm2-135m-instruct for the tokenizer, else that part is skipped).
+# CUDA graphs (reduce-overhead), 256 rows x 128 tokens (the data's rows are ~100 tokens); then
+# train.py's data loader alone on this machine's CPUs (0/4/8 workers; needs dataset/world_small and
+# assets/smollm2-135m-instruct for the tokenizer, else that part is skipped).
 #
 #   GPU=0 OUT=/tmp/out bash gpu/seeing_step.sh
 #   SMOKE=1 OUT=/tmp/out bash gpu/seeing_step.sh     # CPU check of the script's logic: toy shapes
