@@ -91,6 +91,7 @@ def sample_clues(index, passage_tokens: np.ndarray, question_tokens: Sequence[in
 
 
 def word_start_table(tokenizer) -> np.ndarray:
-    """Boolean per vocabulary id: does this piece start a word?"""
+    """Boolean per vocabulary id: does this piece start a word? SentencePiece (LLaMA) marks a leading
+    space with '▁', byte-level BPE (GPT-2, SmolLM2) with 'Ġ'."""
     vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    return np.array([bool(v) and v.startswith("▁") for v in vocab] + [False])
+    return np.array([bool(v) and v.startswith(("▁", "Ġ")) for v in vocab] + [False])

@@ -60,10 +60,12 @@ def eval_folder(label: str) -> str:
     return label.split(" (")[0].replace(" ", "_").replace(",", "").lower()
 
 
-def table_stages(setting: str, out: str, quick: bool = False, ablations: bool = True) -> List[Tuple[Stage, Optional[str]]]:
-    """(stage, table row label or None for a training) of the trainings and evaluations, in run order."""
-    prefix, py = SETTINGS[setting][1], sys.executable
-    budget = QUICK_BUDGET if quick else []
+def table_stages(setting: str, out: str, quick: bool = False, ablations: bool = True, prefix: Optional[str] = None,
+                 overrides: Sequence[str] = ()) -> List[Tuple[Stage, Optional[str]]]:
+    """(stage, table row label or None for a training) of the trainings and evaluations, in run order.
+    `prefix`: the config files' prefix (default: the setting's); `overrides`: key=value for every run."""
+    prefix, py = prefix or SETTINGS[setting][1], sys.executable
+    budget = [*(QUICK_BUDGET if quick else []), *overrides]
     stages, trained = [], set()
     for label, train_variant, eval_variant in [r for r in RUNS if ablations or not r[1]]:
         if train_variant is not None and train_variant not in trained:

@@ -3,7 +3,8 @@
 Query = MLP([frozen vision tower CLS ; mean of trainable token embeddings of the question]);
 passage = MLP(mean of token embeddings of the passage). Trained with in-batch-negative InfoNCE on
 (question, gold passage) pairs for the configured steps x batch (set equal to GeMKR's budget),
-then every passage is indexed in faiss (exact inner product) and searched.
+then every passage is searched exactly (inner product, torch on the CPU in fp32: the results of
+faiss `Flat`, with no faiss needed, which the GPU machine lacks).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from mmrag.common.registry import RETRIEVERS
+from mmrag.retrieval.exact_search import TorchExactIndex
 from mmrag.retrievers.base import Hits, Query, check_exclude, drop_self
 from mmrag.retrievers.knowledge import knowledge_queries, passage_hit
 
@@ -95,8 +97,6 @@ class DenseBaselineRetriever:
         return cls(cfg, tokenizer, index, ds_cfg)
 
     def retrieve(self, queries: Sequence[Query], k: int, exclude: str = "self") -> List[Hits]:
-        import faiss
-
         from mmrag.datasets.builders import split_path
         from mmrag.datasets.formats import read_knowledge_questions
 
@@ -118,8 +118,7 @@ class DenseBaselineRetriever:
             passages = torch.cat([passage_enc(*_bag(p_tokens[i:i + 512])) for i in range(0, len(p_tokens), 512)])
             test = range(len(train_q), len(all_q))
             vectors = query_enc(*_bag([q_tokens[i] for i in test]), img[list(test)])
-        faiss_index = faiss.IndexFlatIP(passages.shape[1])
-        faiss_index.add(passages.numpy().astype(np.float32))
-        scores, rows = faiss_index.search(vectors.numpy().astype(np.float32), min(k, len(p_tokens)))
+        exact = TorchExactIndex(passages.numpy().astype(np.float32), devices=["cpu"], dtype="float32")
+        scores, rows = exact.search(vectors.numpy().astype(np.float32), min(k, len(p_tokens)))
         return [Hits(drop_self([passage_hit(index, int(r), float(s)) for r, s in zip(rr, ss)], q, exclude))
                 for q, rr, ss in zip(queries, rows, scores)]
