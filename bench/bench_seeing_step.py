@@ -142,6 +142,7 @@ def param_counts(model: MultimodalLLM) -> Dict[str, int]:
 def measure(cfg: Dict[str, Any], args, device: torch.device) -> Dict[str, Any]:
     llm_shape = TOY if args.toy else SMOLLM2
     torch.manual_seed(0)
+    torch._dynamo.utils.counters.clear()  # compile_stats: this configuration's graphs only
     reset_peak_memory(device)
     start = time.perf_counter()
     model = build_model(llm_shape, cfg, device, args.toy, args.tower)
