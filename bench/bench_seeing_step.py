@@ -333,7 +333,6 @@ def write(line: Dict[str, Any], out: Optional[str]) -> None:
 
 def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     args = parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.loader:
         result = {**loader_bench(args), **machine_info(torch.device("cpu"))}
         write(result, args.out)

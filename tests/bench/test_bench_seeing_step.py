@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench import bench_seeing_step as bench
 from bench.common import BenchError
@@ -11,7 +12,16 @@ from bench.common import BenchError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_toy_grid_lines(tmp_path, capsys):
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls on a shared CPU: one thread is faster than several contending ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_toy_grid_lines(tmp_path, capsys, one_thread):
     out = tmp_path / "lines.jsonl"
     results = bench.main(["--toy", "--configs", "full:targets:none:2,full:all:none:2,lora:targets:none:2",
                           "--out", str(out)])
