@@ -44,7 +44,7 @@ else
   GRAPHS="full:targets:layers:reduce-overhead:128,lora:targets:layers:reduce-overhead:128"
   SHORT="full:targets:none:256,lora:targets:none:256"   # the data's rows are ~100 tokens: 256 rows x 128
   LOADER=(--workers 0,4,8 --loader-batches 60 --loader-batch 32)
-  L_EAGER=100; L_COMPILED=120; L_GRAPHS=90; L_SHORT=45; L_LOADER=30
+  L_EAGER=110; L_COMPILED=120; L_GRAPHS=90; L_SHORT=40; L_LOADER=30
 fi
 run() {  # run LABEL LIMIT ARGS...: one bench process, its output tail in the log, never fatal
   local label=$1 limit=$2; shift 2
