@@ -6,6 +6,8 @@ end, through the DataLoader workers), where that time goes, and faiss search QPS
         --workers 8 --db-rows 1000000                          # GPU machine, SURf's CLIP shape
     python -m bench.bench_embedding --model-name ViT-L-14 --images 8192 --batch-size 256 \
         --workers 14 --decode gpu,cpu --db-rows 0 --compile    # breakdown, nvJPEG vs PIL, compiled model
+    python -m bench.bench_embedding --model-name ViT-L-14 --images 16384 --batch-size 512 --workers 14 \
+        --db-rows 0 --cold gpu@0.4,cpu --prefetch 2 --cold-only   # start-up included: serial vs overlapped
 
 `--decode` (a comma list, each timed in turn on the same files and model): `cpu` = PIL decode +
 preprocess in the DataLoader workers; `gpu` = workers read bytes, the main process decodes with nvJPEG
