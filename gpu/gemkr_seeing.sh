@@ -17,7 +17,7 @@
 # Writes 2 files at $OUT top level: gemkr_seeing_report.json (report.json of the pipeline: every row's
 # summary, the paired differences in both case modes; or, on a failure, what finished and the log tails)
 # and gemkr_seeing_report.md (the tables, the stage times; on a failure the log tails).
-# Env knobs: STEPS (500 training steps of 32), EVAL_N (500 test questions, the first in file order),
+# Env knobs: STEPS (400 training steps of 32, as the config), EVAL_N (500 test questions, the first in file order),
 #   UNCONSTRAINED (1: also the unconstrained row), DEADLINE_S (470), JOBS (3).
 set -u
 OUT=${OUT:?set OUT to the output folder}
@@ -39,7 +39,7 @@ if [ "$SMOKE" = 1 ]; then
 else
   ROOT=$REPO
   SET=""
-  STEPS=${STEPS:-500}; EVAL_N=${EVAL_N:-500}; CLIP_SET="run.device=cuda run.num_workers=8"; THREADS=2; WORKERS=8
+  STEPS=${STEPS:-400}; EVAL_N=${EVAL_N:-500}; CLIP_SET="run.device=cuda run.num_workers=8"; THREADS=2; WORKERS=8
 fi
 RUN=$ROOT/output/gemkr_seeing_large_run
 LOG=$RUN.log
@@ -68,8 +68,12 @@ SECONDS_ALL=$(( $(date +%s) - T0 ))
 if [ "$RC" = 0 ] && [ -f "$RUN/report.json" ]; then
   $PY - "$RUN/report.json" "$OUT/gemkr_seeing_report.json" "$SECONDS_ALL" "$STEPS" "$EVAL_N" <<'EOF'
 import json, sys
+from pathlib import Path
 report = json.load(open(sys.argv[1]))
-report.update({"rc": 0, "wall_seconds": int(sys.argv[3]), "steps": int(sys.argv[4]), "eval_n": int(sys.argv[5])})
+log = Path(sys.argv[1]).with_name("stages.jsonl")
+stages = [json.loads(l) for l in log.read_text().splitlines()] if log.is_file() else []
+report.update({"rc": 0, "wall_seconds": int(sys.argv[3]), "steps": int(sys.argv[4]), "eval_n": int(sys.argv[5]),
+               "stages": [{k: s[k] for k in ("stage", "seconds")} for s in stages]})
 json.dump(report, open(sys.argv[2], "w"), indent=1)
 EOF
   { cat "$RUN/report.md"; echo; echo "Wall time of the script: ${SECONDS_ALL} s (steps $STEPS, $EVAL_N questions)."; } \
