@@ -11,6 +11,8 @@ with `--beams` beams against an in-memory corpus index of Zipf-distributed token
                 decoder `auto` (the shared-prompt decoder for the LLaMA layout)
   ours_device   `ours` with DeviceCorpusConstraint: the index's tables on the device, the ranges following the
                 beams by tensor ops queued behind each step's forward (no host index work, no mask upload)
+  ours_device_fused  `ours_device` with decoder `shared_prompt_fused`: [q;k;v] and [gate;up] weights concatenated
+                (2 wide matmuls a layer instead of 5 narrow ones in the decode step; no LoRA)
   ours_noop     the same search with a processor that changes nothing: the unconstrained decode cost
                 (on a GPU: CUDA graphs kept across batches in a BeamGraphWorkspace; the warm-up batch captures)
   ours_eager    `ours` without CUDA graphs (every step's kernels launched from Python)
@@ -55,7 +57,7 @@ LLAMA_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers"
             "num_key_value_heads": 32, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6}
 TOY_LLM = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
            "num_key_value_heads": 4, "max_position_embeddings": 256}
-MODES = ("ours", "ours_device", "ours_noop", "ours_eager", "ours_hf_cache", "hf_prefix_fn", "hf_plain")
+MODES = ("ours", "ours_device", "ours_device_fused", "ours_noop", "ours_eager", "ours_hf_cache", "hf_prefix_fn", "hf_plain")
 
 
 class NoOpProcessor:
@@ -165,7 +167,9 @@ def build_corpus_index(args, out_dir: Path) -> Dict[str, Any]:
     passages = zipf_passages(args.corpus_tokens, args.vocab, args.zipf, args.passage_len, args.seed)
     fingerprint = {"name": "synthetic-zipf", "vocab_size": args.vocab, "vocab_sha256": "synthetic"}
     start = time.perf_counter()
-    index = CorpusIndex.build_from_token_ids([str(i) for i in range(len(passages))], passages, out_dir, fingerprint)
+    options = {} if args.frequent_min_count is None else {"frequent_min_count": args.frequent_min_count}
+    index = CorpusIndex.build_from_token_ids([str(i) for i in range(len(passages))], passages, out_dir, fingerprint,
+                                             **options)
     return {"index": index, "build_s": round(time.perf_counter() - start, 2), "passages": len(passages)}
 
 
@@ -202,7 +206,7 @@ def hf_supports_group_beam(model, prompt: torch.Tensor) -> bool:
 def decoders(args, model, index: Optional[CorpusIndex], device: torch.device, group_hf: bool) -> Dict[str, Any]:
     """mode -> (decode function of one prompt batch, timed processor or None)."""
     beams, new_tokens = args.beams, args.clue_len + 1  # the clue, then EOS
-    workspaces = {name: BeamGraphWorkspace() for name in ("ours", "ours_device", "ours_noop")}  # graphs kept across batches
+    workspaces = {name: BeamGraphWorkspace() for name in ("ours", "ours_device", "ours_device_fused", "ours_noop")}  # graphs kept across batches
     ours_kw = {"eos_token_id": EOS, "num_beams": beams, "num_beam_groups": beams, "diversity_penalty": args.diversity,
                "length_penalty": 1.5, "max_new_tokens": new_tokens}
     hf_kw = {"num_beams": beams, "num_return_sequences": beams, "max_new_tokens": new_tokens, "length_penalty": 1.5,
@@ -217,6 +221,11 @@ def decoders(args, model, index: Optional[CorpusIndex], device: torch.device, gr
         dev_proc = HostTimedProcessor(DeviceCorpusConstraint(index, EOS, args.min_clue_len, args.clue_len, device=device))
         out["ours_device"] = (lambda e: group_beam_search(model, e, dev_proc, workspace=workspaces["ours_device"],
                                                           **ours_kw), dev_proc)
+        fused_proc = HostTimedProcessor(DeviceCorpusConstraint(index, EOS, args.min_clue_len, args.clue_len,
+                                                               device=device))
+        out["ours_device_fused"] = (lambda e: group_beam_search(model, e, fused_proc, decoder="shared_prompt_fused",
+                                                                workspace=workspaces["ours_device_fused"], **ours_kw),
+                                    fused_proc)
         kv_proc = HostTimedProcessor(CorpusConstrainedLogitsProcessor(index, EOS, args.min_clue_len, args.clue_len))
         out["ours_hf_cache"] = (lambda e: group_beam_search(model, e, kv_proc, decoder="hf_cache", **ours_kw), kv_proc)
         eager_proc = HostTimedProcessor(CorpusConstrainedLogitsProcessor(index, EOS, args.min_clue_len, args.clue_len))
@@ -294,6 +303,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma list of {', '.join(MODES)}")
     ap.add_argument("--corpus-tokens", type=int, default=None, help="default 10M (toy 20k)")
     ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--frequent-min-count", type=int, default=None,
+                    help="index's frequent-prefix threshold = the device window (default: the index's 4096; toy 64)")
     ap.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent of the corpus token distribution")
     ap.add_argument("--passage-len", type=int, default=100, help="mean passage length in tokens")
     ap.add_argument("--queries", type=int, default=None, help="prompts per batch (default 8, toy 2)")
@@ -311,6 +322,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     ap.add_argument("--profile", action="store_true", help="after timing, profile one batch of the first mode")
     args = ap.parse_args(argv)
     toy = args.toy
+    if toy and args.frequent_min_count is None:
+        args.frequent_min_count = 64  # a small window on the CPU; the tables serve every prefix seen more often
     defaults = {"corpus_tokens": 20_000 if toy else 10_000_000, "queries": 2 if toy else 8,
                 "batches": 1 if toy else 3, "prompt_len": 12 if toy else 100, "dtype": "float32" if toy else "bfloat16"}
     for key, value in defaults.items():
@@ -327,7 +340,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     device = pick_device("cpu" if args.toy and args.device is None else args.device)
     torch.manual_seed(args.seed)
-    needs_index = any(m in ("ours", "ours_device", "ours_eager", "ours_hf_cache", "hf_prefix_fn") for m in args.modes)
+    needs_index = any(m in ("ours", "ours_device", "ours_device_fused", "ours_eager", "ours_hf_cache", "hf_prefix_fn") for m in args.modes)
     with tempfile.TemporaryDirectory() as tmp:
         corpus = build_corpus_index(args, Path(tmp)) if needs_index else {"index": None, "build_s": None, "passages": 0}
         start = time.perf_counter()
@@ -338,7 +351,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         modes = decoders(args, model, corpus["index"], device, group_hf)
         counter, figures = ForwardCounter(model), {}
         for name in args.modes:
-            graphed = name in ("ours", "ours_device", "ours_noop") and device.type == "cuda"
+            graphed = name in ("ours", "ours_device", "ours_device_fused", "ours_noop") and device.type == "cuda"
             figures[name] = time_mode(*modes[name], graphed, prompts, counter, device)
             print(f"{name}: {figures[name]}", flush=True)
         counter.remove()
@@ -354,12 +367,16 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         "llm_layers": model.config.num_hidden_layers, "hidden_size": model.config.hidden_size, "dtype": args.dtype,
         "attn": args.attn, "beams": args.beams, "beam_groups_ours": args.beams, "diversity": args.diversity,
         "clue_len": args.clue_len, "prompt_len": args.prompt_len, "queries_per_batch": args.queries,
-        "corpus_tokens": args.corpus_tokens, "corpus_passages": corpus["passages"], "index_build_s": corpus["build_s"],
+        "corpus_tokens": args.corpus_tokens, "corpus_passages": corpus["passages"],
+        "frequent_min_count": args.frequent_min_count, "index_build_s": corpus["build_s"],
         "model_build_s": round(build_model_s, 2),
         "hf_search": "group_beam_search" if group_hf else "beam_search (group beam search not in this transformers)",
         "modes": figures,
         "constraint_share_ours": constraint_share(figures, "ours", "ours_noop"),
         "constraint_share_ours_device": constraint_share(figures, "ours_device", "ours_noop"),
+        "fused_speedup_vs_ours_device": (round(figures["ours_device_fused"]["queries_per_s"]
+                                               / figures["ours_device"]["queries_per_s"], 3)
+                                         if "ours_device_fused" in figures and "ours_device" in figures else None),
         "device_clues_equal_host": same, "device_table_bytes": table_bytes,
         "constraint_share_hf_prefix_fn": constraint_share(figures, "hf_prefix_fn", "hf_plain"),
         "group_beam_search_one_prompt_at_a_time": bool(ours) and ours["prefill_batch_max"] == 1 < args.queries,

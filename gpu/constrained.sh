@@ -33,7 +33,7 @@ else
   export CUDA_VISIBLE_DEVICES=$GPU
   GEN=(--batches 3)
   Q64=64; Q128=128; E2E=(--queries 5046 --batch-size 64 --backends ${E2E_BACKENDS:-auto})
-  L_BENCH=150; L_E2E=300; BUDGET=470
+  L_BENCH=180; L_E2E=300; BUDGET=470
 fi
 start=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - start) )); }
@@ -64,8 +64,8 @@ echo "{\"run\": \"tests_device_constraint\", \"exit\": $rc, \"summary\": \"$(tai
 rm -f "$OUT/.tests.txt"
 echo "tests: exit $rc after $(( $(date +%s) - start )) s"
 
-bench "gen64" "$L_BENCH" -m bench.bench_generative_retrieval "${GEN[@]}" --queries $Q64 --modes ours,ours_device,ours_noop
-bench "gen128" "$L_BENCH" -m bench.bench_generative_retrieval "${GEN[@]}" --queries $Q128 --modes ours_device,ours,ours_noop --profile
+bench "gen64" "$L_BENCH" -m bench.bench_generative_retrieval "${GEN[@]}" --queries $Q64 --modes ours,ours_device,ours_device_fused,ours_noop
+bench "gen128" "$L_BENCH" -m bench.bench_generative_retrieval "${GEN[@]}" --queries $Q128 --modes ours_device,ours_device_fused,ours,ours_noop --profile
 # eval.py end to end on the rest of the budget (needs ~4 min: inputs, 7B model build, 5,046 queries)
 limit=$(( $(left) < L_E2E ? $(left) : L_E2E ))
 if [ "$limit" -gt 60 ]; then
@@ -81,7 +81,8 @@ for line in open(sys.argv[1]):
     if "modes" in r:
         qps = {m: f["queries_per_s"] for m, f in r["modes"].items()}
         print(r["run"], "q/s", qps, "share host", r.get("constraint_share_ours"), "device",
-              r.get("constraint_share_ours_device"), "same clues", r.get("device_clues_equal_host"))
+              r.get("constraint_share_ours_device"), "same clues", r.get("device_clues_equal_host"),
+              "fused x", r.get("fused_speedup_vs_ours_device"))
     else:
         print(r["run"], {k: v for k, v in r.items() if k in ("runs", "error", "prepare_s")})
 EOF

@@ -22,7 +22,7 @@ from torch import nn
 
 from mmrag.models.llm import base_causal_lm
 
-DECODERS = ("auto", "hf_cache", "shared_prompt")
+DECODERS = ("auto", "hf_cache", "shared_prompt", "shared_prompt_fused")
 SHARED_PROMPT_MODEL_TYPES = ("llama", "mistral", "qwen2")
 
 
@@ -48,7 +48,8 @@ def make_beam_decoder(kind: str, model: nn.Module, row_prompt: torch.Tensor, gro
     if not supports_shared_prompt(model):
         raise ValueError(f"decoder 'shared_prompt' needs a decoder of type {', '.join(SHARED_PROMPT_MODEL_TYPES)}, "
                          f"got {getattr(base_causal_lm(model).config, 'model_type', type(model).__name__)!r}")
-    return SharedPromptDecoder(model, groups, group_size, max_new_tokens, cuda_graphs, workspace)
+    return SharedPromptDecoder(model, groups, group_size, max_new_tokens, cuda_graphs, workspace,
+                               fused=kind == "shared_prompt_fused")
 
 
 def padded_positions(mask: torch.Tensor) -> torch.Tensor:
@@ -212,7 +213,7 @@ class SharedPromptDecoder:
     """
 
     def __init__(self, model: nn.Module, groups: int, group_size: int, max_new_tokens: int,
-                 cuda_graphs: bool = True, workspace: Optional[BeamGraphWorkspace] = None) -> None:
+                 cuda_graphs: bool = True, workspace: Optional[BeamGraphWorkspace] = None, fused: bool = False) -> None:
         self.lm = base_causal_lm(model)
         self.groups, self.group_size, self.max_new_tokens = groups, group_size, max_new_tokens
         self.cuda_graphs, self.workspace = cuda_graphs, workspace
@@ -225,6 +226,27 @@ class SharedPromptDecoder:
         self.scaling = attn.scaling
         self.buffers: Optional[_DecodeBuffers] = None
         self.prompts, self.fed = 0, 0
+        self.fused = self._fused_weights() if fused else None
+
+    def _fused_weights(self) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer [q; k; v] and [gate; up] weights concatenated, so a decode step runs 2 wide matmuls
+        instead of 5 narrow ones (a few hundred beam rows fill few tiles of a narrow matmul). Only for
+        plain bias-free Linear projections (no LoRA: use the unfused decoder or merge the adapters).
+        Kept in the workspace (one copy per model, ~1.4x the projections' memory)."""
+        for layer in self.layers:
+            a, m = layer.self_attn, layer.mlp
+            mods = (a.q_proj, a.k_proj, a.v_proj, m.gate_proj, m.up_proj)
+            if any(type(mod) is not nn.Linear or mod.bias is not None for mod in mods):
+                raise ValueError("decoder 'shared_prompt_fused' needs plain bias-free nn.Linear q/k/v/gate/up "
+                                 "projections (no LoRA); use 'shared_prompt'")
+
+        def build():
+            return [(torch.cat([l.self_attn.q_proj.weight, l.self_attn.k_proj.weight, l.self_attn.v_proj.weight]),
+                     torch.cat([l.mlp.gate_proj.weight, l.mlp.up_proj.weight])) for l in self.layers]
+
+        if self.workspace is None:
+            return build()
+        return self.workspace.entry(("fused_weights", id(self.lm)), build)
 
     def prefill(self, embeds: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         """The model's own forward over the prompts; keep its keys/values once per prompt."""
@@ -278,7 +300,7 @@ class SharedPromptDecoder:
         cos, sin = self.lm.model.rotary_emb(x, b.positions)
         for i, layer in enumerate(self.layers):
             x = x + self._attention(i, layer, layer.input_layernorm(x), cos, sin)
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            x = x + self._mlp(i, layer, layer.post_attention_layernorm(x))
         return self.lm.lm_head(self.lm.model.norm(x))[:, -1]
 
     def _attention(self, i: int, layer: nn.Module, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
@@ -287,9 +309,15 @@ class SharedPromptDecoder:
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         attn, rows = layer.self_attn, h.shape[0]
-        q = attn.q_proj(h).view(rows, 1, -1, self.head_dim).transpose(1, 2)
-        k = attn.k_proj(h).view(rows, 1, -1, self.head_dim).transpose(1, 2)
-        v = attn.v_proj(h).view(rows, 1, -1, self.head_dim).transpose(1, 2)
+        if self.fused is None:
+            q, k, v = attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)
+        else:
+            kv_width = self.kv_heads * self.head_dim
+            q, k, v = torch.nn.functional.linear(h, self.fused[i][0]).split(
+                [self.fused[i][0].shape[0] - 2 * kv_width, kv_width, kv_width], dim=-1)
+        q = q.reshape(rows, 1, -1, self.head_dim).transpose(1, 2)
+        k = k.reshape(rows, 1, -1, self.head_dim).transpose(1, 2)
+        v = v.reshape(rows, 1, -1, self.head_dim).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         b = self.buffers
         gen_k, gen_v = b.gen_k[i], b.gen_v[i]
@@ -305,6 +333,12 @@ class SharedPromptDecoder:
         out = self._by_row(torch.matmul(self._by_prompt(weights[..., :length]), prompt_v))
         out = out + torch.matmul(weights[..., length:], gen_v)
         return attn.o_proj(out.reshape(rows, 1, -1))
+
+    def _mlp(self, i: int, layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        if self.fused is None:
+            return layer.mlp(h)
+        gate, up = torch.nn.functional.linear(h, self.fused[i][1]).chunk(2, dim=-1)
+        return layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
 
     def _by_prompt(self, t: torch.Tensor) -> torch.Tensor:
         """(rows, kv_heads, n, X) -> (prompts, kv_heads, n * groups * group_size, X): a prompt's beams as queries."""

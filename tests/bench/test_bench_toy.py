@@ -86,7 +86,8 @@ def test_train_step_bench_toy():
 def test_generative_retrieval_bench_toy():
     result = _run("bench_generative_retrieval.py")
     modes = result["modes"]
-    assert set(modes) == {"ours", "ours_device", "ours_noop", "ours_eager", "ours_hf_cache", "hf_prefix_fn", "hf_plain"}
+    assert set(modes) == {"ours", "ours_device", "ours_device_fused", "ours_noop", "ours_eager", "ours_hf_cache",
+                          "hf_prefix_fn", "hf_plain"}
     # the device-table constraint decodes exactly the host path's clues, with one start + 10 advances a batch
     assert result["device_clues_equal_host"] is True and modes["ours_device"]["processor_calls"] == 11
     for fig in modes.values():

@@ -43,13 +43,14 @@ def random_parents(gen: torch.Generator) -> torch.Tensor:
     return block * GROUP_SIZE + torch.randint(0, GROUP_SIZE, (ROWS,), generator=gen)
 
 
-@pytest.mark.parametrize("kv_heads,padded", [(4, False), (2, True), (1, True)])
-def test_shared_prompt_logits_equal_the_kv_cache_decoder(kv_heads, padded):
+@pytest.mark.parametrize("kv_heads,padded,fused", [(4, False, False), (2, True, False), (1, True, False),
+                                                   (2, True, True), (4, False, True)])
+def test_shared_prompt_logits_equal_the_kv_cache_decoder(kv_heads, padded, fused):
     model = tiny_llama(kv_heads)
     embeds, mask = padded_prompts()
     mask = mask if padded else None
     oracle = HFCacheDecoder(model, row_prompt(), STEPS + 1)
-    shared = SharedPromptDecoder(model, GROUPS, GROUP_SIZE, STEPS + 1)
+    shared = SharedPromptDecoder(model, GROUPS, GROUP_SIZE, STEPS + 1, fused=fused)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         expected, got = oracle.prefill(embeds, mask), shared.prefill(embeds, mask)
@@ -131,3 +132,9 @@ def test_cuda_graph_replay_gives_the_eager_search_results():
     workspace = BeamGraphWorkspace()
     assert_same_results(search_twice(model, "cuda", workspace=workspace), eager, atol=1e-4)
     assert len(workspace) == 2
+
+
+def test_fused_decoder_refuses_lora_layers():
+    model = get_peft_model(tiny_llama(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    with pytest.raises(ValueError, match="shared_prompt_fused"):
+        make_beam_decoder("shared_prompt_fused", model, row_prompt(), GROUPS, GROUP_SIZE, 3)
