@@ -28,9 +28,32 @@ def save_trainable(model, out_dir: str | Path) -> Path:
         model.llm.save_pretrained(str(out_dir / "adapter"))
         state = {n: t for n, t in state.items() if "lora_" not in n}
     save_file(state, str(out_dir / WEIGHTS_FILE))
-    info = {"arch": model.cfg.arch, "trainable": model.num_trainable()}
+    info = {"arch": model.cfg.arch, "trainable": model.num_trainable(), "setup": training_setup(model.cfg)}
     (out_dir / "model_info.json").write_text(json.dumps(info))
     return out_dir
+
+
+def training_setup(cfg) -> Dict[str, object]:
+    """The model keys that decide which weights a checkpoint holds (LoRA adapter or the whole LLM)."""
+    llm = cfg.get("llm") or {}
+    return {"model.lora.enabled": bool(cfg.lora.enabled), "model.llm.freeze": bool(llm.get("freeze", True))}
+
+
+def check_training_setup(cfg, folder: Path) -> None:
+    """A checkpoint loaded under other LoRA / freeze keys than it was trained with is refused naming
+    the keys to set (else the failure is a missing adapter folder or unknown weight names)."""
+    info_file = folder / "model_info.json"
+    if not info_file.is_file():
+        return
+    saved = json.loads(info_file.read_text()).get("setup")
+    if not saved:
+        return   # written before the setup was recorded
+    now = training_setup(cfg)
+    differ = {k: v for k, v in saved.items() if now.get(k) != v}
+    if differ:
+        fix = " ".join(f"{k}={str(v).lower()}" for k, v in saved.items())
+        raise ConfigError(f"model.checkpoint {folder} was trained with {fix}; this config has "
+                          f"{' '.join(f'{k}={str(now[k]).lower()}' for k in differ)}: load it with {fix}")
 
 
 def read_weights(path: Path) -> Dict[str, torch.Tensor]:
@@ -45,6 +68,7 @@ def read_weights(path: Path) -> Dict[str, torch.Tensor]:
 
 def load_trainable(model, folder: str | Path) -> None:
     folder = require_path("model.checkpoint", str(folder), "folder written by save_trainable")
+    check_training_setup(model.cfg, folder)
     state = read_weights(folder / WEIGHTS_FILE)
     if model.cfg.lora.enabled:
         from peft import set_peft_model_state_dict

@@ -151,3 +151,14 @@ def test_corrupt_checkpoint_is_refused_naming_the_file(tiny_model_cfg, tmp_path,
     assert isinstance(err.value, UserError)
     message = str(err.value)
     assert "\n" not in message and str(weights) in message
+
+
+def test_checkpoint_loaded_under_other_lora_keys_is_refused_naming_them(tiny_model_cfg, tmp_path):
+    """A fully fine-tuned checkpoint evaluated with the LoRA config (or the reverse) is refused with the keys to set."""
+    from mmrag.common.errors import ConfigError
+
+    build(tiny_model_cfg, **{"lora.enabled": False, "llm.freeze": False}).save_trainable(tmp_path / "full")
+    with pytest.raises(ConfigError, match=r"model.lora.enabled=false model.llm.freeze=false") as err:
+        build(tiny_model_cfg, **{"lora.enabled": True, "llm.freeze": True}, checkpoint=str(tmp_path / "full"))
+    assert "\n" not in str(err.value) and str(tmp_path / "full") in str(err.value)
+    build(tiny_model_cfg, **{"lora.enabled": False, "llm.freeze": False}, checkpoint=str(tmp_path / "full"))
