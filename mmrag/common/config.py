@@ -104,6 +104,8 @@ def check_against_defaults(values: Any, defaults: Any, prefix: str, source: Opti
             raise ConfigError(
                 f"{_line_of(source, dotted)}: config key '{dotted}' should be "
                 f"{type(default).__name__} (default {default!r}), got {type(value).__name__} {value!r}"
+                + (f" (YAML reads yes/no/on/off/true/false as booleans: quote the word, e.g. {dotted}=\"'no'\")"
+                   if isinstance(default, str) and isinstance(value, bool) else "")
             )
         if isinstance(default, (dict, DictConfig)):
             check_against_defaults(value, default, dotted, source)

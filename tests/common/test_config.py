@@ -109,3 +109,12 @@ def test_a_null_dataset_drops_the_base_files_dataset(tmp_path, tiny_model_cfg):
     path = _write(tmp_path, {"base": "base.yaml", "datasets": {"extra": None}}, "child.yaml")
     assert list(build_config(path).datasets) == ["llava_instruct"]
     assert list(build_config(tmp_path / "base.yaml").datasets) == ["llava_instruct", "extra"]
+
+
+def test_yaml_boolean_word_for_a_string_key_says_to_quote_it(tmp_path, tiny_model_cfg):
+    """`run.amp=no` reaches the config as the boolean False (YAML 1.1); the error says how to pass the word."""
+    path = _write(tmp_path, _experiment(tiny_model_cfg))
+    with pytest.raises(ConfigError, match=r"'run.amp' should be str.*got bool False.*quote the word") as err:
+        build_config(path, ["run.amp=no"])
+    assert "\n" not in str(err.value)
+    assert build_config(path, ["run.amp='no'"]).run.amp == "no"
