@@ -93,3 +93,34 @@ def name_only_table(rule: NameOnlyRule, questions_by_split: Mapping[str, Sequenc
                   for s in splits]
         lines.append(f"| agreement with {label}, % | " + " | ".join(shares) + " |")
     return lines
+
+
+# ----------------------------------------------------------------------------- false "yes" by how often an object was seen
+FREQUENCY_BINS = ((0, 0, "0"), (1, 9, "1-9"), (10, 49, "10-49"), (50, None, "50+"))
+
+
+def training_image_counts(instances: Mapping[str, Any]) -> Dict[str, int]:
+    """name (lower case) -> number of training images holding at least one box of it (COCO instances)."""
+    names = {c["id"]: c["name"].lower() for c in instances["categories"]}
+    images: Dict[str, set] = {}
+    for box in instances["annotations"]:
+        images.setdefault(names[box["category_id"]], set()).add(box["image_id"])
+    return {name: len(ids) for name, ids in images.items()}
+
+
+def false_yes_by_frequency(answers: Iterable[Mapping[str, Any]], counts: Mapping[str, int]) -> Dict[str, Dict[str, float]]:
+    """Among the "no" questions of an answers file (vqa_eval's answers_<split>.jsonl rows: question,
+    answer, prediction), how many the model answered "yes", binned by how many training images hold
+    the asked object (FREQUENCY_BINS): {bin: {"false_yes", "questions", "rate"}}, bins in order."""
+    table = {label: {"false_yes": 0, "questions": 0} for _, _, label in FREQUENCY_BINS}
+    for row in answers:
+        name = object_name(row["question"])
+        if name is None or _gold(row["answer"]) != "no":
+            continue
+        seen = counts.get(name, 0)
+        label = next(lab for lo, hi, lab in FREQUENCY_BINS if seen >= lo and (hi is None or seen <= hi))
+        table[label]["questions"] += 1
+        table[label]["false_yes"] += answer_to_label(row["prediction"]) == "yes"
+    for cell in table.values():
+        cell["rate"] = cell["false_yes"] / cell["questions"] if cell["questions"] else float("nan")
+    return table

@@ -189,11 +189,34 @@ def report(root: Path, opt: SeeingOptions, stages: Sequence[Stage]) -> Dict[str,
                 ids = sorted(seen)
                 gains[control][split] = paired_bootstrap([seen[i] for i in ids], [blind[i] for i in ids])
             lines.append(f"| {control} | " + " | ".join(format_difference(gains[control][s]) for s in splits) + " |")
+    by_frequency = false_yes_table(root / opt.world, out / "pope_none", splits) if "none" in opt.controls else {}
+    if by_frequency:
+        bins = list(next(iter(by_frequency.values())))
+        lines += ["", "False \"yes\" on the \"no\" questions (the image shown), by how many training images hold the "
+                  "asked object:", "", "| split | " + " | ".join(f"{b} images" for b in bins) + " |",
+                  "|---|" + "---|" * len(bins)]
+        for split, table in by_frequency.items():
+            lines.append(f"| {split} | " + " | ".join(
+                f"{c['false_yes']}/{c['questions']} ({100 * c['rate']:.0f}%)" if c["questions"] else "-"
+                for c in table.values()) + " |")
     lines += ["", *stage_report(stages, out)]
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)
-    (out / "report.json").write_text(json.dumps({"results": results, "gains": gains}, indent=2))
+    (out / "report.json").write_text(json.dumps({"results": results, "gains": gains,
+                                                 "false_yes_by_frequency": by_frequency}, indent=2))
     return {"results": results, "gains": gains, "table": text}
+
+
+def false_yes_table(world: Path, folder: Path, splits: Sequence[str]) -> Dict[str, Dict]:
+    """analysis.false_yes_by_frequency per split of `folder`'s answers; {} without the world's training boxes."""
+    from mmrag.pipelines.analysis import false_yes_by_frequency, training_image_counts
+
+    instances = world / "annotations" / "instances_train.json"
+    if not instances.is_file():
+        return {}
+    counts = training_image_counts(json.loads(instances.read_text()))
+    return {s: false_yes_by_frequency(read_jsonl(folder / f"answers_{s}.jsonl"), counts) for s in splits
+            if (folder / f"answers_{s}.jsonl").is_file()}
 
 
 def run_seeing(opt: SeeingOptions, root: Path = Path("."), force: Sequence[str] = (),

@@ -41,3 +41,24 @@ def test_scores_with_the_pope_metric():
     assert m["f1"] == pytest.approx(0.5)   # precision 1/2, recall 1/2
     # the model said yes, yes, no, no; the rule says yes, no, yes, no -> agrees on 2 of 4
     assert agreement(rule, questions, ["Yes.", "yes", "No, there is not.", "no"]) == pytest.approx(0.5)
+
+
+def test_false_yes_by_frequency_bins_no_questions_by_training_images():
+    from mmrag.pipelines.analysis import false_yes_by_frequency, training_image_counts
+
+    instances = {"categories": [{"id": 1, "name": "Noukre"}, {"id": 2, "name": "tree"}],
+                 "annotations": [{"category_id": 1, "image_id": 5}, {"category_id": 1, "image_id": 5},  # one image, two boxes
+                                 *({"category_id": 2, "image_id": i} for i in range(60))]}
+    counts = training_image_counts(instances)
+    assert counts == {"noukre": 1, "tree": 60}
+    rows = [{"question": "Is there a noukre in the image?", "answer": "no", "prediction": "Yes."},   # 1-9: false yes
+            {"question": "Is there a noukre in the image?", "answer": "no", "prediction": "No."},    # 1-9: right
+            {"question": "Is there a tree in the image?", "answer": "no", "prediction": "No, there is not."},
+            {"question": "Is there a tree in the image?", "answer": "yes", "prediction": "Yes."},   # a "yes" question: skipped
+            {"question": "Is there an ulpax in the image?", "answer": "no", "prediction": "Yes"}]  # never seen: bin 0
+    table = false_yes_by_frequency(rows, counts)
+    assert list(table) == ["0", "1-9", "10-49", "50+"]
+    assert table["0"] == {"false_yes": 1, "questions": 1, "rate": 1.0}
+    assert table["1-9"] == {"false_yes": 1, "questions": 2, "rate": 0.5}
+    assert table["50+"] == {"false_yes": 0, "questions": 1, "rate": 0.0}
+    assert table["10-49"]["questions"] == 0 and table["10-49"]["rate"] != table["10-49"]["rate"]  # nan
