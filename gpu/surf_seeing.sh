@@ -41,14 +41,15 @@ if [ "${SMOKE:-0}" = "1" ]; then
 else
   export CUDA_VISIBLE_DEVICES=$GPU
   CKPT=${CKPT:-output/seeing_large/smollm2/final}
-  if [ ! -f "$CKPT/trainable.safetensors" ]; then
-    echo "{\"error\": \"CKPT=$CKPT has no trainable.safetensors (the trained model that sees, train.py's final/)\"}" \
-      | tee "$OUT/surf_seeing_report.json"
-    exit 1
+  if [ -f "$CKPT/trainable.safetensors" ]; then
+    BASE=(--base-checkpoint "$CKPT")
+  else  # the pipeline's base_train stage trains it first (train_configs/seeing_large_smollm2.yaml, into $RUN/base)
+    echo "CKPT=$CKPT has no trainable.safetensors: training the base first (raise LIMIT for the whole table)"
+    BASE=()
   fi
-  ARGS=(--out "$RUN" --base-checkpoint "$CKPT" --pope-max 0 --surf-samples ${SURF_SAMPLES:-1000} --surf-k 4
+  ARGS=(--out "$RUN" "${BASE[@]}" --pope-max 0 --surf-samples ${SURF_SAMPLES:-1000} --surf-k 4
         --surf-steps ${SURF_STEPS:-0} --clip-steps ${CLIP_STEPS:-200} --eval-batch ${EVAL_BATCH:-256})
-  LIMIT=430
+  LIMIT=${LIMIT:-430}
 fi
 for f in dataset/world_small/image_captions.json dataset/world_small/llava/instruct_train.json \
          dataset/world_small/pope/adversarial.jsonl; do
