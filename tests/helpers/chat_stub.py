@@ -111,17 +111,19 @@ class ChatStub:
                     if delay:
                         time.sleep(delay)
                     if not self.path.endswith("/chat/completions"):
-                        self._send(404, {"error": {"message": f"no route {self.path}"}})
+                        reply = (404, {"error": {"message": f"no route {self.path}"}})
                     elif status != 200:
-                        self._send(status, {"error": {"message": f"scripted status {status}"}})
+                        reply = (status, {"error": {"message": f"scripted status {status}"}})
                     else:
-                        self._send(200, {"id": "stub", "object": "chat.completion", "model": body.get("model"),
-                                         "choices": [{"index": 0, "finish_reason": "stop",
-                                                      "message": {"role": "assistant",
-                                                                  "content": stub.reply(body)}}]})
+                        reply = (200, {"id": "stub", "object": "chat.completion", "model": body.get("model"),
+                                       "choices": [{"index": 0, "finish_reason": "stop",
+                                                    "message": {"role": "assistant", "content": stub.reply(body)}}]})
                 finally:
+                    # counted out BEFORE the reply is written: a client that has the reply may send its
+                    # next request at once, and must not find this one still counted (max_in_flight)
                     with stub._lock:
                         stub._in_flight -= 1
+                self._send(*reply)
 
             def _send(self, status: int, payload: Dict[str, Any]) -> None:
                 data = json.dumps(payload).encode("utf-8")
