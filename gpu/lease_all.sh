@@ -6,6 +6,7 @@
 #      else it trains the base first), GPU 1 gpu/gemkr_seeing.sh
 #   2. issue 16 single-GPU benches: GPU 0 gpu/seeing_step.sh, GPU 1 gpu/constrained.sh
 #   3. issue 16 on both GPUs: gpu/perf_multi.sh (nothing else running)
+#   4. issue 12, closing the gap on POPE random: gpu/seeing_sweep.sh (val only) on GPU 0
 # /tmp/results/PHASE holds the phase under way; /tmp/results/DONE appears at the end. gpu/collect.sh copies.
 cd /tmp/work || exit 1
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:/tmp/work
@@ -23,5 +24,8 @@ run constrained 1 bash gpu/constrained.sh
 wait
 phase 3
 run perf_multi all bash gpu/perf_multi.sh
+wait
+phase 4
+run seeing_sweep 0 bash gpu/seeing_sweep.sh
 wait
 touch $R/DONE
