@@ -55,7 +55,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sized, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sized, Tuple
 
 import numpy as np
 
@@ -221,26 +221,16 @@ def standalone_preprocess(model_name: Optional[str]) -> Any:
 
 
 def start_loader(paths: List[Path], preprocess: Any, mode: str, batch_size: int, workers: int, prefetch: int,
-                 device: Any) -> Tuple[Iterable[Any], Callable[[Any], Any]]:
-    """A started DataLoader iterator over `paths` for decode MODE[@SHARE] and the function that turns one
-    of its batches into pixels on `device` (the embedder's own datasets and GPU pipeline)."""
+                 device: Any) -> Iterator[Any]:
+    """Started pixel batches of `paths` for decode MODE[@SHARE] on `device` (the embedder's own loader,
+    mmrag.retrieval.image_pipeline.start_pixel_loader: its workers start at this call)."""
     import torch
-    from torch.utils.data import DataLoader
-    from mmrag.retrieval.image_pipeline import (ImageBytes, ImageFiles, TensorPixelPipeline, collate_mixed,
-                                                pixel_spec_from_transform)
+    from mmrag.retrieval.image_pipeline import pixel_spec_from_transform, start_pixel_loader
 
     decode, _, share = mode.partition("@")
-    extra = {"prefetch_factor": prefetch, "persistent_workers": False} if workers else {}
-    if decode == "cpu":
-        loader = DataLoader(ImageFiles(paths, preprocess), batch_size=batch_size, shuffle=False, num_workers=workers,
-                            pin_memory=device.type == "cuda", **extra)
-        return iter(loader), lambda pixels: pixels.to(device, non_blocking=True)
-    decode_device = torch.device("cpu") if decode == "torchvision_cpu" else device
-    loader = DataLoader(ImageBytes(paths, preprocess, float(share or 0.0)), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, collate_fn=collate_mixed, pin_memory=decode_device.type == "cuda", **extra)
-    iterator = iter(loader)
-    pipeline = TensorPixelPipeline(pixel_spec_from_transform(preprocess), decode_device, device)
-    return iterator, pipeline.mixed_pixels
+    decode_device = None if decode == "cpu" else torch.device("cpu") if decode == "torchvision_cpu" else device
+    return start_pixel_loader(paths, preprocess, pixel_spec_from_transform(preprocess), decode_device, device,
+                              batch_size, workers, float(share or 0.0), prefetch)
 
 
 def build_embedder(args: argparse.Namespace) -> ClipEmbedder:
@@ -255,10 +245,10 @@ def cold_pass(args: argparse.Namespace, paths: List[Path], mode: str, overlap: b
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
-    batches = to_pixels = None
+    batches = None
     if overlap:
-        batches, to_pixels = start_loader(paths, standalone_preprocess(args.model_name), mode, args.batch_size,
-                                          args.workers, args.prefetch, device)
+        batches = start_loader(paths, standalone_preprocess(args.model_name), mode, args.batch_size,
+                               args.workers, args.prefetch, device)
     embedder = build_embedder(args)
     if args.cold_compile:
         embedder.compile_image_model()
@@ -267,10 +257,10 @@ def cold_pass(args: argparse.Namespace, paths: List[Path], mode: str, overlap: b
     sync()
     model_ready_s = time.perf_counter() - start
     if not overlap:
-        batches, to_pixels = start_loader(paths, embedder.backend.preprocess, mode, args.batch_size, args.workers,
-                                          args.prefetch, embedder.device)
+        batches = start_loader(paths, embedder.backend.preprocess, mode, args.batch_size, args.workers,
+                               args.prefetch, embedder.device)
     first_s, first_rows, rows = 0.0, 0, 0
-    for block in lagged_host_copies(embedder.image_features(to_pixels(b)) for b in batches):
+    for block in lagged_host_copies(embedder.image_features(pixels) for pixels in batches):
         rows += len(block)
         if not first_rows:
             first_s, first_rows = time.perf_counter() - start, rows

@@ -41,21 +41,17 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mmrag.models.clip import load_hf_clip, load_open_clip
 from mmrag.processors.image_processing import open_rgb
 from mmrag.retrieval.image_pipeline import (
     EmbedderConfigError,
-    ImageBytes,
-    ImageFiles,
     PixelSpec,
-    TensorPixelPipeline,
-    collate_mixed,
     lagged_host_copies,
     pixel_spec_from_hf,
     pixel_spec_from_transform,
+    start_pixel_loader,
 )
 
 # A ViT CLIP small enough to train on 2 CPU cores in a minute: 64-px images in 8-px patches
@@ -313,20 +309,8 @@ class ClipEmbedder:
         `torchvision_cpu`)."""
         workers = self.cfg["num_workers"] if num_workers is None else num_workers
         decode_device = self._decode_device(self.cfg["decode"] if decode is None else decode)
-        if decode_device is None:
-            loader = DataLoader(ImageFiles(paths, self.backend.preprocess), batch_size=self.cfg["batch_size"],
-                                shuffle=False, num_workers=workers, pin_memory=self.device.type == "cuda",
-                                persistent_workers=False)
-            for pixels in loader:
-                yield pixels.to(self.device, non_blocking=True)
-            return
-        pipeline = TensorPixelPipeline(self.backend.pixel_spec(), decode_device, self.device)
-        files = ImageBytes(paths, self.backend.preprocess, float(self.cfg["cpu_decode_share"]))
-        loader = DataLoader(files, batch_size=self.cfg["batch_size"], shuffle=False, num_workers=workers,
-                            collate_fn=collate_mixed, pin_memory=decode_device.type == "cuda",
-                            persistent_workers=False)
-        for batch in loader:
-            yield pipeline.mixed_pixels(batch)
+        return start_pixel_loader(paths, self.backend.preprocess, self.backend.pixel_spec(), decode_device, self.device,
+                                  self.cfg["batch_size"], workers, float(self.cfg["cpu_decode_share"]))
 
     def image_batches(self, paths: Sequence[str | Path], num_workers: Optional[int] = None,
                       decode: Optional[str] = None) -> Iterator[np.ndarray]:

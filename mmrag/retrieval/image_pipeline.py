@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from mmrag.common.errors import ConfigError, ImageReadError
 from mmrag.processors.image_processing import open_rgb
@@ -321,6 +321,29 @@ class TensorPixelPipeline:
             index = torch.tensor(rows, dtype=torch.long).to(out.device, non_blocking=True)
             out.index_copy_(0, index, values)
         return out
+
+
+def start_pixel_loader(paths: Sequence[str | Path], preprocess: Callable, spec: PixelSpec,
+                       decode_device: Optional[torch.device], target_device: torch.device, batch_size: int,
+                       workers: int, cpu_share: float = 0.0, prefetch: Optional[int] = None) -> Iterator[torch.Tensor]:
+    """Preprocessed float32 pixel batches of `paths`, in order, on `target_device`. The DataLoader's
+    iterator is created here, so its workers start decoding now rather than at the first `next()`: a
+    caller that builds its model after this call overlaps the two (the first batch is ready sooner).
+    `decode_device` None: PIL decodes and `preprocess`es in the workers; else the workers read the file
+    bytes and a TensorPixelPipeline(`spec`) decodes them on `decode_device`, except a `cpu_share` of the
+    images that PIL decodes in the workers."""
+    extra = {"prefetch_factor": prefetch} if workers and prefetch else {}
+    target_device = torch.device(target_device)
+    if decode_device is None:
+        batches = iter(DataLoader(ImageFiles(paths, preprocess), batch_size=batch_size, shuffle=False,
+                                  num_workers=workers, pin_memory=target_device.type == "cuda",
+                                  persistent_workers=False, **extra))
+        return (pixels.to(target_device, non_blocking=True) for pixels in batches)
+    pipeline = TensorPixelPipeline(spec, decode_device, target_device)
+    batches = iter(DataLoader(ImageBytes(paths, preprocess, cpu_share), batch_size=batch_size, shuffle=False,
+                              num_workers=workers, collate_fn=collate_mixed,
+                              pin_memory=torch.device(decode_device).type == "cuda", persistent_workers=False, **extra))
+    return (pipeline.mixed_pixels(batch) for batch in batches)
 
 
 # ----------------------------------------------------------------------------- device vectors -> host

@@ -14,11 +14,10 @@ from PIL import Image
 
 from mmrag.common.errors import ImageReadError
 from mmrag.processors.image_processing import open_rgb
-from mmrag.retrieval.image_pipeline import decode_images, preprocess_tensors
+from mmrag.retrieval.image_pipeline import ImageBytes, decode_images, preprocess_tensors
 from mmrag.retrieval.clip_embedder import (
     ClipEmbedder,
     EmbedderConfigError,
-    ImageBytes,
     recall_at_k,
     retrieval_recall,  # noqa: F401  (its training test moved to tests/tasks/test_clip_pretrain.py)
 )

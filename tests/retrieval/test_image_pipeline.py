@@ -114,3 +114,50 @@ def test_gpu_preprocess_of_a_batch_never_waits_for_the_gpu():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert pixels.shape == (3, 3, 32, 32) and pixels.is_cuda
+
+
+# ----------------------------------------------------------------------------- start_pixel_loader
+_MARKS = {}
+
+
+def _marking_preprocess(img):
+    """A worker-side preprocess that leaves a file behind, so the test sees when decoding began."""
+    from pathlib import Path
+    Path(_MARKS["dir"], f"seen_{img.size[0]}x{img.size[1]}").touch()
+    return torch.from_numpy(np.asarray(img.convert("RGB").resize((8, 8)), dtype=np.float32).copy()).permute(2, 0, 1)
+
+
+def test_start_pixel_loader_starts_its_workers_at_the_call_and_keeps_the_order(tmp_path):
+    """The overlap create_index and the embedding bench rely on: decoding begins before the first next()."""
+    import time
+
+    from mmrag.retrieval.image_pipeline import start_pixel_loader
+
+    paths = []
+    for i, (w, h) in enumerate([(20, 10), (30, 12), (40, 14)]):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((h, w, 3), 40 * i, dtype=np.uint8)).save(path)
+        paths.append(path)
+    _MARKS["dir"] = str(tmp_path)
+    batches = start_pixel_loader(paths, _marking_preprocess, SPEC, None, torch.device("cpu"), batch_size=2, workers=1)
+    deadline = time.time() + 30
+    while not list(tmp_path.glob("seen_*")) and time.time() < deadline:
+        time.sleep(0.05)
+    assert list(tmp_path.glob("seen_*")), "no image was decoded before the first next()"
+    got = torch.cat(list(batches))
+    want = torch.stack([_marking_preprocess(Image.open(p)) for p in paths])   # the oracle: one at a time, in order
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_start_pixel_loader_tensor_path_equals_decode_then_preprocess(tmp_path):
+    from mmrag.retrieval.image_pipeline import start_pixel_loader
+
+    names, blobs = _blobs()
+    paths = []
+    for name, blob in zip(names[:4], blobs[:4]):   # the four real images
+        (tmp_path / name).write_bytes(blob.numpy().tobytes())
+        paths.append(tmp_path / name)
+    got = torch.cat(list(start_pixel_loader(paths, None, SPEC, torch.device("cpu"), torch.device("cpu"), batch_size=3,
+                                            workers=0)))
+    want = preprocess_tensors(decode_images(blobs[:4], names[:4], "cpu"), SPEC)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
