@@ -19,7 +19,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -98,9 +98,9 @@ def embed_to_shards(
 ) -> Optional[np.ndarray]:
     """Embed `items` into `out_dir/shard_*.npy`, skipping shards finished by an earlier run.
 
-    Each shard is embedded by its own DataLoader pass over a fixed slice of items, so the batches,
-    and therefore the vectors, are the same whether or not the run was interrupted, and whichever
-    process embedded them. With several processes (`world_size`), process `rank` embeds the shards
+    Every batch holds a fixed slice of one shard's items (one loader pass over all pending shards when
+    `shard_size` is a multiple of the embedder's batch size, else one pass per shard), so the vectors
+    are the same whether or not the run was interrupted, and whichever process embedded them. With several processes (`world_size`), process `rank` embeds the shards
     s with s % world_size == rank; a shard is done when its file exists (written atomically), so a
     run resumes under any number of processes. After `barrier()` rank 0 returns the full (n, dim)
     matrix; other ranks, or a run stopped by `stop_after_shards`, return None.
@@ -115,17 +115,41 @@ def embed_to_shards(
     num_shards = (len(items) + shard_size - 1) // shard_size
     done = set(state["done"]) | {s for s in range(num_shards) if (out_dir / f"shard_{s:05d}.npy").is_file()}
     todo = [s for s in range(num_shards) if s % world_size == rank and s not in done]
+    shard_vectors = _shard_vectors(embedder, keys, todo, shard_size, modality, image_root)
     for count, shard in enumerate(tqdm(todo, desc=f"embed {modality} shards", disable=not progress)):
         if stop_after_shards is not None and count >= stop_after_shards:
             return None
-        chunk = keys[shard * shard_size:(shard + 1) * shard_size]
-        vectors = _embed_chunk(embedder, chunk, modality, image_root)
+        vectors = next(shard_vectors)
         _save_npy_atomic(out_dir / f"shard_{shard:05d}.npy", vectors)
         if world_size == 1:  # one writer of the progress file; with several, the shard files say what is done
             state["done"] = sorted(set(state["done"]) | {shard})
             write_json(out_dir / PROGRESS, state)
     barrier()
     return load_shards(out_dir, num_shards) if rank == 0 else None
+
+
+def _shard_vectors(embedder: Any, keys: List[str], todo: Sequence[int], shard_size: int, modality: str,
+                   image_root: Optional[str | Path]) -> Iterator[np.ndarray]:
+    """The vectors of each shard in `todo`, in order. Images go through ONE loader over every pending
+    shard when a shard is a whole number of the embedder's batches: its workers start once instead of
+    once per shard, and every batch holds the same images as a per-shard pass (so the same vectors);
+    otherwise, and for text, each shard is its own pass."""
+    batch = getattr(embedder, "cfg", {}).get("batch_size") if hasattr(embedder, "image_batches") else None
+    if modality != "image" or not batch or shard_size % int(batch):
+        for shard in todo:
+            yield _embed_chunk(embedder, keys[shard * shard_size:(shard + 1) * shard_size], modality, image_root)
+        return
+    root = Path(image_root) if image_root else None
+    chunks = [keys[shard * shard_size:(shard + 1) * shard_size] for shard in todo]
+    blocks = embedder.image_batches([root / k if root else Path(k) for chunk in chunks for k in chunk])
+    for chunk in chunks:
+        parts, rows = [], 0
+        while rows < len(chunk):
+            parts.append(next(blocks))
+            rows += len(parts[-1])
+        if rows != len(chunk):   # batches never straddle shards when shard_size is a multiple of batch_size
+            raise RuntimeError(f"embedding stream out of step: {rows} vectors for a shard of {len(chunk)} images")
+        yield np.concatenate(parts, axis=0)
 
 
 def _embed_chunk(embedder: Any, keys: List[str], modality: str, image_root: Optional[str | Path]) -> np.ndarray:

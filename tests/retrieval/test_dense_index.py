@@ -127,6 +127,35 @@ class CountingEmbedder:
         return self.inner.encode_images(paths)
 
 
+class StreamCountingEmbedder(CountingEmbedder):
+    """Also counts the loader passes (`image_batches` calls) and the images each one was given."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.passes = []
+
+    def image_batches(self, paths):
+        self.passes.append(len(paths))
+        return self.inner.image_batches(paths)
+
+
+def test_whole_batch_shards_share_one_loader_and_give_the_per_shard_vectors(tmp_path):
+    """shard_size a multiple of batch_size: one loader pass over every pending shard (workers start once),
+    with the vectors of one pass per shard (the oracle: encode_images on each shard's images alone)."""
+    items = write_world(tmp_path / "w", 10)
+    inner = ClipEmbedder({"batch_size": 2, "num_workers": 0})
+    paths = [tmp_path / "w" / it["image"] for it in items]
+    oracle = np.concatenate([inner.encode_images(paths[s:s + 4]) for s in range(0, 10, 4)])
+    first = StreamCountingEmbedder(inner)
+    assert embed_to_shards(first, items, tmp_path / "e", image_root=tmp_path / "w", shard_size=4,
+                           stop_after_shards=1, progress=False) is None
+    assert first.passes == [10] and first.calls == 0       # one pass opened over all three shards, no per-shard call
+    second = StreamCountingEmbedder(inner)
+    vectors = embed_to_shards(second, items, tmp_path / "e", image_root=tmp_path / "w", shard_size=4, progress=False)
+    assert second.passes == [6]                            # shards 1 (4 images) and 2 (2 images) only
+    np.testing.assert_array_equal(vectors, oracle)
+
+
 def test_resumed_embedding_equals_uninterrupted(tmp_path):
     items = write_world(tmp_path / "w", 10)
     embedder = ClipEmbedder({"batch_size": 2, "num_workers": 0})
