@@ -418,9 +418,9 @@ def measure_recipe(recipe: Recipe, shape: Dict[str, Any], device: torch.device, 
 
 def measure_runner_recipe(recipe: Recipe, shape: Dict[str, Any], device: torch.device,
                           peak_flops: float) -> Dict[str, Any]:
-    """The `runner` recipe: `python train.py` on the bench's model and shape (bench/train_py_recipe.py).
+    """The `runner` recipe: `python train.py` on the bench's model and shape (bench/train_py_run.py).
     MFU uses the FLOPs counted on another recipe of the run (same shape), filled in by `main`."""
-    from bench.train_py_recipe import run_train_py
+    from bench.train_py_run import run_train_py
 
     torch.manual_seed(0)
     reset_peak_memory(device)

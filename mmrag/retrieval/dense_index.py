@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from mmrag.common.errors import UserError
 from mmrag.common.jsonl import read_jsonl, write_json, write_jsonl
+from mmrag.retrieval.exact_search import TorchExactIndex, merge_shard_results
 
 MANIFEST = "manifest.json"
 METADATA = "metadata.jsonl"
@@ -269,7 +270,6 @@ def load_shard(path: Path, spec: Dict[str, Any]):
     """One shard ready for search: a TorchExactIndex over a `.npy` shard, else the faiss index (on GPUs
     when `use_gpu` and faiss has them)."""
     if path.suffix == ".npy":
-        from mmrag.retrieval.exact_search import TorchExactIndex
 
         return TorchExactIndex(np.load(path), devices=None if spec["use_gpu"] else ["cpu"])
     import faiss
@@ -336,15 +336,6 @@ class SearchResults:
     @property
     def metadata(self) -> List[List[Dict[str, Any]]]:
         return [[h.meta for h in q] for q in self.hits]
-
-
-def merge_shard_results(parts: List[Tuple[np.ndarray, np.ndarray]], k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Merge per-shard (scores, global rows) into the top-k by score; ties go to the lower row."""
-    scores = np.concatenate([p[0] for p in parts], axis=1)
-    rows = np.concatenate([p[1] for p in parts], axis=1)
-    scores = np.where(rows < 0, -np.inf, scores)
-    order = np.lexsort((rows, -scores), axis=1)[:, :k]
-    return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
 
 
 class DenseIndex:

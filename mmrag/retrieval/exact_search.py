@@ -78,8 +78,6 @@ class TorchExactIndex:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.dim:
             raise ValueError(f"queries have dimension {queries.shape[1]}, the index {self.dim}")
-        from mmrag.retrieval.dense_index import merge_shard_results
-
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         rows = np.full((len(queries), k), -1, dtype=np.int64)
         parts = self._search_parts(queries, k) if self.parts else []
@@ -88,3 +86,12 @@ class TorchExactIndex:
             n = merged_rows.shape[1]
             scores[:, :n], rows[:, :n] = merged_scores, merged_rows
         return scores, rows
+
+
+def merge_shard_results(parts: List[Tuple[np.ndarray, np.ndarray]], k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Merge per-shard (scores, global rows) into the top-k by score; ties go to the lower row."""
+    scores = np.concatenate([p[0] for p in parts], axis=1)
+    rows = np.concatenate([p[1] for p in parts], axis=1)
+    scores = np.where(rows < 0, -np.inf, scores)
+    order = np.lexsort((rows, -scores), axis=1)[:, :k]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)

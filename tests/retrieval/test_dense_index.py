@@ -15,8 +15,8 @@ from mmrag.retrieval.dense_index import (
     build_database,
     embed_to_shards,
     load_collection,
-    merge_shard_results,
 )
+from mmrag.retrieval.exact_search import merge_shard_results
 
 
 def unit(rows):
