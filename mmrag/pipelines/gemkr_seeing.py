@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -31,7 +30,7 @@ from mmrag.pipelines.default import _folder, table_stages, write_results
 from mmrag.pipelines.prepare import (BUILD_INDEX, ENCODE_REGION, _regions_complete, build_corpus_index,
                                      encode_region_features)
 from mmrag.pipelines.seeing import _in_process, eval_stage, train_stage
-from mmrag.pipelines.stages import Stage, StageFailedError, run_stage, stage_report
+from mmrag.pipelines.stages import Stage, run_stages_by_wave, stage_report
 
 UNCONSTRAINED = "GeMKR, no constraint"
 
@@ -95,23 +94,6 @@ def input_stages(root: Path, opt: GemkrSeeingOptions) -> List[Stage]:
               run=lambda: print("\n".join(encode_region_features(region_cfg))),
               complete=lambda: _regions_complete(root / world, root / p["regions"]), stale=[p["regions"]]),
     ]
-
-
-def run_stages_by_wave(waves: Sequence[Sequence[Stage]], root: Path, log_dir: Path, jobs: int = 1,
-                       force: Sequence[str] = (), only: Optional[Sequence[str]] = None) -> List[str]:
-    """Each wave's stages `jobs` at a time (threads waiting on subprocesses), the waves in order;
-    returns the stages that ran. A failed stage fails its wave after the others of it finish."""
-    names = [s.name for wave in waves for s in wave]
-    unknown = [n for n in [*force, *(only or [])] if n not in names]
-    if unknown:
-        raise StageFailedError(f"unknown stage '{unknown[0]}'; stages: {', '.join(names)}")
-    ran: List[str] = []
-    for wave in waves:
-        chosen = [s for s in wave if only is None or s.name in only]
-        with ThreadPoolExecutor(max(1, jobs)) as pool:
-            futures = [(s, pool.submit(run_stage, s, root, log_dir, s.name in force)) for s in chosen]
-        ran += [s.name for s, f in futures if f.result()]  # raises the first failure, in stage order
-    return ran
 
 
 def build_table_stages(root: Path, opt: GemkrSeeingOptions) -> List[Tuple[Stage, Optional[str]]]:

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -127,18 +128,37 @@ def run_stage(stage: Stage, root: Path, log_dir: Path, force: bool = False, echo
     return True
 
 
-def run_stages(stages: Sequence[Stage], root: Path, log_dir: Path, force: Sequence[str] = (),
-               only: Optional[Sequence[str]] = None, echo: Callable[[str], None] = print) -> List[str]:
-    """Run the stages in order (those in `only`, when given); returns the names of those that ran."""
+def check_stage_names(stages: Sequence[Stage], force: Sequence[str] = (), only: Optional[Sequence[str]] = None) -> None:
+    """Every name in `force` and `only` must be one of the stages."""
     known = {s.name for s in stages}
     unknown = [n for n in [*force, *(only or [])] if n not in known]
     if unknown:
         raise StageFailedError(f"unknown stage '{unknown[0]}'; stages: {', '.join(s.name for s in stages)}")
+
+
+def run_stages(stages: Sequence[Stage], root: Path, log_dir: Path, force: Sequence[str] = (),
+               only: Optional[Sequence[str]] = None, echo: Callable[[str], None] = print) -> List[str]:
+    """Run the stages in order (those in `only`, when given); returns the names of those that ran."""
+    check_stage_names(stages, force, only)
     ran = []
     for stage in stages:
         if only is None or stage.name in only:
             if run_stage(stage, root, log_dir, force=stage.name in force, echo=echo):
                 ran.append(stage.name)
+    return ran
+
+
+def run_stages_by_wave(waves: Sequence[Sequence[Stage]], root: Path, log_dir: Path, jobs: int = 1,
+                       force: Sequence[str] = (), only: Optional[Sequence[str]] = None) -> List[str]:
+    """Each wave's stages `jobs` at a time (threads waiting on subprocesses), the waves in order;
+    returns the stages that ran. A failed stage fails its wave after the others of it finish."""
+    check_stage_names([s for wave in waves for s in wave], force, only)
+    ran: List[str] = []
+    for wave in waves:
+        chosen = [s for s in wave if only is None or s.name in only]
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            futures = [(s, pool.submit(run_stage, s, root, log_dir, s.name in force)) for s in chosen]
+        ran += [s.name for s, f in futures if f.result()]  # raises the first failure, in stage order
     return ran
 
 
