@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from mmrag.common.jsonl import read_jsonl
 from mmrag.metrics.pope import answer_to_label, pope_metrics
 
 _QUESTION = re.compile(r"Is there (?:a|an) (.+?) in the image\?")
@@ -124,3 +125,9 @@ def false_yes_by_frequency(answers: Iterable[Mapping[str, Any]], counts: Mapping
     for cell in table.values():
         cell["rate"] = cell["false_yes"] / cell["questions"] if cell["questions"] else float("nan")
     return table
+
+
+def correct_by_question(answers_file) -> Dict[Any, float]:
+    """question_id -> 1.0 / 0.0 from the `correct` field of an evaluation's answers file (vqa_eval's
+    answers_<split>.jsonl): what paired bootstrap intervals between two runs are computed over."""
+    return {row["question_id"]: float(row["correct"]) for row in read_jsonl(answers_file)}

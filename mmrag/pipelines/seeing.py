@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Sequence
 
 from mmrag.common.jsonl import read_jsonl
 from mmrag.metrics.bootstrap import format_difference, paired_bootstrap
+from mmrag.pipelines.analysis import correct_by_question, false_yes_by_frequency, training_image_counts
 from mmrag.pipelines.stages import Stage, run_pipeline_stages, stage_report
 
 SPLITS = ("random", "popular", "adversarial")
@@ -162,10 +163,6 @@ def build_stages(opt: SeeingOptions, root: Path = Path(".")) -> List[Stage]:
 
 
 # ----------------------------------------------------------------------------- report
-def correct_by_question(folder: Path, split: str) -> Dict[int, float]:
-    return {row["question_id"]: float(row["correct"]) for row in read_jsonl(folder / f"answers_{split}.jsonl")}
-
-
 def report(root: Path, opt: SeeingOptions, stages: Sequence[Stage]) -> Dict[str, object]:
     """The table of every control and split, and the gains with their intervals (see the module doc)."""
     out = root / opt.out
@@ -184,8 +181,8 @@ def report(root: Path, opt: SeeingOptions, stages: Sequence[Stage]) -> Dict[str,
         for control in [c for c in opt.controls if c != "none"]:
             gains[control] = {}
             for split in splits:
-                seen = correct_by_question(out / "pope_none", split)
-                blind = correct_by_question(out / f"pope_{control}", split)
+                seen = correct_by_question(out / "pope_none" / f"answers_{split}.jsonl")
+                blind = correct_by_question(out / f"pope_{control}" / f"answers_{split}.jsonl")
                 ids = sorted(seen)
                 gains[control][split] = paired_bootstrap([seen[i] for i in ids], [blind[i] for i in ids])
             lines.append(f"| {control} | " + " | ".join(format_difference(gains[control][s]) for s in splits) + " |")
@@ -209,8 +206,6 @@ def report(root: Path, opt: SeeingOptions, stages: Sequence[Stage]) -> Dict[str,
 
 def false_yes_table(world: Path, folder: Path, splits: Sequence[str]) -> Dict[str, Dict]:
     """analysis.false_yes_by_frequency per split of `folder`'s answers; {} without the world's training boxes."""
-    from mmrag.pipelines.analysis import false_yes_by_frequency, training_image_counts
-
     instances = world / "annotations" / "instances_train.json"
     if not instances.is_file():
         return {}

@@ -13,7 +13,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from mmrag.common.jsonl import read_jsonl
 from mmrag.metrics.bootstrap import format_difference, paired_bootstrap
-from mmrag.pipelines.analysis import NameOnlyRule, name_only_table
+from mmrag.pipelines.analysis import NameOnlyRule, correct_by_question, name_only_table
 from mmrag.pipelines.stages import Stage, stage_report
 from mmrag.pipelines.surf_layout import BASE_OUT, OUT, POPE_SPLITS, WORLD, YESNO
 
@@ -53,11 +53,6 @@ def pope_table(root: Path, out: str = OUT, controls: Sequence[str] = ()) -> List
     return lines
 
 
-def correct_by_question(path: Path) -> Dict[object, float]:
-    """question_id -> 1.0 / 0.0 from the `correct` field of an answers file ({} when it is missing)."""
-    return {r["question_id"]: float(r["correct"]) for r in read_jsonl(path)} if path.is_file() else {}
-
-
 def paired_differences(root: Path, out: str = OUT, controls: Sequence[str] = ()) -> Dict[str, Dict[str, dict]]:
     """label -> split -> `paired_bootstrap` of accuracy (minuend row minus subtrahend row) over the
     questions both rows answered; the image gain of the zero-shot base over each control as well.
@@ -66,8 +61,10 @@ def paired_differences(root: Path, out: str = OUT, controls: Sequence[str] = ())
     found: Dict[str, Dict[str, dict]] = {}
     for a, b, label in pairs:
         for split in POPE_SPLITS:
-            x = correct_by_question(root / out / a / f"answers_{split}.jsonl")
-            y = correct_by_question(root / out / b / f"answers_{split}.jsonl")
+            files = [root / out / row / f"answers_{split}.jsonl" for row in (a, b)]
+            if not all(f.is_file() for f in files):
+                continue
+            x, y = (correct_by_question(f) for f in files)
             ids = [q for q in x if q in y]
             if ids:
                 found.setdefault(label, {})[split] = paired_bootstrap([x[q] for q in ids], [y[q] for q in ids])
