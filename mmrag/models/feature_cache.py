@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from mmrag.common.errors import ConfigError
-from mmrag.processors.image_processing import pixel_key  # noqa: F401  (the key; the processor computes it too)
+from mmrag.processors.image_processing import pixel_key  # the processor computes the same keys
 
 
 def tower_fingerprint(module: torch.nn.Module, settings: str) -> str:

@@ -61,9 +61,10 @@ class TorchExactIndex:
         device before any result is read back, so the devices work at the same time."""
         host = torch.from_numpy(queries)
         per_part: List[Tuple[List[np.ndarray], List[np.ndarray]]] = [([], []) for _ in self.parts]
+        pin = any(part.device.type == "cuda" for _, part in self.parts)
         for q0 in range(0, len(queries), self.query_block):
             block = host[q0:q0 + self.query_block]
-            if any(part.device.type == "cuda" for _, part in self.parts):
+            if pin:
                 block = block.pin_memory()
             queued = [self._topk_block(part, block.to(part.device, part.dtype, non_blocking=True), k)
                       for _, part in self.parts]

@@ -2,12 +2,11 @@
 import json, sys
 from pathlib import Path
 import torch
-sys.path.insert(0, "/work/main")
 from transformers import AutoTokenizer
 from mmrag.models.multimodal_llm import MultimodalLLM
 from mmrag.cli.eval import main as eval_main
 
-tok = AutoTokenizer.from_pretrained("/work/main/assets/smollm2-135m-instruct")
+tok = AutoTokenizer.from_pretrained("assets/smollm2-135m-instruct")  # run from the repository root
 YES, NO = tok.encode("Yes", add_special_tokens=False)[0], tok.encode("No", add_special_tokens=False)[0]
 margins = []
 orig = MultimodalLLM.generate
