@@ -77,3 +77,26 @@ def test_torch_backend_refuses_approximate_types(tmp_path, data):
                        {"backend": "torch", "type": "ivf"}, progress=False)
     with pytest.raises(DenseIndexError, match="backend 'gpu' needs to be one of faiss, torch"):
         build_database(tmp_path / "db2", data[0], [{"id": str(i)} for i in range(500)], {"backend": "gpu"}, progress=False)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a GPU")
+def test_gpu_search_equals_cpu_search(data):
+    """On the GPU machine: float32 rows on the GPU give faiss-flat's answer exactly (brute force here as the
+    oracle); the bf16 default keeps nearly every top-10 row, its scores within bf16 rounding."""
+    import torch
+
+    base, queries = data
+    full = queries @ base.T
+    oracle = np.argsort(-full, axis=1, kind="stable")[:, :10]
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # TF32 would round the float32 products like bf16
+    try:
+        scores, rows = TorchExactIndex(base, ["cuda:0"], dtype="float32", row_chunk=128).search(queries, 10)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+    assert (rows == oracle).all()
+    np.testing.assert_allclose(scores, np.take_along_axis(full, oracle, 1), atol=1e-5)
+    scores16, rows16 = TorchExactIndex(base, ["cuda:0"]).search(queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows16, oracle)])
+    assert recall >= 0.95
+    np.testing.assert_allclose(scores16, np.take_along_axis(full, rows16, 1), atol=2e-2)
