@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # There, in /tmp/work after gpu/remote_setup.sh, started in its own session so it outlives the call:
 #   (setsid nohup bash gpu/lease_all.sh > /tmp/lease_all.out 2>&1 < /dev/null &)
-# Phases, most important first (each phase's scripts on their own GPU; results under /tmp/results/<name>/):
-#   1. issue 12 tables on the seeing base: GPU 0 gpu/surf_seeing.sh (needs output/seeing_large/smollm2/final,
-#      else it trains the base first), GPU 1 gpu/gemkr_seeing.sh beside the CUDA-only tests (gpu/gpu_tests.sh)
-#   2. issue 16 single-GPU benches: GPU 0 gpu/seeing_step.sh, GPU 1 gpu/constrained.sh
-#   3. issue 16 on both GPUs: gpu/perf_multi.sh (nothing else running)
-#   4. issue 12, closing the gap on POPE random: gpu/seeing_sweep.sh (val only) on GPU 0
+# Phases, most important first (results under /tmp/results/<name>/):
+#   1. two chains side by side. GPU 0: gpu/seeing_final.sh (issue 12: the val-chosen 224-px model on the
+#      POPE test splits with every control), gpu/gpu_tests.sh, gpu/constrained.sh (issue 16 item 1).
+#      GPU 1: gpu/surf_seeing.sh (issue 12: SURf on output/seeing_large/smollm2/final, the 160-px base of
+#      the RESULTS test table), gpu/gemkr_seeing.sh with GEMKR_STEPS (1200) steps.
+#   2. issue 16 on both GPUs: gpu/perf_multi.sh (nothing else running)
+# gpu/seeing_step.sh and gpu/seeing_sweep.sh ran in the 2026-11-30 (c) lease; they still run alone.
 # /tmp/results/PHASE holds the phase under way; /tmp/results/DONE appears at the end. gpu/collect.sh copies.
 cd /tmp/work || exit 1
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:/tmp/work
@@ -15,18 +16,19 @@ phase() { echo "$1 $(date +%s)" > $R/PHASE; echo "phase $1 $(date)" >> $R/phases
 run() { local name=$1 gpu=$2; shift 2; mkdir -p $R/$name
   ( GPU=$gpu OUT=$R/$name CUDA_DEVICE_ORDER=PCI_BUS_ID "$@" > $R/$name/stdout.txt 2>&1; echo "rc $?" > $R/$name/rc.txt ) & }
 phase 1
-run surf_seeing 0 env CKPT=output/seeing_large/smollm2/final bash gpu/surf_seeing.sh
-run gemkr_seeing 1 bash gpu/gemkr_seeing.sh
-run gpu_tests 1 bash gpu/gpu_tests.sh
-wait
+# GPU 0: the 224-px model on test (chosen on val), then the CUDA-only tests and the constrained-decoding bench
+chain0() { GPU=0 OUT=$R/seeing_final bash gpu/seeing_final.sh > $R/seeing_final/stdout.txt 2>&1; echo "rc $?" > $R/seeing_final/rc.txt
+  GPU=0 OUT=$R/gpu_tests bash gpu/gpu_tests.sh > $R/gpu_tests/stdout.txt 2>&1; echo "rc $?" > $R/gpu_tests/rc.txt
+  GPU=0 OUT=$R/constrained bash gpu/constrained.sh > $R/constrained/stdout.txt 2>&1; echo "rc $?" > $R/constrained/rc.txt; }
+# GPU 1: SURf on the base whose test table is in docs/RESULTS.md (the config's 160-px recipe), then GeMKR on SmolLM2
+chain1() { GPU=1 OUT=$R/surf_seeing LIMIT=600 CKPT=output/seeing_large/smollm2/final bash gpu/surf_seeing.sh > $R/surf_seeing/stdout.txt 2>&1
+  echo "rc $?" > $R/surf_seeing/rc.txt
+  GPU=1 OUT=$R/gemkr_seeing STEPS=${GEMKR_STEPS:-1200} DEADLINE_S=560 bash gpu/gemkr_seeing.sh > $R/gemkr_seeing/stdout.txt 2>&1
+  echo "rc $?" > $R/gemkr_seeing/rc.txt; }
+mkdir -p $R/seeing_final $R/gpu_tests $R/constrained $R/surf_seeing $R/gemkr_seeing
+export CUDA_DEVICE_ORDER=PCI_BUS_ID
+chain0 & chain1 & wait
 phase 2
-run seeing_step 0 bash gpu/seeing_step.sh
-run constrained 1 bash gpu/constrained.sh
-wait
-phase 3
 run perf_multi all bash gpu/perf_multi.sh
-wait
-phase 4
-run seeing_sweep 0 bash gpu/seeing_sweep.sh
 wait
 touch $R/DONE

@@ -93,7 +93,7 @@ else
            --sweep 8192x1048576,16384x262144 --check-queries 2048)
   CAMML=("$PY" -m bench.bench_camml --shots 3 --steps 4 --warmup 2)
   GEN=("$PY" -m bench.bench_generation --model-dir "${GEN_MODEL_DIR:-assets/smollm2-135m-instruct}" --random-weights
-       --batch-size 64 --items 256 --lrv-items 64)
+       --batch-size 64 --items 128 --lrv-items 64)
   TRAIN_ARGS=(--llm-layers "${TRAIN_LLM_LAYERS:-8}" --steps 10 --warmup 10
               --compile-scope "${TRAIN_COMPILE_SCOPE:-layers}" --compile-mode "${TRAIN_COMPILE_MODE:-default}")
   CI=("$PY" -m bench.bench_create_index --model-name ViT-L-14 --images 16384 --batch-size 512 --workers 12
@@ -110,7 +110,7 @@ PID_A0=$!
 (
   measure search_1gpu 60 "$G1" "${SEARCH1[@]}"
   measure camml_7b 110 "$G1" "${CAMML[@]}"
-  measure generation 100 "$G1" "${GEN[@]}"
+  measure generation 160 "$G1" "${GEN[@]}"
 ) &
 PID_A1=$!
 wait $PID_A0 $PID_A1
