@@ -168,13 +168,17 @@ class MultimodalLLM(nn.Module):
         return embeds
 
     def _embed_context(self, embeds: torch.Tensor, input_ids: torch.Tensor, context: Dict[str, Any]) -> torch.Tensor:
-        """Runs the context module on the batch's retrieved examples (processor.collate's `context`)."""
+        """Runs the context module on the batch's retrieved examples (processor.collate's `context`).
+        The module reads its inputs in its own dtype and its tokens are written in the LLM's: the two
+        may differ (a bf16 perceiver beside a float32 LLM, or float32 master weights beside a bf16 one),
+        and casting here, the one place that calls a context module, serves every registered type."""
         table = self.llm.get_input_embeddings()
         text_ids = context["text_ids"].to(self.device)
         pixels = context["pixel_values"]
+        dtype = next((p.dtype for p in self.context_module.parameters() if p.is_floating_point()), embeds.dtype)
         image_tokens = (self.encode_images(pixels) if pixels.shape[0]
                         else embeds.new_zeros(0, self.num_visual_tokens, embeds.shape[-1]))
-        inputs = ContextInputs(image_tokens.to(embeds.dtype), context["image_counts"].tolist(), table(text_ids),
+        inputs = ContextInputs(image_tokens.to(dtype), context["image_counts"].tolist(), table(text_ids).to(dtype),
                                context["text_mask"].to(self.device), context["text_counts"].tolist())
         tokens = torch.cat(list(self.context_module(inputs)), dim=0).to(embeds.dtype)
         slots = (input_ids == CONTEXT_PLACEHOLDER_ID).unsqueeze(-1)

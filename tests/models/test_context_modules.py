@@ -119,3 +119,35 @@ def test_context_tokens_at_the_scale_of_the_shot_text_embeddings():
     assert rms(outs[1]) == pytest.approx(rms(words1), rel=1e-4)
     plain = CammlPerceiver({**PERCEIVER, "width": 16, "heads": 2, "match_embedding_scale": False}, 4, 16).eval()
     assert rms(plain(inputs)[0]) > 5 * rms(words0)  # without it: the perceiver's own scale
+
+
+def _cast_parts(model, dtypes):
+    for part, dtype in dtypes.items():
+        getattr(model, part).to(dtype)
+    return model
+
+
+@pytest.mark.parametrize("dtypes", [
+    # the 7B bench on the GPU: tower, projector and perceiver built in bf16, the LLM at its float32 default
+    {"vision_tower": torch.bfloat16, "projector": torch.bfloat16, "context_module": torch.bfloat16},
+    # the other way round: a bf16 LLM (its text embeddings bf16) and a float32 perceiver
+    {"llm": torch.bfloat16, "context_module": torch.float32},
+], ids=["bf16_perceiver_fp32_llm", "fp32_perceiver_bf16_llm"])
+def test_context_path_with_the_perceiver_and_the_llm_in_different_dtypes(tiny_model_cfg, dtypes):
+    """The context module reads its inputs in its own dtype, whatever the LLM's: the mixed-dtype model runs,
+    and equals the same weights run all in float32 (the plain path) within bf16 rounding."""
+    cfg = copy.deepcopy(tiny_model_cfg)
+    cfg["context_module"] = {**PERCEIVER, "random_shots": False}
+    mixed = _cast_parts(build_tiny_model(cfg), dtypes)
+    plain = copy.deepcopy(mixed).float()  # the same (bf16-rounded) weights, computed in float32
+    processor = build_processor(mixed.cfg, mixed)
+    batch = processor.collate([_sample(processor, 1, 0), _sample(processor, 3, 1)])
+    slots = batch["input_ids"] == CONTEXT_PLACEHOLDER_ID
+    with torch.no_grad():
+        got = mixed.embed(batch["input_ids"], batch["pixel_values"], context=batch["context"])[slots].float()
+        want = plain.embed(batch["input_ids"], batch["pixel_values"], context=batch["context"])[slots]
+        loss_mixed, loss_plain = mixed(batch)["loss_sum"], plain(batch)["loss_sum"]
+    scale = float(want.pow(2).mean().sqrt())
+    assert float((got - want).abs().max()) < 0.05 * scale  # bf16 keeps ~3 significant digits per operation
+    print("ERR", float((got - want).abs().max()), scale, float((want[: 2 * Q] - want[2 * Q:]).abs().max()), float(loss_mixed), float(loss_plain))
+    assert float(loss_mixed) == pytest.approx(float(loss_plain), rel=2e-2)
