@@ -149,5 +149,5 @@ def test_context_path_with_the_perceiver_and_the_llm_in_different_dtypes(tiny_mo
         loss_mixed, loss_plain = mixed(batch)["loss_sum"], plain(batch)["loss_sum"]
     scale = float(want.pow(2).mean().sqrt())
     assert float((got - want).abs().max()) < 0.05 * scale  # bf16 keeps ~3 significant digits per operation
-    print("ERR", float((got - want).abs().max()), scale, float((want[: 2 * Q] - want[2 * Q:]).abs().max()), float(loss_mixed), float(loss_plain))
-    assert float(loss_mixed) == pytest.approx(float(loss_plain), rel=2e-2)
+    assert float((want[: 2 * Q] - want[2 * Q:]).abs().max()) > 0.2 * scale  # the two samples differ: the bound bites
+    assert float(loss_mixed) == pytest.approx(float(loss_plain), rel=1e-3)
