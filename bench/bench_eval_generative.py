@@ -87,7 +87,19 @@ def run_eval(args, data_path: Path, out_dir: Path, backend: str) -> Dict[str, An
     return {"backend": backend, "wall_s": round(wall, 1), "queries": summary["n_queries"],
             "queries_per_s_end_to_end": round(summary["n_queries"] / wall, 2),
             "retrieval_s": summary["seconds"], "retrieval_queries_per_s": summary["queries_per_s"],
-            "clues_in_corpus": summary.get("clues_in_corpus"), "R@5": summary.get("R@5")}
+            "clues_in_corpus": summary.get("clues_in_corpus"), "R@5": summary.get("R@5"),
+            # eval.py's own phases (build_model_s: a random 7B LLaMA is initialised on the host here, which
+            # a run that loads trained weights does not pay; evaluate_s holds index load, prompts, decoding)
+            "phases": phase_seconds(out_dir, wall)}
+
+
+def phase_seconds(out_dir: Path, wall: float) -> Optional[Dict[str, float]]:
+    """eval.py's timings.json plus `outside_s`: interpreter start-up, imports and config (wall minus phases)."""
+    path = out_dir / "timings.json"
+    if not path.is_file():
+        return None
+    phases = json.loads(path.read_text())
+    return {**phases, "outside_s": round(wall - sum(phases.values()), 1)}
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:

@@ -246,3 +246,7 @@ def test_eval_generative_bench_toy():
     # eval.py answered every cycled question, and the device-table constraint kept every clue in the corpus
     assert run["backend"] == "device" and run["queries"] == 4 and run["clues_in_corpus"] == 1.0
     assert run["wall_s"] >= run["retrieval_s"] > 0
+    # eval.py's phases: the task's retrieval timer runs inside its evaluate phase, and the phases fit the wall
+    phases = run["phases"]
+    assert phases["evaluate_s"] >= run["retrieval_s"] and phases["build_model_s"] > 0
+    assert phases["outside_s"] >= 0
