@@ -47,10 +47,12 @@ SHAPES = {
 }
 
 
-def model_config(shape: Dict[str, Any], context: bool, full_llm: bool) -> Any:
+def model_config(shape: Dict[str, Any], context: bool, full_llm: bool, dtype: str = "float32") -> Any:
+    """`dtype` the LLM's (model.llm.dtype: without it the LLM is cast to its float32 default, whatever
+    dtype the rest is built in)."""
     cfg = {"arch": "mm_llm",
            "vision_tower": {"type": "hf_clip", "config": shape["tower"], "select_layer": -2},
-           "llm": {"config": shape["llm"], "freeze": not full_llm},
+           "llm": {"config": shape["llm"], "freeze": not full_llm, "dtype": dtype},
            "lora": {"enabled": not full_llm, "r": 8, "alpha": 16, "dropout": 0.0},
            "context_module": {"type": "camml_perceiver", **shape["perceiver"], "random_shots": False} if context
            else {"type": "none"}}
@@ -85,7 +87,7 @@ def run_variant(args, context: bool, device: torch.device) -> Dict[str, Any]:
     dtype = DTYPES[args.dtype]
     torch.manual_seed(0)
     with build_on(device, dtype):
-        model = MultimodalLLM(model_config(shape, context, args.full_llm),
+        model = MultimodalLLM(model_config(shape, context, args.full_llm, args.dtype),
                               TokenIds(shape["vocab"], 0, 2)).to(device)
     if context:  # the perceiver is trained in fp32 master weights only under --dtype float32; bf16 here
         model.context_module.to(dtype)
@@ -120,6 +122,7 @@ def run_variant(args, context: bool, device: torch.device) -> Dict[str, Any]:
     result = {"step_s": seconds, "seq_len": seq, "tokens_per_s": args.batch * seq / seconds,
               "flops_per_step": flops, "mfu": flops / seconds / (args.peak_tflops * 1e12),
               "context_tokens": n_ctx, "context_share": n_ctx / seq, "trainable_params": model.num_trainable(),
+              "llm_dtype": str(model.llm.get_input_embeddings().weight.dtype).removeprefix("torch."),
               "peak_memory_gib": peak_memory_gib(device)}
     del model, opt, batch
     free_memory(device)
