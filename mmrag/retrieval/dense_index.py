@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from mmrag.common.errors import UserError
 from mmrag.common.jsonl import read_jsonl, write_json, write_jsonl
-from mmrag.retrieval.exact_search import TorchExactIndex, merge_shard_results
+from mmrag.retrieval.exact_search import RERANK, RERANK_ROWS, TorchExactIndex, merge_shard_results
 
 MANIFEST = "manifest.json"
 METADATA = "metadata.jsonl"
@@ -44,6 +44,9 @@ DEFAULT_INDEX_SPEC: Dict[str, Any] = {
     "shard_rows": 0,       # rows per faiss shard; 0 = one shard
     "use_gpu": True,       # move Flat/IVF shards to GPU(s) for search when faiss has GPU support
     "backend": "faiss",    # faiss | torch: exact search in torch (type flat only; GPUs when present, no faiss needed)
+    "torch_rerank": "auto",        # backend torch: re-score bf16 candidates on float32 rows (auto: on for bf16 rows)
+    "torch_candidates": 0,         # backend torch: candidates per query for the re-rank; 0 = max(4k, 32)
+    "torch_rerank_rows": "device",  # backend torch: float32 rows for the re-rank on the device | host (saves memory)
 }
 BACKENDS = ("faiss", "torch")
 
@@ -199,6 +202,14 @@ def index_spec(cfg: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     if spec["backend"] == "torch" and spec["type"] != "flat":
         raise DenseIndexError(f"index config: backend torch is exact search (type flat), got type {spec['type']!r}; "
                               "approximate indexes (ivf, hnsw, pq) use backend faiss")
+    if spec["torch_rerank"] not in RERANK or type(spec["torch_rerank"]) not in (str, bool):
+        raise DenseIndexError(f"index config: torch_rerank {spec['torch_rerank']!r} needs to be auto, true or false")
+    if spec["torch_rerank_rows"] not in RERANK_ROWS:
+        raise DenseIndexError(f"index config: torch_rerank_rows {spec['torch_rerank_rows']!r} needs to be one of "
+                              f"{', '.join(RERANK_ROWS)}")
+    if type(spec["torch_candidates"]) is not int or spec["torch_candidates"] < 0:
+        raise DenseIndexError(f"index config: torch_candidates {spec['torch_candidates']!r} needs to be an integer "
+                              ">= 0 (0: max(4k, 32))")
     return spec
 
 
@@ -271,7 +282,8 @@ def load_shard(path: Path, spec: Dict[str, Any]):
     when `use_gpu` and faiss has them)."""
     if path.suffix == ".npy":
 
-        return TorchExactIndex(np.load(path), devices=None if spec["use_gpu"] else ["cpu"])
+        return TorchExactIndex(np.load(path), devices=None if spec["use_gpu"] else ["cpu"], rerank=spec["torch_rerank"],
+                               candidates=spec["torch_candidates"], rerank_rows=spec["torch_rerank_rows"])
     import faiss
 
     return _tune_for_search(faiss.read_index(str(path)), spec)
