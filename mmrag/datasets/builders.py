@@ -5,7 +5,7 @@ image processor reads the images; its tokenizer, where a builder needs one, toke
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from mmrag.common.registry import DATASETS
 from mmrag.datasets.multimodal_dataset import BUILDER_DEFAULTS, ConversationDataset, drop_missing_images
@@ -40,7 +40,15 @@ def llava_records(path: Path, image_root: Path) -> List[Dict[str, Any]]:
 
 @DATASETS.register("llava_instruct")
 class LlavaInstructBuilder(Builder):
-    """LLaVA-format conversations (single- or multi-image), e.g. LLaVA-665K or the world's instruct files."""
+    """LLaVA-format conversations (single- or multi-image), e.g. LLaVA-665K or the world's instruct files.
+
+    `grounding_boxes` (a COCO instances JSON, may hold `{split}`): every image of the records gets
+    per-cell name targets for the model's grounding loss (`model.grounding_loss_weight`; the cells and
+    names: `processors.grounding`); an image the file does not hold is refused. Give it only to
+    datasets whose images are training images (never to a file that also holds the val images)."""
+
+    DEFAULTS = {"grounding_boxes": None, "grounding_tokens": "first", "grounding_min_cover": 0.25,
+                "grounding_empty": None}   # grounding_tokens: first | all; grounding_empty: a word uncovered cells predict
 
     @classmethod
     def build(cls, cfg, processor, split: str, name: str) -> ConversationDataset:
@@ -50,7 +58,61 @@ class LlavaInstructBuilder(Builder):
         if cfg.max_samples:
             records = records[: cfg.max_samples]
         records = drop_missing_images(records, cfg.missing_images, str(path))
+        if cfg.get("grounding_boxes"):
+            targets = GroundingTargets.from_config(cfg, processor, split, name)
+            for rec in records:
+                rec["cell_targets"] = [targets.for_image(p, rec["id"]) for p in rec["images"]]
         return ConversationDataset(records, processor.image_processor, name)
+
+
+class GroundingTargets:
+    """Per-cell name targets of the images of a COCO instances JSON (one tensor per file, built once)."""
+
+    def __init__(self, instances: Dict[str, Any], source: str, tokenizer, grid: int, pad_to_square: bool,
+                 mode: str = "first", min_cover: float = 0.25, empty: Optional[str] = None) -> None:
+        from mmrag.processors.grounding import check_token_mode, name_token_ids
+
+        check_token_mode(mode)
+        self.source, self.grid, self.pad_to_square, self.min_cover = source, grid, pad_to_square, min_cover
+        self.names = {c["id"]: name_token_ids(tokenizer, c["name"], mode) for c in instances["categories"]}
+        self.empty = name_token_ids(tokenizer, empty, "first") if empty else None
+        self.images = {Path(im["file_name"]).name: (im["width"], im["height"], []) for im in instances["images"]}
+        by_id = {im["id"]: Path(im["file_name"]).name for im in instances["images"]}
+        for ann in instances["annotations"]:
+            self.images[by_id[ann["image_id"]]][2].append(ann)
+        self._built: Dict[str, Any] = {}
+
+    @classmethod
+    def from_config(cls, cfg, processor, split: str, name: str) -> "GroundingTargets":
+        from mmrag.common.errors import ConfigError
+        from mmrag.datasets.formats import read_coco_instances
+
+        path = split_path(cfg, split, "grounding_boxes")
+        cells = processor.num_visual_tokens
+        grid = int(round(cells ** 0.5))
+        if grid * grid != cells:
+            raise ConfigError(f"datasets.{name}.grounding_boxes: the model's {cells} visual tokens per image are not "
+                              "a square grid of cells (a patch-grid tower and a projector that keeps or pools the grid)")
+        return cls(read_coco_instances(path), str(path), processor.tokenizer, grid,
+                   processor.image_processor.pad_to_square, cfg.grounding_tokens, float(cfg.grounding_min_cover),
+                   cfg.get("grounding_empty"))
+
+    def for_image(self, image_path: str, record_id: str = ""):
+        """[cells, width] long tensor of the image's per-cell name ids (processors.grounding.cell_targets)."""
+        from mmrag.common.errors import DataFormatError
+        from mmrag.processors.grounding import cell_targets, covered_cells
+
+        key = Path(image_path).name
+        if key not in self._built:
+            if key not in self.images:
+                raise DataFormatError(f"{self.source}: no image {key} (record {record_id}); grounding_boxes must "
+                                      "hold the boxes of every image of the dataset")
+            width, height, anns = self.images[key]
+            owner = covered_cells([a["bbox"] for a in anns], width, height, self.grid, self.pad_to_square,
+                                  self.min_cover)
+            self._built[key] = cell_targets(owner, [self.names[a["category_id"]] for a in anns],
+                                            empty_ids=self.empty)
+        return self._built[key]
 
 
 def _text_record(rid: str, text: str) -> Dict[str, Any]:

@@ -1,7 +1,7 @@
 """Torch datasets over conversation records with images, and the missing-image policy.
 
 A record is {"id", "images": [paths], "conversations": [{"from","value"}], optional "target_ids",
-optional "region_key"}. Images are checked when the dataset is built: a missing file is either
+optional "region_key", optional "cell_targets" (per image, the grounding loss's per-cell name ids)}. Images are checked when the dataset is built: a missing file is either
 skipped (counted, reported with its id and path) or fails at once, per `missing_images`. An image
 that exists but cannot be decoded is handled the same way when it is read, never as a bare crash.
 """
@@ -68,6 +68,8 @@ class ConversationDataset(Dataset):
         }
         if rec.get("target_ids") is not None:
             sample["target_ids"] = rec["target_ids"]
+        if rec.get("cell_targets") is not None:
+            sample["cell_targets"] = rec["cell_targets"]
         if self.region_store is not None:
             sample["regions"] = torch.stack([self.region_store.get(Path(p).stem) for p in rec["images"]])
         return sample

@@ -30,6 +30,7 @@ from mmrag.processors.tokenizers import TokenIds, token_ids
 
 log = logging.getLogger(__name__)
 LOSS_LOGITS = ("targets", "all")  # model.loss_logits
+GROUNDING_HEADS = ("output", "input")  # model.grounding_head
 
 
 @MODELS.register("mm_llm")
@@ -47,6 +48,8 @@ class MultimodalLLM(nn.Module):
         "image_placement": "as_written",  # as_written | after_text (the processor moves a turn's images after its text)
         "max_txt_len": 512,
         "loss_logits": "targets",  # targets: LM head + cross-entropy at target positions only | all: every position
+        "grounding_loss_weight": 0.0,  # > 0: each visual token covered by an object predicts its name (batch cell_targets)
+        "grounding_head": "output",    # output: the LM head scores the visual tokens | input: the input embeddings do
         "pad_to_square": True,
         "checkpoint": None,  # a folder written by save_trainable(), loaded after building
     }
@@ -68,6 +71,10 @@ class MultimodalLLM(nn.Module):
         check_image_placement(cfg.get("image_placement", "as_written"))  # fail before anything is built
         if cfg.get("loss_logits", "targets") not in LOSS_LOGITS:
             raise ConfigError(f"model.loss_logits={cfg.get('loss_logits')!r} is not one of {', '.join(LOSS_LOGITS)}")
+        if cfg.get("grounding_head", "output") not in GROUNDING_HEADS:
+            raise ConfigError(f"model.grounding_head={cfg.get('grounding_head')!r} is not one of {', '.join(GROUNDING_HEADS)}")
+        if float(cfg.get("grounding_loss_weight", 0.0)) < 0:
+            raise ConfigError(f"model.grounding_loss_weight={cfg.get('grounding_loss_weight')!r}: expected a weight >= 0")
         self.cfg = cfg
         self.token_ids = token_ids or _token_ids(cfg.llm)
         self.vision_tower = build_vision_tower(OmegaConf.to_container(cfg.vision_tower, resolve=True))
@@ -191,9 +198,47 @@ class MultimodalLLM(nn.Module):
                              f"{self.num_visual_tokens} tokens")
 
     def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Summed token loss and the number of target tokens (the runner normalises over the global batch)."""
+        """Summed token loss and the number of target tokens (the runner normalises over the global batch);
+        with `grounding_loss_weight` w > 0 and the batch's `cell_targets`, plus w x the mean grounding
+        loss of the covered cells x the target tokens, so the runner's per-token loss gains w x that mean."""
         embeds = self.embed(batch["input_ids"], batch["pixel_values"], batch.get("regions"), batch.get("context"),
                             batch.get("image_keys"))
+        out = self._text_loss(embeds, batch)
+        weight = float(self.cfg.get("grounding_loss_weight", 0.0))
+        if weight > 0 and batch.get("cell_targets") is not None:
+            grounding = self.grounding_loss(embeds, batch["input_ids"], batch["cell_targets"])
+            if grounding is not None:
+                out["loss_sum"] = out["loss_sum"] + weight * grounding * out["n_tokens"].to(grounding.device)
+                out["grounding_loss"] = grounding.detach()
+        return out
+
+    def grounding_loss(self, embeds: torch.Tensor, input_ids: torch.Tensor,
+                       cell_targets: torch.Tensor) -> Optional[torch.Tensor]:
+        """Mean over the covered cells of the cross-entropy of each cell's visual token, scored by the LM
+        head (`grounding_head: output`) or the input embeddings (`input`) over the vocabulary, against
+        its name's ids (`cell_targets` [n_images, cells, width], IGNORE_INDEX-padded; a cell with several
+        ids averages their cross-entropies). None when no cell is covered."""
+        placeholders = (input_ids == IMAGE_PLACEHOLDER_ID).to(embeds.device)
+        visual = embeds[placeholders].reshape(-1, embeds.shape[-1])  # the projected tokens, image by image
+        targets = cell_targets.reshape(-1, cell_targets.shape[-1])
+        if targets.shape[0] != visual.shape[0]:
+            raise ValueError(f"cell_targets hold {targets.shape[0]} cells, the batch {visual.shape[0]} visual tokens")
+        covered = torch.nonzero(targets[:, 0] != IGNORE_INDEX).squeeze(1)  # found on the CPU batch
+        if not covered.numel():
+            return None
+        targets = targets.index_select(0, covered).to(embeds.device, non_blocking=True)
+        tokens = visual.index_select(0, covered.to(embeds.device, non_blocking=True))
+        if self.cfg.get("grounding_head", "output") == "input":
+            logits = tokens @ self.llm.get_input_embeddings().weight.t()
+        else:
+            logits = base_causal_lm(self.llm).get_output_embeddings()(tokens)
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        valid = targets != IGNORE_INDEX
+        picked = logprobs.gather(1, targets.clamp_min(0)) * valid
+        return (-picked.sum(1) / valid.sum(1)).mean()
+
+    def _text_loss(self, embeds: torch.Tensor, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The answer tokens' summed cross-entropy and their count."""
         causal_lm = base_causal_lm(self.llm)
         mask = batch["attention_mask"]  # the CPU batch: checking it costs the GPU no sync
         # no padding: no mask, so attention takes its causal fast path; no KV cache: training never

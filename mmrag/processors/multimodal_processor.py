@@ -3,8 +3,9 @@
 Built from the same `model:` config section as the model plus what the built model reports about
 its inputs (`VisualInputSpec`: how many LLM positions one image fills, the tower's image size and
 normalisation). It holds the tokenizer, the conversation template and the image processor, and
-collates samples {conversations, pixel_values [n,3,H,W], regions?, target_ids?, id?, context?} into
-batches; `context` = the retrieved examples {pixel_values [m,3,H,W], texts [str]} a context module
+collates samples {conversations, pixel_values [n,3,H,W], regions?, target_ids?, id?, context?,
+cell_targets?} into batches; `cell_targets` = one [cells, width] tensor (or None) per image, the names
+each visual token should predict under the grounding loss (`processors.grounding`); `context` = the retrieved examples {pixel_values [m,3,H,W], texts [str]} a context module
 reads, written where the prompt says `<context>`.
 The model never tokenises; a caller that wants another prompt format passes another template.
 `image_placement` (`model.image_placement`): `as_written` keeps each `<image>` where the text has it;
@@ -21,6 +22,7 @@ import torch
 
 from mmrag.common.errors import ConfigError
 from mmrag.processors.conversation import ConversationTemplate, get_template
+from mmrag.processors.grounding import collate_cell_targets
 from mmrag.processors.image_processing import ImageProcessor, pixel_key
 from mmrag.processors.tokenization import IGNORE_INDEX, EncodedSample, check_image_count, encode_segments
 from mmrag.processors.tokenizers import load_tokenizer
@@ -123,6 +125,9 @@ class MultimodalProcessor:
         batch["pixel_values"] = torch.cat(pixel) if pixel else torch.zeros(0, 3, 1, 1)
         if self.spec is not None and self.spec.image_keys:  # hashed here, in the loader's workers
             batch["image_keys"] = [pixel_key(p) for p in batch["pixel_values"]]
+        if any(s.get("cell_targets") is not None for s in samples):  # the grounding loss's per-cell names
+            per_image = [t for s in samples for t in (s.get("cell_targets") or [None] * len(s["pixel_values"]))]
+            batch["cell_targets"] = collate_cell_targets(per_image, self.num_visual_tokens)
         if any(s.get("regions") is not None for s in samples):
             batch["regions"] = torch.cat([s["regions"] for s in samples if len(s["pixel_values"])])
         if any(s.get("context") is not None for s in samples):
