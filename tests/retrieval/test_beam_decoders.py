@@ -7,6 +7,7 @@ import contextlib
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from mmrag.retrieval.beam_decoders import (BeamGraphWorkspace, HFCacheDecoder, SharedPromptDecoder,
@@ -59,6 +60,48 @@ def test_shared_prompt_logits_equal_the_kv_cache_decoder(kv_heads, padded, fused
             parents, tokens = random_parents(gen), torch.randint(3, 97, (ROWS,), generator=gen)
             torch.testing.assert_close(shared.step(parents, tokens), oracle.step(parents, tokens),
                                        rtol=1e-5, atol=1e-5)
+
+
+class CacheTraffic(TorchDispatchMode):
+    """Per op: elements written into, and non-view reads of, the decoder's key/value buffers."""
+
+    def __init__(self, buffers) -> None:
+        super().__init__()
+        caches = [buffers.gen_k, buffers.gen_v] + [t for pair in buffers.prompt_kv for t in pair]
+        self.storages = {t.untyped_storage().data_ptr() for t in caches}
+        self.written, self.readers, self.ops = 0, set(), set()
+
+    def _cache(self, t) -> bool:
+        return isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() in self.storages
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        self.ops.add(name)
+        if name.endswith("_") and self._cache(args[0]):  # in place into a cache: count what lands there
+            self.written += args[3].numel() if name == "index_copy_" else args[0].numel()
+        elif any(self._cache(a) for a in args) and not self._cache(out):  # not a view: the op reads the cache
+            self.readers.add(name)
+        return out
+
+
+def test_a_decode_step_writes_the_new_tokens_keys_and_values_and_moves_no_cache():
+    """Per step the caches take exactly one key and one value per beam row and layer; only the attention
+    matmuls read them (no gather by parent row, no copy of the prompt part), and no Python number is
+    written into a device tensor (on a GPU that is a host tensor copied with a blocking copy)."""
+    model, kv_heads, layers, head_dim = tiny_llama(kv_heads=2), 2, 2, 8
+    embeds, mask = padded_prompts()
+    decoder = SharedPromptDecoder(model, GROUPS, GROUP_SIZE, STEPS + 1)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        decoder.prefill(embeds, mask)
+        for _ in range(STEPS):
+            parents, tokens = random_parents(gen), torch.randint(3, 97, (ROWS,), generator=gen)
+            with CacheTraffic(decoder.buffers) as traffic:
+                decoder.step(parents, tokens)
+            assert traffic.written == 2 * layers * ROWS * kv_heads * head_dim
+            assert traffic.readers == {"bmm"}
+            assert "lift_fresh" not in traffic.ops
 
 
 def test_shared_prompt_runs_the_lora_layers_of_a_peft_model():
