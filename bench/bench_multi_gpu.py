@@ -17,7 +17,9 @@ Strategies (`--strategy`, a comma list, run one after the other in the same laun
           gradients all-reduced in buckets during the backward
   fsdp    FSDP2 (`torch.distributed.fsdp.fully_shard`): each LLM decoder layer is its own unit, the
           rest of the model (vision tower, projector, embeddings, head) the root unit; parameters,
-          gradients and optimiser state sharded over the N ranks
+          gradients and optimiser state sharded over the N ranks (run.fsdp_frozen=shard)
+  fsdp_replicate  the same units with the frozen weights whole on every rank, only the trained ones
+          sharded (run.fsdp_frozen=replicate, the runner's default)
 
 Scaling efficiency = samples/s on N GPUs / (N x samples/s of one GPU). The 1-GPU figure comes from
 `--baseline-json` (the JSON line of a 1-process run of this script, or of bench_train_step.py at the
@@ -47,7 +49,7 @@ from mmrag.runners.distributed import Ranks
 from bench.common import (DTYPES, BenchError, StepTimer, emit, free_memory, machine_info,
                           peak_memory_gib, percentile_ms, reset_peak_memory, sync)
 
-STRATEGIES = ("single", "ddp", "fsdp")
+STRATEGIES = ("single", "ddp", "fsdp", "fsdp_replicate")
 
 
 def init_distributed(toy: bool, device_name: Optional[str]) -> Ranks:
@@ -67,11 +69,12 @@ def wrap(model: nn.Module, strategy: str, recipe: Recipe, ranks: Ranks) -> nn.Mo
     """The runner's wrappers: DDP (static graph: the same every step) or FSDP2, one unit per decoder layer."""
     if strategy == "ddp":
         return distributed.wrap_ddp(model, ranks, static_graph=True)
-    if strategy == "fsdp":
+    if strategy in ("fsdp", "fsdp_replicate"):
         frozen, master = frozen_dtype(recipe, ranks.device), recipe.master_dtype
         # fp32 trainable weights next to bf16 frozen ones: gather in bf16, reduce in fp32
         mixed = {"param_dtype": DTYPES[frozen], "reduce_dtype": DTYPES[master]} if frozen != master else {}
-        return distributed.wrap_fsdp(model, ranks, **mixed)
+        return distributed.wrap_fsdp(model, ranks, frozen="replicate" if strategy == "fsdp_replicate" else "shard",
+                                     **mixed)
     return model
 
 

@@ -18,8 +18,12 @@ global batch), rank 0 prints one JSON line with tokens/s of the whole job:
     torchrun --standalone --nproc_per_node 2 -m bench.train_py_recipe --distributed ddp --llm-layers 8 \
         --compile-scope model --compile-mode reduce-overhead
     torchrun --standalone --nproc_per_node 2 -m bench.train_py_recipe --distributed fsdp --llm-layers 8 \
-        --compile-scope layers
+        --compile-scope layers [--fsdp-frozen shard]
     torchrun --standalone --nproc_per_node 2 -m bench.train_py_recipe --toy   # CPU, gloo, seconds
+
+`--llm-layers 8` makes the step short (~0.1 s on an H200), so any fixed per-step cost of the wrappers
+weighs ~4x what it does at the full depth; a scaling figure should also be taken with `--llm-layers 32`
+(the default, the model as trained) beside it.
 """
 from __future__ import annotations
 
@@ -36,12 +40,15 @@ import torch
 from bench.bench_train_step import LR, add_step_arguments, base_recipes, gemkr_config, shape_from_args
 from bench.common import emit, machine_info, pick_device
 from bench.train_py_run import run_train_py
+from mmrag.runners.distributed import FSDP_FROZEN
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--toy", action="store_true", help="tiny shapes on the CPU (gloo under torchrun)")
     ap.add_argument("--distributed", default="ddp", choices=["ddp", "fsdp"], help="run.distributed")
+    ap.add_argument("--fsdp-frozen", default="replicate", choices=list(FSDP_FROZEN),
+                    help="run.fsdp_frozen: the frozen weights whole on every process, or sharded")
     ap.add_argument("--batch-per-gpu", dest="batch", type=int, default=None, help="rows per process (default 12)")
     ap.add_argument("--work-dir", default=None, help="shared run folder (default: a temp folder per job)")
     add_step_arguments(ap)
@@ -68,8 +75,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     start = time.perf_counter()
-    timed = run_train_py(shape, gemkr_config(shape, recipe), recipe, LR, device, args.distributed, world, work_dir)
+    timed = run_train_py(shape, gemkr_config(shape, recipe), recipe, LR, device, args.distributed, world, work_dir,
+                         fsdp_frozen=args.fsdp_frozen)
     result = {"bench": "train_py", "toy": args.toy, "world_size": world, "distributed": args.distributed if world > 1 else "single",
+              "fsdp_frozen": args.fsdp_frozen if args.distributed == "fsdp" else None,
               "compile_scope": recipe.compile_scope, "compile_mode": recipe.compile_mode,
               "batch_per_gpu": shape["batch"], "global_batch": shape["batch"] * world, "seq_len": shape["seq_len"],
               "llm_layers": shape["llm"]["num_hidden_layers"], "steps_timed": shape["steps"],

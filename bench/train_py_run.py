@@ -68,7 +68,8 @@ class RandomRowsTask(Task):
 
 
 def run_config(shape: Dict[str, Any], model_cfg: Dict[str, Any], recipe, out_dir: Path, lr: float,
-               device: torch.device, distributed: str = "ddp", world: int = 1) -> Dict[str, Any]:
+               device: torch.device, distributed: str = "ddp", world: int = 1,
+               fsdp_frozen: str = "replicate") -> Dict[str, Any]:
     """The experiment YAML's content: the bench's model, run options equal to recipe `ours`."""
     steps, warmup = shape["steps"], math.ceil(shape["warmup"] / shape["steps"]) * shape["steps"]
     evaluation = {"seq_len": shape["seq_len"], "target_tokens": shape["target_tokens"], "image_at": 32,
@@ -78,21 +79,22 @@ def run_config(shape: Dict[str, Any], model_cfg: Dict[str, Any], recipe, out_dir
            "max_steps": warmup + steps, "log_every": steps, "save_every": warmup + steps, "keep_checkpoints": 1,
            "param_dtype": "bfloat16", "amp": "no", "init_lr": lr, "min_lr": lr, "warmup_steps": 0,
            "compile": recipe.compile_scope, "compile_mode": recipe.compile_mode, "num_workers": 4,
-           "evaluate": False, "progress": False, "device": device.type, "distributed": distributed}
+           "evaluate": False, "progress": False, "device": device.type, "distributed": distributed,
+           "fsdp_frozen": fsdp_frozen}
     evaluation["rows"] *= world
     return {"model": model_cfg, "datasets": {}, "run": run, "evaluation": evaluation}
 
 
 def run_train_py(shape: Dict[str, Any], model_cfg: Dict[str, Any], recipe, lr: float,
                  device: torch.device, distributed: str = "ddp", world: int = 1,
-                 work_dir: Optional[str] = None) -> Dict[str, Any]:
+                 work_dir: Optional[str] = None, fsdp_frozen: str = "replicate") -> Dict[str, Any]:
     """Train through mmrag.cli.train.main (what `python train.py --cfg-path X.yaml` runs); the timing.
     Under torchrun every process calls this with the same `work_dir` (a shared folder for the run)."""
     from mmrag.cli.train import main as train_main
 
     with tempfile.TemporaryDirectory() as own_tmp:
         tmp = work_dir or own_tmp
-        cfg = run_config(shape, model_cfg, recipe, Path(tmp) / "run", lr, device, distributed, world)
+        cfg = run_config(shape, model_cfg, recipe, Path(tmp) / "run", lr, device, distributed, world, fsdp_frozen)
         path = Path(tmp) / f"bench_runner_{os.environ.get('RANK', '0')}.yaml"
         OmegaConf.save(OmegaConf.create(cfg), path)
         result = train_main(["--cfg-path", str(path)])

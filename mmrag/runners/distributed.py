@@ -5,14 +5,18 @@ LOCAL_RANK in the environment); one process without torchrun is a job of one. Ba
 CUDA, gloo on the CPU. Wrappers (`run.distributed`):
   ddp   DistributedDataParallel: a full replica per process, trainable gradients all-reduced in buckets.
   fsdp  FSDP2 (`torch.distributed.fsdp.fully_shard`): each LLM decoder layer is a unit, the rest of
-        the model the root unit; weights, gradients and optimizer state sharded over the processes.
+        the model the root unit; trained weights, their gradients and optimizer state sharded over the
+        processes, frozen weights replicated (`run.fsdp_frozen=replicate`) or sharded too (`shard`).
+Both wrappers receive the collated CPU batch as a `HostBatch`, which they pass to the model untouched:
+the model sees what it sees in one process and moves its inputs itself, without blocking copies.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -23,6 +27,7 @@ from mmrag.runners.compilation import decoder_stack
 
 STRATEGIES = ("ddp", "fsdp")
 DEVICES = ("auto", "cpu", "cuda")
+FSDP_FROZEN = ("replicate", "shard")  # run.fsdp_frozen: what FSDP2 does with the frozen weights
 
 
 @dataclass(frozen=True)
@@ -94,27 +99,96 @@ def all_reduce_sum(tensor: torch.Tensor, ranks: Ranks) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------- wrapping
 
+class HostBatch(MutableMapping):
+    """A collated batch handed through a DDP or FSDP2 wrapper to the model as it is.
+
+    Both wrappers copy the tensors inside dict, list and tuple arguments to the device before the
+    forward (DDP given `device_ids`, FSDP2 at its root unit), each copy blocking the host until the GPU
+    has run everything queued; the model's host-side decisions on the CPU batch (is there padding,
+    where are the targets) then read GPU tensors, each one more wait. FSDP2 also casts floating inputs
+    to its `param_dtype`. The model moves what it needs itself, with non-blocking copies from pinned
+    memory, as in one process; the wrappers do not look inside a mapping that is not a dict."""
+
+    def __init__(self, batch: Dict[str, Any]) -> None:
+        self.batch = batch
+
+    def __getitem__(self, key: str) -> Any:
+        return self.batch[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.batch[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.batch[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.batch)
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+
+def is_wrapped(model: nn.Module) -> bool:
+    """A DDP wrapper or an FSDP2 module: what `TrainStep` hands a `HostBatch`."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return isinstance(model, DistributedDataParallel) or hasattr(model, "set_requires_gradient_sync")
+
+
+def buffers_change_in_training(model: nn.Module) -> bool:
+    """Whether a training forward can change a buffer: a norm layer with running statistics that
+    `model.train()` leaves in training mode (a frozen vision tower stays in eval mode). Other buffers
+    (rotary frequencies, position ids) are constants that every process built alike."""
+    modes = {m: m.training for m in model.modules()}
+    model.train()
+    changing = any(isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats and m.training
+                   for m in model.modules())
+    for module, mode in modes.items():
+        module.training = mode
+    return changing
+
+
 def wrap_ddp(model: nn.Module, ranks: Ranks, static_graph: bool = False) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [ranks.local_rank] if ranks.device.type == "cuda" else None
-    # frozen weights are not in DDP's buckets (requires_grad=False)
-    return DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True, static_graph=static_graph)
+    # frozen weights are not in DDP's buckets (requires_grad=False); buffers are broadcast from rank 0
+    # before every forward (a collective and a host-side flatten/copy each step) only where training
+    # changes them
+    return DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True, static_graph=static_graph,
+                                   broadcast_buffers=buffers_change_in_training(model))
 
 
 def wrap_fsdp(model: nn.Module, ranks: Ranks, param_dtype: Optional[torch.dtype] = None,
-              reduce_dtype: Optional[torch.dtype] = None) -> nn.Module:
+              reduce_dtype: Optional[torch.dtype] = None, frozen: str = "replicate") -> nn.Module:
     """FSDP2 in place: one unit per LLM decoder layer (its frozen weights + LoRA adapters), the rest as
     the root. With fp32 trained weights next to bf16 frozen ones, gather in `param_dtype`, reduce in
-    `reduce_dtype`. Parameter names are unchanged (no wrapper module)."""
+    `reduce_dtype`. Parameter names are unchanged (no wrapper module).
+
+    `frozen` (run.fsdp_frozen):
+      replicate  frozen weights stay whole, ordinary tensors on every process (FSDP2's `ignored_params`);
+                 the trained ones are sharded, gathered once for forward and backward (kept between the
+                 two) and their gradients reduce-scattered: a step moves the trained weights only (LoRA:
+                 megabytes), not the whole model twice. Memory per process: the frozen model whole, as
+                 under DDP; trained weights, gradients and optimizer state 1/N.
+      shard      frozen weights sharded too (1/N per process), all-gathered unit by unit in the forward
+                 and again in the backward: for a model whose frozen weights do not fit one device.
+    """
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    if frozen not in FSDP_FROZEN:
+        raise ConfigError(f"run.fsdp_frozen={frozen!r} is not one of {', '.join(FSDP_FROZEN)}")
     mesh = init_device_mesh(ranks.device.type, (ranks.world,))
     kwargs: Dict = {"mesh": mesh}
     if param_dtype is not None or reduce_dtype is not None:
         kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
-    for layer in decoder_stack(model).layers:
+    layers = list(decoder_stack(model).layers)
+    if frozen == "replicate":
+        kwargs["ignored_params"] = {p for p in model.parameters() if not p.requires_grad}
+        kwargs["reshard_after_forward"] = False
+        layers = [layer for layer in layers if any(p.requires_grad for p in layer.parameters())]
+    for layer in layers:
         fully_shard(layer, **kwargs)
     fully_shard(model, **kwargs)
     return model

@@ -82,6 +82,11 @@ class Runner:
         "seed": 42,
         "device": "auto",            # auto | cpu | cuda
         "distributed": "ddp",        # ddp | fsdp (FSDP2); several processes: torchrun --nproc_per_node N train.py
+        "fsdp_frozen": "replicate",  # fsdp only: replicate | shard, the frozen weights (LLM, vision tower).
+                                     # replicate: whole on every process (memory as under DDP), only the trained
+                                     # weights, gradients and optimizer state sharded, and only they move each step;
+                                     # shard: 1/N each, all-gathered twice a step (forward, backward): for frozen
+                                     # weights that do not fit one device
         "amp": "no",                 # no | bf16 | fp16: autocast (fp16 adds a GradScaler)
         "param_dtype": None,         # null (as the model builds them) | float32 | bfloat16 | float16: every weight
         "trainable_dtype": None,     # null (= param_dtype) | float32 | bfloat16: the trained weights (fp32 = master weights)
@@ -112,6 +117,7 @@ class Runner:
         "progress": True,
     }
     CHOICES = {"amp": ("no", "bf16", "fp16"), "device": dist_utils.DEVICES, "distributed": dist_utils.STRATEGIES,
+               "fsdp_frozen": dist_utils.FSDP_FROZEN,
                "compile": COMPILE_SCOPES, "compile_mode": COMPILE_MODES, "optimizer": OPTIMIZERS,
                "param_dtype": (None, *DTYPES), "trainable_dtype": (None, "float32", "bfloat16")}
 
@@ -180,10 +186,10 @@ class Runner:
 
     def _wrap(self, model, ranks):
         """DDP / FSDP2, then torch.compile of the wrapped modules (in place)."""
-        fsdp = {}
+        fsdp = {"frozen": self.run.fsdp_frozen} if self.run.distributed == "fsdp" else {}
         if self.run.distributed == "fsdp" and self.run.trainable_dtype and self.run.param_dtype \
                 and self.run.trainable_dtype != self.run.param_dtype:
-            fsdp = {"param_dtype": DTYPES[self.run.param_dtype], "reduce_dtype": DTYPES[self.run.trainable_dtype]}
+            fsdp.update(param_dtype=DTYPES[self.run.param_dtype], reduce_dtype=DTYPES[self.run.trainable_dtype])
         wrapped = dist_utils.wrap(model, self.run.distributed, ranks, **fsdp)
         compiled = compile_model(model, self.run.compile, self.run.compile_mode)  # compiles at the first step
         if compiled:

@@ -7,6 +7,8 @@
   "master weights" for runs whose bf16 updates would be lost to rounding).
 - `TrainStep`: one optimizer step over this process's micro-batches: autocast, GradScaler (fp16),
   gradient sync only on the last micro-batch (DDP and FSDP2), clipping, optimizer and scheduler step.
+  A DDP / FSDP2 model gets each batch as a `HostBatch`: the wrapper does not copy it to the device
+  (blocking copies), the model reads it as in one process.
   It returns the loss as a device tensor and never reads it on the host: the caller decides when to
   pay for that sync (the runner: every `log_every` steps).
 """
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from mmrag.common.errors import ConfigError
+from mmrag.runners.distributed import HostBatch, is_wrapped
 
 OPTIMIZERS = ("adamw",)
 AMP_DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -106,6 +109,7 @@ class TrainStep:
         self.amp_dtype = AMP_DTYPES[amp]
         self.scaler = torch.amp.GradScaler(self.device_type) if amp == "fp16" else None
         self.max_grad_norm, self.world, self.cudagraphs = max_grad_norm, world, cudagraphs
+        self.hand_through = is_wrapped(model)
 
     def _autocast(self):
         return torch.autocast(self.device_type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
@@ -114,7 +118,7 @@ class TrainStep:
                   sync: bool) -> torch.Tensor:
         with _grad_sync(self.model, sync):
             with self._autocast():
-                out = self.model(batch)
+                out = self.model(HostBatch(batch) if self.hand_through else batch)
             loss = out["loss_sum"] * self.world / global_units
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return out["loss_sum"].detach().float()
