@@ -14,9 +14,10 @@ host with `rerank_rows="host"`) are scored in float64 and the top k returned, ti
 faiss does. Exact whenever the true top k lie among the bf16 top `candidates`, i.e. whenever the score
 gap between rank k and rank `candidates` exceeds twice the bf16 error (~1e-3 here against ~1e-2).
 
-Speed: a chunk's scores stay in the storage dtype and are read once more by a group max (`group` rows
-a group); the top-`candidates` groups hold the chunk's top `candidates` rows (each better row is some
-group's maximum), so the final top-k runs over `candidates x group` scores instead of the whole chunk.
+Speed on GPUs: a chunk's scores stay in bf16 (no float32 copy) and are read once more by a max over
+groups of `group` rows; the top-`candidates` groups hold the chunk's top `candidates` scores, so the
+selection runs over `candidates x group` scores instead of a radix select over the whole chunk. On the
+CPU (group 1) each chunk goes straight to torch's topk, a cheap partial sort there.
 
 `TorchExactIndex` answers `search(queries, k) -> (scores, rows)` and `ntotal` like a faiss index, so
 `DenseIndex.raw_search` treats both alike.
@@ -31,6 +32,7 @@ import torch
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 RERANK = ("auto", True, False)
 RERANK_ROWS = ("device", "host")
+GPU_GROUP = 64  # rows a group of the grouped top-k on GPUs (the CPU's topk is a cheap partial sort: no groups)
 RERANK_ELEMENTS = 1 << 25  # candidate vector elements gathered at once by the re-rank (256 MiB in float64)
 
 
@@ -45,15 +47,16 @@ def default_candidates(k: int) -> int:
 class TorchExactIndex:
     def __init__(self, vectors: np.ndarray, devices: Optional[Sequence[str]] = None, dtype: str = "auto",
                  query_block: int = 8192, row_chunk: int = 1 << 20, rerank: Union[str, bool] = "auto",
-                 candidates: int = 0, rerank_rows: str = "device", group: int = 64) -> None:
+                 candidates: int = 0, rerank_rows: str = "device", group: int = 0) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
         if rerank not in RERANK or isinstance(rerank, int) and not isinstance(rerank, bool):
             raise ValueError(f"rerank: expected auto, true or false, got {rerank!r}")
         if rerank_rows not in RERANK_ROWS:
             raise ValueError(f"rerank_rows: expected one of {', '.join(RERANK_ROWS)}, got {rerank_rows!r}")
-        if int(candidates) < 0 or int(group) < 1:
-            raise ValueError(f"candidates >= 0 (0: max(4k, 32)) and group >= 1 expected, got {candidates}, {group}")
+        if int(candidates) < 0 or int(group) < 0:
+            raise ValueError(f"candidates >= 0 (0: max(4k, 32)) and group >= 0 (0: {GPU_GROUP} on GPUs, 1 on the CPU) "
+                             f"expected, got {candidates}, {group}")
         vectors = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
         self.ntotal, self.dim = int(vectors.shape[0]), int(vectors.shape[1])
         self.query_block, self.row_chunk = int(query_block), int(row_chunk)
@@ -76,7 +79,8 @@ class TorchExactIndex:
         found_s, found_r = [], []
         for r0 in range(0, rows.shape[0], self.row_chunk):
             scores = q @ rows[r0:r0 + self.row_chunk].T  # bf16 out on GPUs: half the bytes of float32
-            s, cols = top_columns(scores, min(c, scores.shape[1]), self.group)
+            group = self.group or (GPU_GROUP if rows.device.type == "cuda" else 1)
+            s, cols = top_columns(scores, min(c, scores.shape[1]), group)
             found_s.append(s)
             found_r.append(cols + r0)
         if len(found_s) == 1:
@@ -90,7 +94,8 @@ class TorchExactIndex:
         _, rows = self.parts[i]
         exact = self.exact_rows[i] if rerank else None
         k = min(k, rows.shape[0])
-        c = min(max(self.candidates or default_candidates(k), k), rows.shape[0])
+        wanted = (self.candidates or default_candidates(k)) if exact is not None else 2 * k  # 2k: room for ties
+        c = min(max(wanted, k), rows.shape[0])
         q32 = block.to(rows.device, non_blocking=True)
         s, r = self._candidates(rows, q32.to(rows.dtype), c)
         if exact is None:
@@ -152,10 +157,10 @@ def _exact_copy(vectors: np.ndarray, rows: torch.Tensor, rerank: Union[str, bool
 def top_columns(scores: torch.Tensor, c: int, group: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """(values, columns) of the c largest entries of every row of `scores` (b, n), unordered.
 
-    Exact in value: the max of every `group` consecutive columns, the c best groups, then the c best of
-    their members. Every entry x of the top c lies in a chosen group (a group left out ranks below c
-    chosen maxima, each >= its own max >= x, which would put c entries above x); equal values may come
-    from other columns. Short rows go straight to topk."""
+    The max of every `group` consecutive columns, the c best groups, then the c best of their members.
+    Exact in value: take x of the true top c; either x's group is chosen, or c chosen groups have maxima
+    >= x's group max >= x, so the members hold c entries >= x either way. Among equal values the columns
+    may differ from a full topk's. Short rows (or group 1) go straight to topk."""
     b, n = scores.shape
     if group <= 1 or n <= 2 * c * group:
         return scores.topk(c, dim=1)
