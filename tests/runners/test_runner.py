@@ -131,3 +131,14 @@ def test_bad_run_choices_fail_before_building(model_cfg, tmp_path):
     with pytest.raises(ConfigError, match="set run.trainable_dtype=float32"):
         train(model_cfg, tmp_path / "run", tmp_path / "img", max_steps=1, amp="fp16", param_dtype="float16")
     assert not (tmp_path / "run").exists()  # refused before anything was built or written
+
+
+def test_fsdp_frozen_choice_is_validated_before_building():
+    from omegaconf import OmegaConf
+
+    from mmrag.common.config import ConfigError
+    from mmrag.runners.runner import Runner
+
+    assert Runner.default_config()["fsdp_frozen"] == "replicate"
+    with pytest.raises(ConfigError, match="run.fsdp_frozen='half' is not one of replicate, shard"):
+        Runner.validate(OmegaConf.create({**Runner.default_config(), "fsdp_frozen": "half"}))
