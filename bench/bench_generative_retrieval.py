@@ -92,19 +92,21 @@ def reference_prefix_fn(index: CorpusIndex, vocab: int, min_clue_len: int, max_c
 
 
 class ForwardCounter:
-    """Counts prefill calls (the model's forward with prompt embeddings) and their batch sizes, and decode
-    forwards (LM-head calls that are not a prefill's: the shared-prompt decoder runs the layers itself)."""
+    """Counts prefill calls (the first layer's norm over more than one position: the model's own forward
+    and the shared-prompt decoder's prefill, which runs the layers itself) and their batch sizes, and
+    decode forwards (LM-head calls that are not a prefill's)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.prefill_batches: List[int] = []
         self.head_calls = 0
-        self._handles = [model.register_forward_pre_hook(self._prefill_hook, with_kwargs=True),
+        first_norm = model.get_decoder().layers[0].input_layernorm
+        self._handles = [first_norm.register_forward_pre_hook(self._prefill_hook),
                          model.get_output_embeddings().register_forward_pre_hook(self._head_hook)]
 
-    def _prefill_hook(self, module, args, kwargs) -> None:
-        embeds = kwargs.get("inputs_embeds")
-        if embeds is not None and embeds.shape[1] > 1:
-            self.prefill_batches.append(int(embeds.shape[0]))
+    def _prefill_hook(self, module, args) -> None:
+        hidden = args[0]  # (batch, positions, hidden)
+        if hidden.shape[1] > 1:
+            self.prefill_batches.append(int(hidden.shape[0]))
 
     def _head_hook(self, module, args) -> None:
         self.head_calls += 1

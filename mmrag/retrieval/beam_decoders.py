@@ -59,6 +59,15 @@ def padded_positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
 
 
+def prompt_attention_mask(mask: torch.Tensor) -> torch.Tensor:
+    """(prompts, 1, len, len) True where a query position may attend a key position: causal, real keys.
+    A padding query also sees itself, so that its (never read) output stays finite, not a softmax of nothing."""
+    length = mask.shape[1]
+    idx = torch.arange(length, device=mask.device)
+    causal = idx[None, :] <= idx[:, None]
+    return ((causal[None] & mask.bool()[:, None, :]) | torch.eye(length, dtype=torch.bool, device=mask.device))[:, None]
+
+
 class HFCacheDecoder:
     """Any causal LM through its own KV cache: one row per beam, re-gathered by parent row every step."""
 
@@ -140,13 +149,6 @@ class CudaGraphCall:
         return outputs
 
 
-def _cache_layers(cache) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-    """(keys, values) per layer, each (batch, kv_heads, len, head_dim), from a transformers cache."""
-    if hasattr(cache, "layers"):  # transformers >= 4.56
-        return [(layer.keys, layer.values) for layer in cache.layers]
-    return list(zip(cache.key_cache, cache.value_cache))
-
-
 class BeamGraphWorkspace:
     """Fixed-shape buffers and CUDA graphs kept across `group_beam_search` calls of equal shapes.
 
@@ -200,13 +202,10 @@ class _DecodeBuffers:
         self.positions = torch.zeros((rows, 1), dtype=torch.long, device=device)  # position id fed this step
         self.step: Optional[CudaGraphCall] = None
 
-    def load(self, cache: List[Tuple[torch.Tensor, torch.Tensor]], real: torch.Tensor, row_real: torch.Tensor) -> None:
-        """A new batch: its prompt keys/values (left-aligned, padded columns masked), nothing generated yet.
-        real: (prompts, len) 1 at real prompt positions; row_real: (rows,) real prompt length per row."""
+    def start(self, real: torch.Tensor, row_real: torch.Tensor) -> None:
+        """A new batch (the prefill writes its prompt keys/values): padded prompt columns masked, nothing
+        generated yet. real: (prompts, len) 1 at real prompt positions; row_real: (rows,) real length per row."""
         length = real.shape[1]
-        for (k_buf, v_buf), (k, v) in zip(self.prompt_kv, cache):
-            k_buf[:, :, :length].copy_(k)
-            v_buf[:, :, :length].copy_(v)
         self.prompt_bias.fill_(float("-inf"))
         self.prompt_bias[:, 0, 0, :length].masked_fill_(real.bool(), 0.0)
         self.visible.fill_(False)
@@ -261,16 +260,56 @@ class SharedPromptDecoder:
         return self.workspace.entry(("fused_weights", id(self.lm)), build)
 
     def prefill(self, embeds: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """The model's own forward over the prompts; keep its keys/values once per prompt."""
-        kwargs = {} if mask is None else {"attention_mask": mask, "position_ids": padded_positions(mask)}
-        out = self.lm(inputs_embeds=embeds, use_cache=True, logits_to_keep=1, **kwargs)
+        """The prompts through the model's own layers, as its forward runs them, with each layer's keys/values
+        written once, straight into the decode buffers (no transformers cache to copy from), and the last
+        layer's queries, MLP and head run at the last position only (the only one read). Logits per row."""
         self.prompts, length = embeds.shape[:2]
         real = mask if mask is not None else torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
         rows = self.groups * self.prompts * self.group_size
         self.buffers = self._buffers(length, rows, embeds.dtype, embeds.device)
-        self.buffers.load(_cache_layers(out.past_key_values), real, self._per_row(real.sum(1)))
-        logits = out.logits[:, -1]
-        return self._per_row(logits)
+        self.buffers.start(real, self._per_row(real.sum(1)))
+        if mask is None:
+            positions = torch.arange(length, device=embeds.device)[None].expand(self.prompts, -1)
+        else:
+            positions = padded_positions(mask)
+        cos, sin = self.lm.model.rotary_emb(embeds, positions)
+        cos, sin = cos[:, :, None], sin[:, :, None]  # (prompts, len, 1, head_dim): heads stay behind positions
+        allowed = None if mask is None else prompt_attention_mask(mask)
+        x = embeds
+        for i, layer in enumerate(self.layers):
+            last = i == len(self.layers) - 1
+            attended = self._prefill_attention(i, layer, layer.input_layernorm(x), cos, sin, allowed, last)
+            x = (x[:, -1:] if last else x) + attended
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self._per_row(self.lm.lm_head(self.lm.model.norm(x))[:, -1])
+
+    def _prefill_attention(self, i: int, layer: nn.Module, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                           allowed: Optional[torch.Tensor], last: bool) -> torch.Tensor:
+        """Causal self-attention of layer i over the prompts (prompts, len, hidden) -> (prompts, len or 1,
+        hidden), as transformers' sdpa attention computes it; keys/values go to the prompt buffers."""
+        from transformers.models.llama.modeling_llama import rotate_half
+
+        attn, (prompts, length) = layer.self_attn, h.shape[:2]
+        queries = slice(length - 1, length) if last else slice(0, length)
+        q = attn.q_proj(h[:, queries]).view(prompts, -1, self.kv_heads * self.heads_per_kv, self.head_dim)
+        k = attn.k_proj(h).view(prompts, length, self.kv_heads, self.head_dim)
+        v = attn.v_proj(h).view(prompts, length, self.kv_heads, self.head_dim)
+        # rotary as transformers applies it, on (prompts, len, heads, head_dim) where every operand is dense
+        q = q * cos[:, queries] + rotate_half(q) * sin[:, queries]
+        k = k * cos + rotate_half(k) * sin
+        k_buf, v_buf = self.buffers.prompt_kv[i]
+        k_buf, v_buf = k_buf[:, :, :length], v_buf[:, :, :length]
+        k_buf.copy_(k.transpose(1, 2))
+        v_buf.copy_(v.transpose(1, 2))
+        k, v = k_buf, v_buf
+        if self.heads_per_kv > 1:
+            shape = (prompts, self.kv_heads * self.heads_per_kv, length, self.head_dim)
+            k = k[:, :, None].expand(-1, -1, self.heads_per_kv, -1, -1).reshape(shape)
+            v = v[:, :, None].expand(-1, -1, self.heads_per_kv, -1, -1).reshape(shape)
+        mask = None if allowed is None else allowed[:, :, queries]
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k, v, attn_mask=mask, is_causal=mask is None and not last, scale=self.scaling)
+        return attn.o_proj(out.transpose(1, 2).reshape(prompts, -1, self.kv_heads * self.heads_per_kv * self.head_dim))
 
     def _buffers(self, length: int, rows: int, dtype: torch.dtype, device: torch.device) -> _DecodeBuffers:
         columns = max(self.max_new_tokens - 1, 1)

@@ -104,6 +104,21 @@ def test_a_decode_step_writes_the_new_tokens_keys_and_values_and_moves_no_cache(
             assert "lift_fresh" not in traffic.ops
 
 
+def test_the_prefill_writes_each_prompt_key_and_value_once_and_finishes_on_the_last_position():
+    model, kv_heads, layers, head_dim = tiny_llama(kv_heads=2), 2, 2, 8
+    embeds, mask = padded_prompts()
+    workspace = BeamGraphWorkspace(length_multiple=8)  # the second prefill writes into the first one's buffers
+    decoder = SharedPromptDecoder(model, GROUPS, GROUP_SIZE, STEPS + 1, workspace=workspace)
+    last_mlp_rows = []
+    model.model.layers[-1].mlp.register_forward_pre_hook(lambda m, args: last_mlp_rows.append(args[0].shape[:2]))
+    with torch.no_grad():
+        decoder.prefill(embeds, mask)
+        with CacheTraffic(decoder.buffers) as traffic:
+            decoder.prefill(embeds, mask)
+    assert traffic.written == 2 * layers * PROMPTS * kv_heads * embeds.shape[1] * head_dim
+    assert last_mlp_rows[-1] == (PROMPTS, 1)  # not (PROMPTS, prompt length): only the last position is read
+
+
 def test_shared_prompt_runs_the_lora_layers_of_a_peft_model():
     model = get_peft_model(tiny_llama(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     for name, p in model.named_parameters():
