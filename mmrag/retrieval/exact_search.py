@@ -186,15 +186,15 @@ def best_first(scores: torch.Tensor, rows: torch.Tensor, k: int) -> Tuple[torch.
 def exact_top(exact_rows: torch.Tensor, q32: torch.Tensor, candidates: torch.Tensor,
               k: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Re-rank: float64 inner products of float32 queries with their candidate rows (read from
-    `exact_rows`, on the candidates' device), the k best first, ties to the lower row. float64 makes the
-    scores the correctly rounded float32 of the exact product, independent of the matmul's blocking."""
+    `exact_rows`, on the candidates' device), rounded to float32, the k best first, ties (equal float32
+    scores, as the host merge across parts sees them) to the lower row. float64 makes each score the
+    correctly rounded float32 of the exact product, independent of the matmul's blocking and device."""
     q32 = q32.to(exact_rows.device, non_blocking=True)
     candidates = candidates.to(exact_rows.device)
     step = max(1, RERANK_ELEMENTS // max(1, candidates.shape[1] * exact_rows.shape[1]))
     scores = [torch.bmm(exact_rows[candidates[b0:b0 + step]].double(), q32[b0:b0 + step].double().unsqueeze(2))
               .squeeze(2) for b0 in range(0, len(q32), step)]
-    s, r = best_first(torch.cat(scores), candidates, k)
-    return s.float(), r
+    return best_first(torch.cat(scores).float(), candidates, k)
 
 
 def merge_shard_results(parts: List[Tuple[np.ndarray, np.ndarray]], k: int) -> Tuple[np.ndarray, np.ndarray]:

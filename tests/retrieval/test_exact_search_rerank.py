@@ -19,11 +19,11 @@ def unit(x):
 
 
 def oracle(base, queries, k):
-    """Brute force in float64 (numpy, independent of the code under test): rows best first, ties to the
-    lower row, and their scores rounded once to float32."""
-    full = queries.astype(np.float64) @ base.astype(np.float64).T
+    """Brute force in float64 (numpy, independent of the code under test), each score rounded once to
+    float32: rows best first, equal float32 scores to the lower row."""
+    full = (queries.astype(np.float64) @ base.astype(np.float64).T).astype(np.float32)
     rows = np.argsort(-full, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(full, rows, 1).astype(np.float32), rows
+    return np.take_along_axis(full, rows, 1), rows
 
 
 @pytest.fixture(scope="module")
