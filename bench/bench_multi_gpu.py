@@ -15,6 +15,9 @@ Strategies (`--strategy`, a comma list, run one after the other in the same laun
   single  the plain model on this rank's GPU, no wrapper (with N = 1: the 1-GPU reference)
   ddp     DistributedDataParallel: full model per GPU, the trainable (LoRA, projector, prefix)
           gradients all-reduced in buckets during the backward
+  ddp_dict_batch  ddp with the batch handed to the wrapper as a plain dict, as before runners/distributed.py's
+          HostBatch: DDP copies its CPU tensors to the GPU (blocking) and the model's host-side checks
+          then read GPU tensors (an A/B of that cost; `host_syncs` counts the waits)
   fsdp    FSDP2 (`torch.distributed.fsdp.fully_shard`): each LLM decoder layer is its own unit, the
           rest of the model (vision tower, projector, embeddings, head) the root unit; parameters,
           gradients and optimiser state sharded over the N ranks (run.fsdp_frozen=shard)
@@ -42,14 +45,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from bench.bench_train_step import (Recipe, TrainStep, add_step_arguments, build_model, frozen_dtype,
-                                    random_batch, recipes_from_args, shape_from_args, step_flops)
+from bench.bench_train_step import (Recipe, TrainStep, add_step_arguments, build_model, count_host_syncs,
+                                    frozen_dtype, random_batch, recipes_from_args, shape_from_args, step_flops)
 from mmrag.runners import distributed
 from mmrag.runners.distributed import Ranks
 from bench.common import (DTYPES, BenchError, StepTimer, emit, free_memory, machine_info,
                           peak_memory_gib, percentile_ms, reset_peak_memory, sync)
 
-STRATEGIES = ("single", "ddp", "fsdp", "fsdp_replicate")
+STRATEGIES = ("single", "ddp", "ddp_dict_batch", "fsdp", "fsdp_replicate")
 
 
 def init_distributed(toy: bool, device_name: Optional[str]) -> Ranks:
@@ -67,7 +70,7 @@ def barrier(ranks: Ranks) -> None:
 
 def wrap(model: nn.Module, strategy: str, recipe: Recipe, ranks: Ranks) -> nn.Module:
     """The runner's wrappers: DDP (static graph: the same every step) or FSDP2, one unit per decoder layer."""
-    if strategy == "ddp":
+    if strategy in ("ddp", "ddp_dict_batch"):
         return distributed.wrap_ddp(model, ranks, static_graph=True)
     if strategy in ("fsdp", "fsdp_replicate"):
         frozen, master = frozen_dtype(recipe, ranks.device), recipe.master_dtype
@@ -88,9 +91,11 @@ def _max_over_ranks(value: float, device: torch.device) -> float:
 
 def time_steps(step: TrainStep, batch: Dict[str, torch.Tensor], shape: Dict[str, Any],
                device: torch.device) -> Dict[str, Any]:
-    """Warm-up steps, then `steps` timed ones; per-step seconds of this rank and its last loss."""
+    """Warm-up steps, the host waits in one step (CUDA), then `steps` timed ones; per-step seconds of this
+    rank and its last loss."""
     for _ in range(shape["warmup"]):
         step(batch)
+    syncs = count_host_syncs(step, batch, device)
     timer, losses = StepTimer(device), []
     sync(device)
     timer.mark()
@@ -98,7 +103,7 @@ def time_steps(step: TrainStep, batch: Dict[str, torch.Tensor], shape: Dict[str,
         losses.append(step(batch))
         timer.mark()
     seconds = timer.step_seconds()
-    return {"seconds": seconds, "final_loss": float(torch.stack(losses)[-1].float())}
+    return {"seconds": seconds, "final_loss": float(torch.stack(losses)[-1].float()), "host_syncs": syncs}
 
 
 def _local_numel(param: torch.Tensor) -> int:
@@ -111,7 +116,7 @@ def replica_figures(model: nn.Module, strategy: str, ranks: Ranks) -> Dict[str, 
     (each rank saw its own batch, so they are only if the gradients were all-reduced)."""
     params = list(model.parameters())
     out: Dict[str, Any] = {"local_param_share": round(sum(map(_local_numel, params)) / sum(p.numel() for p in params), 4)}
-    if strategy == "ddp" and ranks.world > 1:
+    if strategy.startswith("ddp") and ranks.world > 1:
         digest = sum(float(p.detach().double().square().sum()) for p in params if p.requires_grad)
         out["trainable_replicas_equal"] = _max_over_ranks(digest, ranks.device) == -_max_over_ranks(-digest, ranks.device)
     return out
@@ -126,6 +131,8 @@ def measure(strategy: str, shape: Dict[str, Any], recipe: Recipe, ranks: Ranks, 
     flops = step_flops(model, shape)["needed"]  # per rank, counted on the unsharded model
     wrapped = wrap(model, strategy, recipe, ranks)
     step = TrainStep(wrapped, recipe, ranks.device, world=world)
+    if strategy == "ddp_dict_batch":
+        step.step.hand_through = False  # the runner's TrainStep before HostBatch
     build_s = time.perf_counter() - start
     reset_peak_memory(ranks.device)
     timed = time_steps(step, batch, shape, ranks.device)
@@ -137,6 +144,7 @@ def measure(strategy: str, shape: Dict[str, Any], recipe: Recipe, ranks: Ranks, 
               "step_ms_mean": round(mean * 1e3, 3), "step_ms_p50_rank0": percentile_ms(timed["seconds"], 50),
               "mfu": float(f"{flops / (mean * peak_flops):.4g}"), "peak_memory_gib": peak_memory_gib(ranks.device),
               "final_loss": round(timed["final_loss"], 4), "build_s": round(build_s, 2), "gpus": world,
+              "host_syncs": timed["host_syncs"],
               **replica_figures(model, strategy, ranks)}
     if not torch.isfinite(torch.tensor(timed["final_loss"])):
         raise BenchError(f"strategy {strategy}: the loss became {timed['final_loss']}")
