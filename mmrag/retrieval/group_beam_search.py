@@ -188,11 +188,12 @@ class _GroupSelection:
         # summed log-probs; each group starts from one live beam, or its beams would all be equal
         self.scores = buffers.scores
         self.scores.fill_(float("-inf"))
-        self.scores[:, :, 0] = 0.0
+        self.scores[:, :, 0].fill_(0.0)  # not `= 0.0`: on a GPU that copies a host tensor and waits for the device
         self.tokens = torch.zeros((groups, batch, group_size, 0), dtype=torch.long)
         self.logprobs = torch.zeros((groups, batch, group_size, 0), dtype=torch.float32)
         self.finished: List[List[Clue]] = [[] for _ in range(batch)]
-        self._host_scores = self.scores.cpu()
+        self._host_scores = torch.full(self.scores.shape, float("-inf"))  # the same start, made on the host
+        self._host_scores[:, :, 0] = 0.0
         self._pending: Optional[_HostCopies] = None
 
     @property
