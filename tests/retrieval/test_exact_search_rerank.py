@@ -118,20 +118,28 @@ def test_grouped_top_columns_equal_topk_in_value(n, c, group):
     assert all(len(set(row)) == c for row in cols.tolist())
 
 
-def test_database_config_switches_the_rerank_off(tmp_path, data):
+def test_database_config_reaches_the_search(tmp_path, data):
+    """index.torch_rerank / torch_candidates / torch_rerank_rows written by build_database reach every
+    shard's search when the database is loaded; both settings answer like the float64 brute force."""
     base, queries = data
     items = [{"id": f"img{i}", "image": f"images/img{i}.jpg", "caption": ""} for i in range(len(base))]
-    build_database(tmp_path / "on", base, items, {"backend": "torch", "shard_rows": 1000, "use_gpu": False},
-                   progress=False)
-    build_database(tmp_path / "off", base, items, {"backend": "torch", "torch_rerank": False, "use_gpu": False},
-                   progress=False)
-    on, off = DenseIndex.load(tmp_path / "on"), DenseIndex.load(tmp_path / "off")
-    assert [index.rerank for _, index in on.shards] == [False] * 3  # auto: float32 rows on the CPU
-    assert [index.rerank for _, index in off.shards] == [False]
-    spec = index_spec({"backend": "torch", "torch_rerank": True, "torch_candidates": 64, "torch_rerank_rows": "host"})
-    index = TorchExactIndex(base, ["cpu"], dtype="bfloat16", rerank=spec["torch_rerank"],
-                            candidates=spec["torch_candidates"], rerank_rows=spec["torch_rerank_rows"])
-    assert index.rerank and index.candidates == 64 and index.exact_rows[0].dtype == torch.float32
+    common = {"backend": "torch", "shard_rows": 1000, "use_gpu": False}
+    build_database(tmp_path / "auto", base, items, common, progress=False)
+    build_database(tmp_path / "on", base, items, {**common, "torch_rerank": True, "torch_candidates": 64,
+                                                  "torch_rerank_rows": "host"}, progress=False)
+    auto, on = DenseIndex.load(tmp_path / "auto"), DenseIndex.load(tmp_path / "on")
+    assert [index.rerank for _, index in auto.shards] == [False] * 3  # auto: float32 rows on the CPU need none
+    assert [(index.rerank, index.candidates) for _, index in on.shards] == [(True, 64)] * 3
+    _, want_rows = oracle(base, queries, 10)
+    for db in (auto, on):
+        got = db.search(queries, 10)
+        assert got.ids == [[f"img{r}" for r in row] for row in want_rows]
+
+
+def test_the_rerank_switches_off(data):
+    base, queries = data
+    index = TorchExactIndex(base, ["cpu"], dtype="bfloat16", rerank=index_spec({"torch_rerank": False})["torch_rerank"])
+    assert not index.rerank and index.exact_rows == [None]
 
 
 @pytest.mark.parametrize("key,value,message", [
