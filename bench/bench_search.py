@@ -163,8 +163,9 @@ def search_figures(base: np.ndarray, queries: np.ndarray, args: argparse.Namespa
                    "queries_per_s": sweep[key][f"{prefix}queries_per_s"] if key else None,
                    "search_seconds": sweep[key][f"{prefix}search_seconds"] if key else None,
                    **accuracy(base, queries, rows, reference, args.k)}
+        if mode == "rerank" or "rerank" not in modes:  # top level: the re-ranked search, else the plain one
+            result.update(figures, mode=mode)
         if mode == "rerank":
-            result.update(figures)
             result["rerank"] = {"candidates": args.candidates or "max(4k, 32)", "rows": args.rerank_rows}
         else:
             result["plain"] = figures

@@ -61,6 +61,14 @@ def test_bad_sweep_fails(text):
         bench_search.parse_sweep(text, 1, 1)
 
 
+def test_plain_mode_alone_fills_the_top_level():
+    result = bench_search.main(["--queries", "64", "--rows", "500", "--dim", "8", "--dtype", "bfloat16",
+                                "--devices", "cpu", "--modes", "plain", "--check-queries", "64"])
+    assert result["mode"] == "plain" and "rerank" not in result
+    assert result["queries_per_s"] == result["plain"]["queries_per_s"] > 0
+    assert result["recall_vs_exact_fp32"] == result["plain"]["recall_vs_exact_fp32"] <= 1.0
+
+
 def test_sweep_group_defaults_and_bad_modes():
     assert bench_search.parse_sweep("4x8,4x8x2", 1, 1, 0) == [(4, 8, 0), (4, 8, 2)]
     with pytest.raises(SystemExit):
