@@ -5,10 +5,10 @@ both returning next-token logits per beam row):
 - `HFCacheDecoder` works with any causal LM: the prompt's keys/values are copied to every beam row
   of the model's own cache, and every step re-gathers the whole cache by parent row.
 - `SharedPromptDecoder` (LLaMA-layout decoders: llama, mistral, qwen2) keeps each prompt's keys/values
-  once, and every generated token's keys/values once, in the slot (step, beam) it was written to: a
-  step writes one slot per beam and copies nothing else (no per-step gather of any cache by parent
-  row); each beam attends to its ancestors' slots through a mask that follows the parents. Attention
-  is two matmuls per prompt for all its beams (prompt part, generated part). It runs the model's own
+  once, and every generated token's keys/values once, after the prompt's, in the slot (step, beam) it
+  was written to: a step writes one slot per beam and copies nothing else (no per-step gather of any
+  cache by parent row); each beam attends to its prompt and its ancestors' slots through a mask that
+  follows the parents. Attention is one score matmul and one value matmul per prompt for all its beams. It runs the model's own
   submodules (norms, projections, LoRA layers included, rotary, MLP), so the weights and their
   adapters are the model's.
 
@@ -179,21 +179,22 @@ class BeamGraphWorkspace:
 class _DecodeBuffers:
     """Everything a shared-prompt decode step reads or writes, at fixed addresses (a graph replays them).
 
-    Generated keys/values of a prompt live in slots `column * beams + beam` (beam = group * group_size
-    + beam in group): step t writes column t of every beam and nothing else. `visible[p, b, c, b2]`
-    says that beam b of prompt p descends from the token written at slot (c, b2): the step's parents
-    reorder this small table (prompts x beams x columns x beams booleans), never the cache.
+    Per layer, one key and one value tensor of a prompt, (prompts, kv_heads, length + columns * beams,
+    head_dim): the prompt's `length` (padded) positions, then the generated tokens in slots `length +
+    column * beams + beam` (beam = group * group_size + beam in group): step t writes column t of every
+    beam and nothing else. `visible[p, b, c, b2]` says that beam b of prompt p descends from the token
+    written at slot (c, b2): the step's parents reorder this small table (prompts x beams x columns x
+    beams booleans), never the cache.
     """
 
     def __init__(self, layers: int, prompts: int, length: int, rows: int, kv_heads: int, head_dim: int,
                  columns: int, dtype: torch.dtype, device: torch.device) -> None:
-        kv = (prompts, kv_heads, length, head_dim)
         beams = rows // prompts
-        self.prompt_kv = [(torch.zeros(kv, dtype=dtype, device=device), torch.zeros(kv, dtype=dtype, device=device))
-                          for _ in range(layers)]
-        self.prompt_bias = torch.zeros((prompts, 1, 1, length), dtype=dtype, device=device)  # 0 real, -inf not
-        self.gen_k = torch.zeros((layers, prompts, kv_heads, columns * beams, head_dim), dtype=dtype, device=device)
-        self.gen_v = torch.zeros_like(self.gen_k)
+        shape = (prompts, kv_heads, length + columns * beams, head_dim)
+        self.kv = [(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+                   for _ in range(layers)]
+        self.length = length
+        self.prompt_bias = torch.zeros((prompts, 1, 1, 1, length), dtype=dtype, device=device)  # 0 real, -inf not
         self.visible = torch.zeros((prompts, beams, columns, beams), dtype=torch.bool, device=device)
         self.own_slot = torch.eye(beams, dtype=torch.bool, device=device)  # a beam's new token is its own slot
         self.column_ids = torch.arange(columns, device=device)
@@ -207,7 +208,7 @@ class _DecodeBuffers:
         generated yet. real: (prompts, len) 1 at real prompt positions; row_real: (rows,) real length per row."""
         length = real.shape[1]
         self.prompt_bias.fill_(float("-inf"))
-        self.prompt_bias[:, 0, 0, :length].masked_fill_(real.bool(), 0.0)
+        self.prompt_bias[:, 0, 0, 0, :length].masked_fill_(real.bool(), 0.0)
         self.visible.fill_(False)
         self.positions.copy_(row_real[:, None])
 
@@ -216,9 +217,9 @@ class SharedPromptDecoder:
     """LLaMA-layout decoding with each prompt's keys/values stored once for all of its beams.
 
     Attention of a beam row = softmax over [its prompt's keys ; its ancestors' generated keys], computed
-    as two matmuls per prompt for all its beams (prompt keys; every generated slot of the prompt, the
-    slots of other lineages and of later steps masked) and one softmax over both, in the model's dtype
-    with a float32 softmax, as transformers' eager attention does. Every decode step has the same
+    per prompt for all its beams over the prompt's keys and every generated slot (slots of other
+    lineages and of later steps masked), in the model's dtype with a float32 softmax, as transformers'
+    eager attention does. Every decode step has the same
     shapes and keeps its counters on the device, so on a GPU the step is replayed from a CUDA graph
     (`cuda_graphs`), kept across calls in `workspace` when one is given, and the host never waits for it.
     """
@@ -297,7 +298,7 @@ class SharedPromptDecoder:
         # rotary as transformers applies it, on (prompts, len, heads, head_dim) where every operand is dense
         q = q * cos[:, queries] + rotate_half(q) * sin[:, queries]
         k = k * cos + rotate_half(k) * sin
-        k_buf, v_buf = self.buffers.prompt_kv[i]
+        k_buf, v_buf = self.buffers.kv[i]
         k_buf, v_buf = k_buf[:, :, :length], v_buf[:, :, :length]
         k_buf.copy_(k.transpose(1, 2))
         v_buf.copy_(v.transpose(1, 2))
@@ -344,18 +345,18 @@ class SharedPromptDecoder:
 
     def _fixed_shape_step(self, parent_rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         b = self.buffers
-        gen_bias = self._follow_parents(parent_rows)
-        slots = b.write_at * b.beam_ids.numel() + b.beam_ids  # column write_at of every beam
+        bias = self._follow_parents(parent_rows)
+        slots = b.length + b.write_at * b.beam_ids.numel() + b.beam_ids  # column write_at of every beam
         x = self.lm.model.embed_tokens(tokens)[:, None]
         cos, sin = self.lm.model.rotary_emb(x, b.positions)
         for i, layer in enumerate(self.layers):
-            x = x + self._attention(i, layer, layer.input_layernorm(x), cos, sin, slots, gen_bias)
+            x = x + self._attention(i, layer, layer.input_layernorm(x), cos, sin, slots, bias)
             x = x + self._mlp(i, layer, layer.post_attention_layernorm(x))
         return self.lm.lm_head(self.lm.model.norm(x))[:, -1]
 
     def _follow_parents(self, parent_rows: torch.Tensor) -> torch.Tensor:
         """Every beam inherits its parent's ancestry and sees its own new slot; returns the additive mask of
-        the generated slots, (prompts, 1, 1, beams, columns * beams): 0 where visible, -inf elsewhere."""
+        a beam's keys, (prompts, 1, 1, beams, length + columns * beams): 0 where visible, -inf elsewhere."""
         b, g, p, s = self.buffers, self.groups, self.prompts, self.group_size
         beams, columns = g * s, b.column_ids.numel()
         # a parent row (group, prompt, beam in group) -> its beam (group * s + beam in group), laid out (prompt, beam)
@@ -363,11 +364,12 @@ class SharedPromptDecoder:
         seen = b.visible.gather(1, parent[:, :, None, None].expand(-1, -1, columns, beams))
         seen |= (b.column_ids == b.write_at)[None, None, :, None] & b.own_slot[None, :, None, :]
         b.visible.copy_(seen)
-        bias = torch.zeros(seen.shape, dtype=b.gen_k.dtype, device=seen.device).masked_fill_(~seen, float("-inf"))
-        return bias.view(p, 1, 1, beams, columns * beams)
+        gen_bias = torch.zeros(seen.shape, dtype=b.prompt_bias.dtype, device=seen.device).masked_fill_(
+            ~seen, float("-inf")).view(p, 1, 1, beams, columns * beams)
+        return torch.cat([b.prompt_bias.expand(-1, -1, -1, beams, -1), gen_bias], dim=-1)
 
     def _attention(self, i: int, layer: nn.Module, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                   slots: torch.Tensor, gen_bias: torch.Tensor) -> torch.Tensor:
+                   slots: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Self-attention of layer i for one new token per row: (rows, 1, hidden) -> (rows, 1, hidden)."""
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
@@ -383,20 +385,15 @@ class SharedPromptDecoder:
         v = v.reshape(rows, 1, -1, self.head_dim).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         b = self.buffers
-        gen_k, gen_v = b.gen_k[i], b.gen_v[i]  # (prompts, kv_heads, columns * beams, head_dim)
-        gen_k.index_copy_(2, slots, self._by_prompt(k))  # the new tokens' slots only
-        gen_v.index_copy_(2, slots, self._by_prompt(v))
+        keys, values = b.kv[i]  # (prompts, kv_heads, length + columns * beams, head_dim)
+        keys.index_copy_(2, slots, self._by_prompt(k))  # the new tokens' slots only
+        values.index_copy_(2, slots, self._by_prompt(v))
         q = self._by_prompt((q * self.scaling).view(rows, self.kv_heads, self.heads_per_kv, self.head_dim))
-        prompt_k, prompt_v = b.prompt_kv[i]
-        prompt_scores = torch.matmul(q, prompt_k.transpose(-1, -2)) + b.prompt_bias
-        gen_scores = torch.matmul(q, gen_k.transpose(-1, -2))  # (prompts, kv_heads, n * beams, slots)
-        shape = gen_scores.shape
-        gen_scores = (gen_scores.view(shape[0], shape[1], self.heads_per_kv, -1, shape[3]) + gen_bias).view(shape)
-        scores = torch.cat([prompt_scores, gen_scores], dim=-1)
+        scores = torch.matmul(q, keys.transpose(-1, -2))  # (prompts, kv_heads, n * beams, keys): a prompt's beams
+        shape = scores.shape
+        scores = (scores.view(shape[0], shape[1], self.heads_per_kv, -1, shape[3]) + bias).view(shape)
         weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        length = prompt_k.shape[2]
-        out = torch.matmul(weights[..., :length], prompt_v) + torch.matmul(weights[..., length:], gen_v)
-        return attn.o_proj(self._by_row(out).reshape(rows, 1, -1))
+        return attn.o_proj(self._by_row(torch.matmul(weights, values)).reshape(rows, 1, -1))
 
     def _mlp(self, i: int, layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
         if self.fused is None:

@@ -67,7 +67,7 @@ class CacheTraffic(TorchDispatchMode):
 
     def __init__(self, buffers) -> None:
         super().__init__()
-        caches = [buffers.gen_k, buffers.gen_v] + [t for pair in buffers.prompt_kv for t in pair]
+        caches = [t for pair in buffers.kv for t in pair]
         self.storages = {t.untyped_storage().data_ptr() for t in caches}
         self.written, self.readers, self.ops = 0, set(), set()
 
