@@ -8,7 +8,8 @@ both returning next-token logits per beam row):
   once, and every generated token's keys/values once, after the prompt's, in the slot (step, beam) it
   was written to: a step writes one slot per beam and copies nothing else (no per-step gather of any
   cache by parent row); each beam attends to its prompt and its ancestors' slots through a mask that
-  follows the parents. Attention is one score matmul and one value matmul per prompt for all its beams. It runs the model's own
+  follows the parents. Attention is one score matmul and one value matmul per prompt for all its
+  beams. It runs the model's own
   submodules (norms, projections, LoRA layers included, rotary, MLP), so the weights and their
   adapters are the model's.
 
