@@ -18,7 +18,8 @@
 #                         GPU 1: search on 1 GPU -> CaMML -> generation.
 #         B (one after the other, nothing else running): train.py on 1 GPU, DDP on 2, FSDP on 2, search on
 #           2 GPUs, create_index 1 vs 2 processes (the last two are the first skipped if time runs out).
-# Env knobs: TRAIN_LLM_LAYERS (8), TRAIN_COMPILE_SCOPE (layers), TRAIN_COMPILE_MODE (default), EMB_IMAGES (16384),
+# Env knobs: TRAIN_LLM_LAYERS (8), TRAIN_COMPILE_SCOPE (layers), TRAIN_COMPILE_MODE (default), TRAIN_STEPS (20),
+#   FSDP_SHARD (0; 1: also FSDP with sharded frozen weights), TRAIN32 (0; 1: also 1 GPU / DDP / FSDP with the full 32 layers, ~4 more minutes), EMB_IMAGES (16384),
 #   EMB_COLD_MODES ("gpu@0.4,cpu"), GEN_MODEL_DIR (assets/smollm2-135m-instruct).
 set -u
 OUT=${OUT:?set OUT to the output folder}
@@ -79,6 +80,9 @@ if [ "$SMOKE" = "1" ]; then
   CAMML=("$PY" -m bench.bench_camml --toy)
   GEN=("$PY" -m bench.bench_generation --toy)
   TRAIN_ARGS=(--toy --steps 2 --warmup 2)
+  TRAIN32_ARGS=(--toy --steps 2 --warmup 2 --llm-layers 3)
+  WRAPPERS=("$PY" -m torch.distributed.run --standalone --nproc_per_node 1 -m bench.bench_multi_gpu --toy
+            --strategy single,ddp,ddp_dict_batch,fsdp_replicate)
   CI=("$PY" -m bench.bench_create_index --toy --nprocs 1,2)
   G0=""; G1=""; G01=""
 else
@@ -88,14 +92,20 @@ else
             --cold-only)
   EMB_WARM=("$PY" -m bench.bench_embedding "${EMB_COMMON[@]}" --decode gpu@0.4 --compile --model-batches 10)
   SEARCH1=("$PY" -m bench.bench_search --rows 1200000 --dim 768 --queries 65536 --k 10 --devices cuda:0
-           --sweep 4096x262144,8192x1048576,16384x262144 --check-queries 2048)
+           --sweep 8192x262144x64,8192x1048576x64,4096x262144x64,8192x262144x1 --check-queries 2048)
   SEARCH2=("$PY" -m bench.bench_search --rows 1200000 --dim 768 --queries 131072 --k 10 --devices cuda:0,cuda:1
-           --sweep 8192x1048576,16384x262144 --check-queries 2048)
+           --sweep 8192x262144x64,16384x262144x64 --check-queries 2048)
   CAMML=("$PY" -m bench.bench_camml --shots 3 --steps 4 --warmup 2)
   GEN=("$PY" -m bench.bench_generation --model-dir "${GEN_MODEL_DIR:-assets/smollm2-135m-instruct}" --random-weights
        --batch-size 64 --items 128 --lrv-items 64)
-  TRAIN_ARGS=(--llm-layers "${TRAIN_LLM_LAYERS:-8}" --steps 10 --warmup 10
+  TRAIN_ARGS=(--llm-layers "${TRAIN_LLM_LAYERS:-8}" --steps "${TRAIN_STEPS:-20}" --warmup "${TRAIN_STEPS:-20}"
               --compile-scope "${TRAIN_COMPILE_SCOPE:-layers}" --compile-mode "${TRAIN_COMPILE_MODE:-default}")
+  TRAIN32_ARGS=(--llm-layers 32 --steps 10 --warmup 10
+                --compile-scope "${TRAIN_COMPILE_SCOPE:-layers}" --compile-mode "${TRAIN_COMPILE_MODE:-default}")
+  # one GPU, one process: each wrapper's own cost (no communication) and its host waits per step
+  WRAPPERS=("$PY" -m torch.distributed.run --standalone --nproc_per_node 1 -m bench.bench_multi_gpu --llm-layers 8
+            --steps 10 --warmup 5 --compile-scope layers
+            --strategy single,ddp,ddp_dict_batch,fsdp_replicate)
   CI=("$PY" -m bench.bench_create_index --model-name ViT-L-14 --images 16384 --batch-size 512 --workers 12
       --decode gpu --cpu-decode-share 0.4 --shard-size 1024 --nprocs 1,2 --timeout 75)
   G0=0; G1=1; G01=0,1
@@ -105,10 +115,11 @@ fi
 (
   measure embedding_cold 130 "$G0" "${EMB_COLD[@]}"
   measure embedding_warm 140 "$G0" "${EMB_WARM[@]}"
+  measure wrappers_1gpu 150 "$G0" "${WRAPPERS[@]}"
 ) &
 PID_A0=$!
 (
-  measure search_1gpu 60 "$G1" "${SEARCH1[@]}"
+  measure search_1gpu 90 "$G1" "${SEARCH1[@]}"
   measure camml_7b 110 "$G1" "${CAMML[@]}"
   measure generation 160 "$G1" "${GEN[@]}"
 ) &
@@ -120,11 +131,19 @@ wait $PID_A0 $PID_A1
 measure train_1gpu 100 "$G0" "${TORCHRUN[@]}" --nproc_per_node 1 -m bench.train_py_recipe "${TRAIN_ARGS[@]}"
 measure train_2gpu_ddp 100 "$G01" "${TORCHRUN[@]}" --nproc_per_node 2 -m bench.train_py_recipe --distributed ddp "${TRAIN_ARGS[@]}"
 measure train_2gpu_fsdp 100 "$G01" "${TORCHRUN[@]}" --nproc_per_node 2 -m bench.train_py_recipe --distributed fsdp "${TRAIN_ARGS[@]}"
-measure search_2gpu 60 "$G01" "${SEARCH2[@]}"
+# the old sharded-frozen FSDP (measured 2026-11-30 c: 1.617x): only when asked, the deadline is tight
+[ "${FSDP_SHARD:-0}" = "1" ] && measure train_2gpu_fsdp_shard 100 "$G01" "${TORCHRUN[@]}" --nproc_per_node 2 \
+  -m bench.train_py_recipe --distributed fsdp --fsdp-frozen shard "${TRAIN_ARGS[@]}"
+if [ "${TRAIN32:-0}" = "1" ]; then
+  measure train32_1gpu 150 "$G0" "${TORCHRUN[@]}" --nproc_per_node 1 -m bench.train_py_recipe "${TRAIN32_ARGS[@]}"
+  measure train32_2gpu_ddp 150 "$G01" "${TORCHRUN[@]}" --nproc_per_node 2 -m bench.train_py_recipe --distributed ddp "${TRAIN32_ARGS[@]}"
+  measure train32_2gpu_fsdp 150 "$G01" "${TORCHRUN[@]}" --nproc_per_node 2 -m bench.train_py_recipe --distributed fsdp "${TRAIN32_ARGS[@]}"
+fi
+measure search_2gpu 90 "$G01" "${SEARCH2[@]}"
 measure create_index_1v2 150 "$G01" "${CI[@]}"
 
 # ---- collect: the jsonl, the summary, the logs
-ORDER="embedding_cold embedding_warm search_1gpu camml_7b generation train_1gpu train_2gpu_ddp train_2gpu_fsdp search_2gpu create_index_1v2"
+ORDER="embedding_cold embedding_warm wrappers_1gpu search_1gpu camml_7b generation train_1gpu train_2gpu_ddp train_2gpu_fsdp train_2gpu_fsdp_shard train32_1gpu train32_2gpu_ddp train32_2gpu_fsdp search_2gpu create_index_1v2"
 : > "$OUT/perf_multi.jsonl"
 for name in $ORDER; do
   [ -f "$RESULTS/$name.json" ] && cat "$RESULTS/$name.json" >> "$OUT/perf_multi.jsonl"
@@ -151,11 +170,17 @@ lines.append(f"embedding: cold overlapped {get('embedding_cold', 'cold_images_pe
 for name in ("search_1gpu", "search_2gpu"):
     lines.append(f"{name}: {get(name, 'queries_per_s')} q/s, recall@10 vs fp32 {get(name, 'recall_vs_exact_fp32')}, "
                  f"sets {json.dumps({k: v.get('queries_per_s') for k, v in (get(name, 'device_sets') or {}).items()})}")
-one = get("train_1gpu", "tokens_per_s")
-for name in ("train_1gpu", "train_2gpu_ddp", "train_2gpu_fsdp"):
-    tps = get(name, "tokens_per_s")
-    ratio = f" = {tps / one:.3f}x one GPU" if tps and one else ""
-    lines.append(f"{name}: {tps} tokens/s{ratio}, step {get(name, 'step_ms')} ms")
+for prefix in ("train", "train32"):
+    one = get(f"{prefix}_1gpu", "tokens_per_s")
+    for name in (f"{prefix}_1gpu", f"{prefix}_2gpu_ddp", f"{prefix}_2gpu_fsdp", f"{prefix}_2gpu_fsdp_shard"):
+        if name not in rows:
+            continue
+        tps = get(name, "tokens_per_s")
+        ratio = f" = {tps / one:.3f}x one GPU" if tps and one else ""
+        lines.append(f"{name}: {tps} tokens/s{ratio}, step {get(name, 'step_ms')} ms, fsdp_frozen {get(name, 'fsdp_frozen')}")
+wrappers = get("wrappers_1gpu", "strategies") or {}
+lines.append("wrappers on 1 GPU (step ms, host syncs): " + json.dumps(
+    {k: (v.get("step_ms_mean"), v.get("host_syncs"), v.get("error")) for k, v in wrappers.items()}))
 runs = get("create_index_1v2", "runs") or {}
 lines.append("create_index: " + json.dumps({k: {x: v.get(x) for x in ("images_per_s", "embed_images_per_s", "speedup_vs_1",
              "embed_speedup_vs_1", "vectors_equal", "error")} for k, v in runs.items()}))
