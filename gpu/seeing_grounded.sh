@@ -9,7 +9,9 @@
 # val images). Test questions are not touched.
 #   GPU=0 OUT=/tmp/out bash gpu/seeing_grounded.sh      # ~6-8 min on one H200 (features ~1 min, 5 runs side by side)
 #   SMOKE=1 OUT=/tmp/out bash gpu/seeing_grounded.sh    # CPU check: 3 steps, 16 questions
-# Writes $OUT/seeing_grounded.json ({variant: {overrides, val, shuffled, train_s, minus_base, gain_over_shuffled}})
+# Then the zero-LM name reader (docs/measurements/seeing_small_grounded_2026-11-30/name_reader.py) on base and the
+# first-token variants: how far the projected tokens alone answer the val questions.
+# Writes $OUT/seeing_grounded.json ({variant: {val, shuffled, train_s, minus_base, gain_over_shuffled, name_reader?}})
 # and $OUT/seeing_grounded_logs.tgz.
 cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:?set OUT}; mkdir -p "$OUT"
@@ -61,6 +63,13 @@ for name in "${!VARIANTS[@]}"; do
   ) &
 done
 wait
+# the zero-LM name reader of each model's visual tokens (does the grounded projector alone answer presence?)
+for name in base g_first_w1 g_first_w1_tied; do
+  [ -f $W/$name/final/trainable.safetensors ] && timeout 180 python docs/measurements/seeing_small_grounded_2026-11-30/name_reader.py \
+    $W/$name/final "${MODEL[@]}" $(echo ${VARIANTS[$name]} | tr ' ' '\n' | grep -E '^model\.') \
+    > $W/reader_$name.json 2> $W/reader_$name.log &
+done
+wait
 python - "$W" "$OUT/seeing_grounded.json" <<'PY'
 import json, pathlib, sys
 from mmrag.metrics.bootstrap import format_difference, paired_bootstrap
@@ -87,6 +96,9 @@ for log in sorted(work.glob("train_*.log")):
                    "train_s": int(secs.read_text()) if secs.is_file() else None,
                    "gain_over_shuffled": diff(seen, answers(name, "shuffled")),
                    "minus_base": diff(seen, base) if name != "base" else None}
+    reader = work / f"reader_{name}.json"
+    if reader.is_file() and reader.read_text().strip():
+        table[name]["name_reader"] = json.loads(reader.read_text().strip().splitlines()[-1])
 json.dump(table, open(out, "w"), indent=2)
 for name, row in table.items():
     v = row["val"]
