@@ -50,6 +50,10 @@ class MultimodalLLM(nn.Module):
         "loss_logits": "targets",  # targets: LM head + cross-entropy at target positions only | all: every position
         "grounding_loss_weight": 0.0,  # > 0: each visual token covered by an object predicts its name (batch cell_targets)
         "grounding_head": "output",    # output: the LM head scores the visual tokens | input: the input embeddings do
+        # true: each text token gets, added to its embedding along one learned direction, how strongly some visual
+        # token of its sample reads as that token (max over cells of softmax(visual @ input embeddings)); a short
+        # path from a question's name to the grid, for grounded visual tokens (grounding_loss_weight > 0)
+        "name_match_feature": False,
         "pad_to_square": True,
         "checkpoint": None,  # a folder written by save_trainable(), loaded after building
     }
@@ -91,6 +95,8 @@ class MultimodalLLM(nn.Module):
         # built last: with the default {type: none} nothing is built and no random number is drawn
         self.context_module = build_context_module(OmegaConf.to_container(cfg.context_module, resolve=True),
                                                    self.num_visual_tokens, llm_width)
+        # zero at the start, so a model with the feature begins as the model without it
+        self.match_direction = nn.Parameter(torch.zeros(llm_width)) if cfg.get("name_match_feature", False) else None
         if cfg.checkpoint:
             self.load_trainable(cfg.checkpoint)
         log.info("model %s: %s trainable parameters of %s", cfg.arch, f"{self.num_trainable():,}", f"{self.num_parameters():,}")
@@ -172,7 +178,23 @@ class MultimodalLLM(nn.Module):
             embeds = embeds.masked_scatter(placeholders.unsqueeze(-1), visual.reshape(-1, visual.shape[-1]))
         if context is not None and self.context_module is not None:
             embeds = self._embed_context(embeds, input_ids, context)
+        if self.match_direction is not None and pixel_values.shape[0]:
+            embeds = embeds + self.name_match(embeds, input_ids).unsqueeze(-1) * self.match_direction.to(embeds.dtype)
         return embeds
+
+    def name_match(self, embeds: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """[batch, seq]: for each text token, the highest probability any visual token of its row gives that
+        token id (softmax of the visual token against the input embeddings, as the grounding loss with
+        `grounding_head: input` trains it); 0 at the visual positions. No gradient reaches the visual tokens
+        through it: the grounding loss alone decides what they mean."""
+        placeholders = input_ids == IMAGE_PLACEHOLDER_ID
+        table = self.llm.get_input_embeddings().weight
+        rows = placeholders.nonzero()[:, 0]
+        probs = torch.softmax((embeds[placeholders].detach() @ table.t().detach()).float(), dim=-1)
+        best = probs.new_zeros(input_ids.shape[0], table.shape[0])
+        best = best.scatter_reduce(0, rows.unsqueeze(1).expand_as(probs), probs, reduce="amax")
+        match = best.gather(1, input_ids.masked_fill(input_ids < 0, 0))
+        return match.masked_fill(placeholders, 0.0).to(embeds.dtype)
 
     def _embed_context(self, embeds: torch.Tensor, input_ids: torch.Tensor, context: Dict[str, Any]) -> torch.Tensor:
         """Runs the context module on the batch's retrieved examples (processor.collate's `context`).
