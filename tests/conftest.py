@@ -52,6 +52,12 @@ def build_tiny_model(model_cfg: dict, seed: int = 0):
     return MultimodalLLM(OmegaConf.merge(MultimodalLLM.default_config(cfg), cfg)).eval()
 
 
+def full_llm_cfg(model_cfg: dict, **keys) -> dict:
+    """`model_cfg` with LoRA off and every LLM weight trained, plus model keys: for tests of the model's own
+    loss terms and inputs, where LoRA's zero-initialised adapters would hide the LLM's share."""
+    return {**model_cfg, "lora": {"enabled": False}, "llm": {**model_cfg["llm"], "freeze": False}, **keys}
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tiny_model_cfg):
     """The tiny mm_llm of `tiny_model_cfg`, built once per test module."""

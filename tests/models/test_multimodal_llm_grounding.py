@@ -2,23 +2,15 @@
 
 Oracles: the text loss from HF's own logits (as in test_multimodal_llm_loss_logits), the grounding
 term recomputed here from the projector's output and the LM head / input embeddings."""
-import copy
-
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 import mmrag  # noqa: F401
 from mmrag.common.errors import ConfigError
 from mmrag.models.multimodal_llm import MultimodalLLM
 from mmrag.processors import build_processor
 from mmrag.processors.tokenization import IGNORE_INDEX as IGN, IMAGE_PLACEHOLDER_ID
-
-
-def _build(model_cfg, **keys):
-    cfg = {**copy.deepcopy(model_cfg), "lora": {"enabled": False}, "llm": {**model_cfg["llm"], "freeze": False}, **keys}
-    torch.manual_seed(0)
-    return MultimodalLLM(OmegaConf.merge(MultimodalLLM.default_config(cfg), cfg))
+from tests.conftest import build_tiny_model, full_llm_cfg
 
 
 def _batch(model):
@@ -52,7 +44,7 @@ def _grounding_oracle(model, batch, head):
 
 
 def test_weight_zero_is_the_old_loss_even_with_cell_targets(tiny_model_cfg):
-    model = _build(tiny_model_cfg)
+    model = build_tiny_model(full_llm_cfg(tiny_model_cfg))
     assert MultimodalLLM.DEFAULTS["grounding_loss_weight"] == 0.0
     batch = _batch(model)
     assert batch["cell_targets"].shape == (2, model.num_visual_tokens, 2)
@@ -63,7 +55,7 @@ def test_weight_zero_is_the_old_loss_even_with_cell_targets(tiny_model_cfg):
 
 @pytest.mark.parametrize("head", ["output", "input"])
 def test_weighted_loss_adds_the_mean_cross_entropy_of_the_covered_cells(tiny_model_cfg, head):
-    model = _build(tiny_model_cfg, grounding_loss_weight=0.5, grounding_head=head)
+    model = build_tiny_model(full_llm_cfg(tiny_model_cfg, grounding_loss_weight=0.5, grounding_head=head))
     batch = _batch(model)
     out = model(batch)
     table = model.llm.get_output_embeddings() if head == "output" else (
@@ -75,7 +67,7 @@ def test_weighted_loss_adds_the_mean_cross_entropy_of_the_covered_cells(tiny_mod
 
 
 def test_only_covered_cells_receive_a_gradient(tiny_model_cfg):
-    model = _build(tiny_model_cfg, grounding_loss_weight=1.0)
+    model = build_tiny_model(full_llm_cfg(tiny_model_cfg, grounding_loss_weight=1.0))
     batch = _batch(model)
     embeds = model.embed(batch["input_ids"], batch["pixel_values"]).detach().requires_grad_(True)
     model.grounding_loss(embeds, batch["input_ids"], batch["cell_targets"]).backward()
@@ -94,6 +86,6 @@ def test_only_covered_cells_receive_a_gradient(tiny_model_cfg):
 
 def test_bad_grounding_keys_are_refused(tiny_model_cfg):
     with pytest.raises(ConfigError, match="model.grounding_head='pooled'"):
-        _build(tiny_model_cfg, grounding_head="pooled")
+        build_tiny_model(full_llm_cfg(tiny_model_cfg, grounding_head="pooled"))
     with pytest.raises(ConfigError, match="model.grounding_loss_weight=-1"):
-        _build(tiny_model_cfg, grounding_loss_weight=-1.0)
+        build_tiny_model(full_llm_cfg(tiny_model_cfg, grounding_loss_weight=-1.0))

@@ -1,21 +1,13 @@
 """model.name_match_feature: each text token's embedding gains, along one learned direction, the highest
 probability any visual token of its own sample gives that token id. Oracle: a per-token loop over the
 sample's visual tokens (softmax against the input embeddings), written out here."""
-import copy
-
 import torch
-from omegaconf import OmegaConf
 
 import mmrag  # noqa: F401
 from mmrag.models.multimodal_llm import MultimodalLLM
 from mmrag.processors import build_processor
 from mmrag.processors.tokenization import IMAGE_PLACEHOLDER_ID
-
-
-def _build(model_cfg, **keys):
-    cfg = {**copy.deepcopy(model_cfg), "lora": {"enabled": False}, "llm": {**model_cfg["llm"], "freeze": False}, **keys}
-    torch.manual_seed(0)
-    return MultimodalLLM(OmegaConf.merge(MultimodalLLM.default_config(cfg), cfg))
+from tests.conftest import build_tiny_model, full_llm_cfg
 
 
 def _batch(model):
@@ -44,7 +36,8 @@ def _oracle(model, batch):
 
 def test_off_by_default_and_zero_direction_leaves_the_embeddings(tiny_model_cfg):
     assert MultimodalLLM.DEFAULTS["name_match_feature"] is False
-    plain, matched = _build(tiny_model_cfg), _build(tiny_model_cfg, name_match_feature=True)
+    plain = build_tiny_model(full_llm_cfg(tiny_model_cfg))
+    matched = build_tiny_model(full_llm_cfg(tiny_model_cfg, name_match_feature=True))
     assert plain.match_direction is None and matched.match_direction.abs().sum() == 0
     batch = _batch(plain)
     assert torch.equal(plain.embed(batch["input_ids"], batch["pixel_values"]),
@@ -52,7 +45,7 @@ def test_off_by_default_and_zero_direction_leaves_the_embeddings(tiny_model_cfg)
 
 
 def test_feature_equals_the_per_token_oracle_and_moves_text_positions_only(tiny_model_cfg):
-    model = _build(tiny_model_cfg, name_match_feature=True)
+    model = build_tiny_model(full_llm_cfg(tiny_model_cfg, name_match_feature=True))
     batch = _batch(model)
     with torch.no_grad():
         model.match_direction.copy_(torch.randn(model.match_direction.shape[0]))
@@ -66,7 +59,7 @@ def test_feature_equals_the_per_token_oracle_and_moves_text_positions_only(tiny_
 
 
 def test_the_direction_trains_and_the_visual_tokens_get_no_gradient_through_it(tiny_model_cfg):
-    model = _build(tiny_model_cfg, name_match_feature=True)
+    model = build_tiny_model(full_llm_cfg(tiny_model_cfg, name_match_feature=True))
     batch = _batch(model)
     embeds = model.embed(batch["input_ids"], batch["pixel_values"])
     assert embeds.requires_grad and not model.name_match(embeds, batch["input_ids"]).requires_grad
