@@ -14,16 +14,8 @@
 # Writes $OUT/constrained_bench.jsonl (one JSON line per bench run, each with a "run" label) and
 # $OUT/constrained_log.txt (the runs' stdout/stderr tails). Runtime target: <= 8 min on one H200.
 cd "$(dirname "$0")/.." || exit 1
-GPU=${GPU:-0}
-OUT=${OUT:-/tmp/constrained_out}
-mkdir -p "$OUT"
+source gpu/_bench_outputs.sh constrained constrained_bench.jsonl constrained_log.txt   # GPU, OUT, the environment, $JSONL and $LOG emptied
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # the repository is not pip-installed there
-JSONL="$OUT/constrained_bench.jsonl"
-LOG="$OUT/constrained_log.txt"
-: >"$JSONL"
-: >"$LOG"
 if [ "${SMOKE:-0}" = "1" ]; then
   export CUDA_VISIBLE_DEVICES=""
   GEN=(--toy --corpus-tokens 20000 --batches 1)

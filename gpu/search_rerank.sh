@@ -14,15 +14,7 @@
 # label) and $OUT/search_rerank_log.txt (each run's output tail). Runtime: ~2-4 min on one H200
 # (each run ~10 s to draw the rows on the host, then ~1-3 s per timed setting and mode).
 cd "$(dirname "$0")/.." || exit 1
-GPU=${GPU:-0}
-OUT=${OUT:-/tmp/search_rerank_out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # the repository is not pip-installed there
-JSONL="$OUT/search_rerank.jsonl"
-LOG="$OUT/search_rerank_log.txt"
-: >"$JSONL"
-: >"$LOG"
+source gpu/_bench_outputs.sh search_rerank search_rerank.jsonl search_rerank_log.txt   # GPU, OUT, the environment, $JSONL and $LOG emptied
 if [ "${SMOKE:-0}" = "1" ]; then
   export CUDA_VISIBLE_DEVICES="" OMP_NUM_THREADS=1
   SHAPE=(--rows 6000 --dim 32 --k 10 --dtype bfloat16 --check-queries 256)

@@ -14,16 +14,8 @@
 # line) and $OUT/seeing_step_log.txt. Runtime: <= 6.5 min, the GPU grid <= 6 (each part has its own
 # time limit; a part cut short keeps the lines it wrote).
 cd "$(dirname "$0")/.." || exit 1
-GPU=${GPU:-0}
-OUT=${OUT:-/tmp/seeing_step_out}
-mkdir -p "$OUT"
+source gpu/_bench_outputs.sh seeing_step seeing_step.jsonl seeing_step_log.txt   # GPU, OUT, the environment, $JSONL and $LOG emptied
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # the repository is not pip-installed there
-JSONL="$OUT/seeing_step.jsonl"
-LOG="$OUT/seeing_step_log.txt"
-: >"$JSONL"
-: >"$LOG"
 if [ "${SMOKE:-0}" = "1" ]; then
   export CUDA_VISIBLE_DEVICES=""
   COMMON=(--toy)
