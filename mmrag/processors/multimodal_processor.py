@@ -5,8 +5,9 @@ its inputs (`VisualInputSpec`: how many LLM positions one image fills, the tower
 normalisation). It holds the tokenizer, the conversation template and the image processor, and
 collates samples {conversations, pixel_values [n,3,H,W], regions?, target_ids?, id?, context?,
 cell_targets?} into batches; `cell_targets` = one [cells, width] tensor (or None) per image, the names
-each visual token should predict under the grounding loss (`processors.grounding`); `context` = the retrieved examples {pixel_values [m,3,H,W], texts [str]} a context module
-reads, written where the prompt says `<context>`.
+each visual token should predict under the grounding loss (`processors.grounding`); `context` = the
+retrieved examples {pixel_values [m,3,H,W], texts [str]} a context module reads, written where the
+prompt says `<context>`.
 The model never tokenises; a caller that wants another prompt format passes another template.
 `image_placement` (`model.image_placement`): `as_written` keeps each `<image>` where the text has it;
 `after_text` moves the `<image>`s of every human turn, in order, to the end of that turn's text, so in
