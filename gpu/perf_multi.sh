@@ -19,6 +19,7 @@
 #         B (one after the other, nothing else running): train.py on 1 GPU, DDP on 2, FSDP on 2, search on
 #           2 GPUs, create_index 1 vs 2 processes (the last two are the first skipped if time runs out).
 # Env knobs: TRAIN_LLM_LAYERS (8), TRAIN_COMPILE_SCOPE (layers), TRAIN_COMPILE_MODE (default), TRAIN_STEPS (20),
+#   ONLY (every measurement; else the names to run, e.g. "search_2gpu create_index_1v2"),
 #   FSDP_SHARD (0; 1: also FSDP with sharded frozen weights), TRAIN32 (0; 1: also 1 GPU / DDP / FSDP with the full 32 layers, ~4 more minutes), EMB_IMAGES (16384),
 #   EMB_COLD_MODES ("gpu@0.4,cpu"), GEN_MODEL_DIR (assets/smollm2-135m-instruct).
 set -u
@@ -40,6 +41,8 @@ left() { echo $(( DEADLINE_S - ($(date +%s) - T0) )); }
 # log to $LOGS/NAME.log, and keep its last JSON line as $RESULTS/NAME.json (one line: name, rc, seconds, result)
 measure() {
   local name=$1 cap=$2 gpus=$3; shift 3
+  # ONLY="name name ...": run just those measurements (a later lease re-measuring what changed)
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
   local budget; budget=$(left)
   [ "$budget" -lt "$cap" ] && cap=$budget
   local start; start=$(date +%s)
