@@ -302,29 +302,32 @@ class ClipEmbedder:
         return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
     def pixel_batches(self, paths: Sequence[str | Path], num_workers: Optional[int] = None,
-                      decode: Optional[str] = None) -> Iterator[torch.Tensor]:
+                      decode: Optional[str] = None, positions: Optional[Sequence[int]] = None) -> Iterator[torch.Tensor]:
         """Preprocessed float32 pixel batches (up to `batch_size`, 3, h, w) on the model's device, in path
         order, without running the model (on CUDA possibly still being computed: stream-ordered).
         `decode` (default: the config's) picks PIL in the workers (`cpu`) or the tensor path (`gpu`,
-        `torchvision_cpu`)."""
+        `torchvision_cpu`). `positions`: each path's index in the whole collection (default 0..n-1); with
+        `cpu_decode_share` it picks the files PIL decodes, so a part of a collection (one process's
+        shards) gets the pixels the whole would."""
         workers = self.cfg["num_workers"] if num_workers is None else num_workers
         decode_device = self._decode_device(self.cfg["decode"] if decode is None else decode)
         return start_pixel_loader(paths, self.backend.preprocess, self.backend.pixel_spec(), decode_device, self.device,
-                                  self.cfg["batch_size"], workers, float(self.cfg["cpu_decode_share"]))
+                                  self.cfg["batch_size"], workers, float(self.cfg["cpu_decode_share"]),
+                                  positions=positions)
 
     def image_batches(self, paths: Sequence[str | Path], num_workers: Optional[int] = None,
-                      decode: Optional[str] = None) -> Iterator[np.ndarray]:
-        """Yield embedding blocks of `batch_size` rows, in path order (`decode` as in `pixel_batches`).
-        On CUDA each block reaches the host one batch late, so the GPU never waits for the host."""
-        features = (self.image_features(pixels) for pixels in self.pixel_batches(paths, num_workers, decode))
+                      decode: Optional[str] = None, positions: Optional[Sequence[int]] = None) -> Iterator[np.ndarray]:
+        """Yield embedding blocks of `batch_size` rows, in path order (`decode`, `positions` as in
+        `pixel_batches`). On CUDA each block reaches the host one batch late, so the GPU never waits for the host."""
+        features = (self.image_features(pixels) for pixels in self.pixel_batches(paths, num_workers, decode, positions))
         yield from lagged_host_copies(features)
 
     def encode_images(self, paths: Sequence[str | Path], progress: bool = False, num_workers: Optional[int] = None,
-                      decode: Optional[str] = None) -> np.ndarray:
+                      decode: Optional[str] = None, positions: Optional[Sequence[int]] = None) -> np.ndarray:
         """(len(paths), dim) float32, L2-normalised. `decode` overrides the config's (see `image_batches`)."""
         if not paths:
             return np.zeros((0, self.dim), dtype=np.float32)
-        blocks = self.image_batches(paths, num_workers, decode)
+        blocks = self.image_batches(paths, num_workers, decode, positions)
         total = math.ceil(len(paths) / self.cfg["batch_size"])
         blocks = tqdm(blocks, total=total, desc="embed images", unit="batch", disable=not progress)
         return np.concatenate(list(blocks), axis=0)

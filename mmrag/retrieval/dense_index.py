@@ -137,32 +137,42 @@ def _shard_vectors(embedder: Any, keys: List[str], todo: Sequence[int], shard_si
     """The vectors of each shard in `todo`, in order. Images go through ONE loader over every pending
     shard when a shard is a whole number of the embedder's batches: its workers start once instead of
     once per shard, and every batch holds the same images as a per-shard pass (so the same vectors);
-    otherwise, and for text, each shard is its own pass."""
+    otherwise, and for text, each shard is its own pass. Either way no batch spans two shards, so a batch
+    holds the same images under any process count or resume. Each image's index in the collection goes
+    along (`positions`): it, not the image's place in this process's list, picks its decoder."""
     batch = getattr(embedder, "cfg", {}).get("batch_size") if hasattr(embedder, "image_batches") else None
     if modality != "image" or not batch or shard_size % int(batch):
         for shard in todo:
-            yield _embed_chunk(embedder, keys[shard * shard_size:(shard + 1) * shard_size], modality, image_root)
+            yield _embed_chunk(embedder, keys, shard * shard_size, (shard + 1) * shard_size, modality, image_root)
         return
     root = Path(image_root) if image_root else None
-    chunks = [keys[shard * shard_size:(shard + 1) * shard_size] for shard in todo]
-    blocks = embedder.image_batches([root / k if root else Path(k) for chunk in chunks for k in chunk])
-    for chunk in chunks:
+    spans = [range(shard * shard_size, min((shard + 1) * shard_size, len(keys))) for shard in todo]
+    positions = [at for span in spans for at in span]
+    blocks = embedder.image_batches([root / keys[at] if root else Path(keys[at]) for at in positions], positions=positions)
+    for span in spans:
         parts, rows = [], 0
-        while rows < len(chunk):
+        while rows < len(span):
             parts.append(next(blocks))
             rows += len(parts[-1])
-        if rows != len(chunk):   # batches never straddle shards when shard_size is a multiple of batch_size
-            raise RuntimeError(f"embedding stream out of step: {rows} vectors for a shard of {len(chunk)} images")
+        if rows != len(span):   # batches never straddle shards when shard_size is a multiple of batch_size
+            raise RuntimeError(f"embedding stream out of step: {rows} vectors for a shard of {len(span)} images")
         yield np.concatenate(parts, axis=0)
 
 
-def _embed_chunk(embedder: Any, keys: List[str], modality: str, image_root: Optional[str | Path]) -> np.ndarray:
+def _embed_chunk(embedder: Any, keys: List[str], start: int, stop: int, modality: str,
+                 image_root: Optional[str | Path]) -> np.ndarray:
+    """The vectors of keys[start:stop] (one shard); images carry their collection indices (`positions`)
+    to an embedder that streams them (`image_batches`)."""
+    chunk = keys[start:stop]
     if modality == "text":
-        return embedder.encode_texts(keys)
+        return embedder.encode_texts(chunk)
     if modality != "image":
         raise DenseIndexError(f"modality must be 'image' or 'text', got {modality!r}")
     root = Path(image_root) if image_root else None
-    return embedder.encode_images([root / k if root else Path(k) for k in keys])
+    paths = [root / k if root else Path(k) for k in chunk]
+    if not hasattr(embedder, "image_batches"):   # a plain encoder (tests' fakes): no decoder to choose
+        return embedder.encode_images(paths)
+    return np.concatenate(list(embedder.image_batches(paths, positions=range(start, start + len(chunk)))), axis=0)
 
 
 def _load_progress(out_dir: Path, stamp: str, num_items: int, shard_size: int) -> Dict[str, Any]:

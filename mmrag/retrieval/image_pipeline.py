@@ -119,24 +119,32 @@ class ImageBytes(Dataset):
 
     With `preprocess` and `cpu_share` > 0, that share of the files (spread evenly) is instead decoded
     and preprocessed in the worker (float32, 3-D), so the decode device does less: on a GPU the model
-    and nvJPEG compete for the same SMs, the CPU workers are otherwise idle.
+    and nvJPEG compete for the same SMs, the CPU workers are otherwise idle. Which files those are is
+    decided by each file's `positions` entry (its index in the whole collection; default 0..n-1), not by
+    its place in this dataset, so a collection split among processes, or a resumed run, decodes every
+    file the way one uninterrupted process does (PIL's and nvJPEG's pixels differ slightly).
     """
 
     def __init__(self, paths: Sequence[str | Path], preprocess: Optional[Callable[[Image.Image], torch.Tensor]] = None,
-                 cpu_share: float = 0.0) -> None:
+                 cpu_share: float = 0.0, positions: Optional[Sequence[int]] = None) -> None:
         if not 0.0 <= cpu_share <= 1.0:
             raise EmbedderConfigError(f"embedder config: 'cpu_decode_share' = {cpu_share!r}; expected 0 <= share <= 1")
         if cpu_share > 0 and preprocess is None:
             raise ValueError("ImageBytes: a cpu_share > 0 needs the PIL preprocess")
         self.paths = [str(p) for p in paths]
+        if positions is not None and len(positions) != len(self.paths):
+            raise ValueError(f"ImageBytes: {len(positions)} positions for {len(self.paths)} paths")
+        self.positions = None if positions is None else np.asarray(positions, dtype=np.int64)
         self.preprocess, self.cpu_share = preprocess, cpu_share
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def decoded_in_worker(self, i: int) -> bool:
-        """Whether file i is decoded by the worker: `cpu_share` of the files, evenly spread."""
-        return math.floor((i + 1) * self.cpu_share) > math.floor(i * self.cpu_share)
+        """Whether file i is decoded by the worker: `cpu_share` of the collection, evenly spread over
+        the files' positions in it."""
+        at = i if self.positions is None else int(self.positions[i])
+        return math.floor((at + 1) * self.cpu_share) > math.floor(at * self.cpu_share)
 
     def __getitem__(self, i: int) -> Tuple[str, torch.Tensor]:
         if self.decoded_in_worker(i):
@@ -325,13 +333,15 @@ class TensorPixelPipeline:
 
 def start_pixel_loader(paths: Sequence[str | Path], preprocess: Callable, spec: PixelSpec,
                        decode_device: Optional[torch.device], target_device: torch.device, batch_size: int,
-                       workers: int, cpu_share: float = 0.0, prefetch: Optional[int] = None) -> Iterator[torch.Tensor]:
+                       workers: int, cpu_share: float = 0.0, prefetch: Optional[int] = None,
+                       positions: Optional[Sequence[int]] = None) -> Iterator[torch.Tensor]:
     """Preprocessed float32 pixel batches of `paths`, in order, on `target_device`. The DataLoader's
     iterator is created here, so its workers start decoding now rather than at the first `next()`: a
     caller that builds its model after this call overlaps the two (the first batch is ready sooner).
     `decode_device` None: PIL decodes and `preprocess`es in the workers; else the workers read the file
     bytes and a TensorPixelPipeline(`spec`) decodes them on `decode_device`, except a `cpu_share` of the
-    images that PIL decodes in the workers."""
+    images that PIL decodes in the workers, chosen by the files' `positions` in the whole collection
+    (see `ImageBytes`)."""
     extra = {"prefetch_factor": prefetch} if workers and prefetch else {}
     target_device = torch.device(target_device)
     if decode_device is None:
@@ -340,7 +350,7 @@ def start_pixel_loader(paths: Sequence[str | Path], preprocess: Callable, spec: 
                                   persistent_workers=False, **extra))
         return (pixels.to(target_device, non_blocking=True) for pixels in batches)
     pipeline = TensorPixelPipeline(spec, decode_device, target_device)
-    batches = iter(DataLoader(ImageBytes(paths, preprocess, cpu_share), batch_size=batch_size, shuffle=False,
+    batches = iter(DataLoader(ImageBytes(paths, preprocess, cpu_share, positions), batch_size=batch_size, shuffle=False,
                               num_workers=workers, collate_fn=collate_mixed,
                               pin_memory=torch.device(decode_device).type == "cuda", persistent_workers=False, **extra))
     return (pipeline.mixed_pixels(batch) for batch in batches)

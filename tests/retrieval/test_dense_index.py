@@ -134,9 +134,9 @@ class StreamCountingEmbedder(CountingEmbedder):
         super().__init__(inner)
         self.passes = []
 
-    def image_batches(self, paths):
+    def image_batches(self, paths, positions=None):
         self.passes.append(len(paths))
-        return self.inner.image_batches(paths)
+        return self.inner.image_batches(paths, positions=positions)
 
 
 def test_whole_batch_shards_share_one_loader_and_give_the_per_shard_vectors(tmp_path):
@@ -167,6 +167,34 @@ def test_resumed_embedding_equals_uninterrupted(tmp_path):
     resumed = embed_to_shards(counting, items, tmp_path / "resumed", image_root=tmp_path / "w", shard_size=3, progress=False)
     assert counting.calls == 4  # only shards 2 (3 images) and 3 (1 image) were embedded again
     assert full.shape == (10, 64) and np.array_equal(full, resumed)
+
+
+@pytest.mark.parametrize("shard_size", [2, 3])  # whole batches of 2: one loader pass; else one pass per shard
+def test_pil_share_decodes_the_same_files_into_the_same_vectors_under_two_processes(tmp_path, monkeypatch, shard_size):
+    """decode torchvision_cpu with cpu_decode_share 0.4: the files PIL decodes and every vector are the
+    same when two ranks split the shards (round-robin) as when one process embeds them all."""
+    from pathlib import Path
+
+    from mmrag.retrieval import image_pipeline
+
+    items = write_world(tmp_path / "w", 10)
+    seen = []
+    real_open = image_pipeline.open_rgb
+    monkeypatch.setattr(image_pipeline, "open_rgb", lambda path: seen.append(Path(path).stem) or real_open(path))
+    embedder = ClipEmbedder({"batch_size": 2, "num_workers": 0, "decode": "torchvision_cpu", "cpu_decode_share": 0.4})
+    one = embed_to_shards(embedder, items, tmp_path / "one", image_root=tmp_path / "w", shard_size=shard_size,
+                          progress=False)
+    # hand-worked: file p goes to PIL when 0.4 * (p + 1) passes a whole number that 0.4 * p had not
+    assert sorted(seen) == ["im2", "im4", "im7", "im9"]
+    seen.clear()
+    for rank in (1, 0):  # rank 0 last: it reads every shard back
+        two = embed_to_shards(embedder, items, tmp_path / "two", image_root=tmp_path / "w", shard_size=shard_size,
+                              progress=False, rank=rank, world_size=2)
+    assert sorted(seen) == ["im2", "im4", "im7", "im9"]
+    np.testing.assert_array_equal(two, one)
+    # the two decoders' vectors of one image differ, so a file decoded the other way would show above
+    image = [tmp_path / "w" / items[6]["image"]]
+    assert not np.array_equal(embedder.encode_images(image, decode="cpu"), embedder.encode_images(image))
 
 
 def test_resume_with_another_config_is_refused(tmp_path):

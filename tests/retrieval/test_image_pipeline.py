@@ -161,3 +161,38 @@ def test_start_pixel_loader_tensor_path_equals_decode_then_preprocess(tmp_path):
                                             workers=0)))
     want = preprocess_tensors(decode_images(blobs[:4], names[:4], "cpu"), SPEC)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- which files PIL decodes
+def test_worker_decoded_files_do_not_depend_on_how_the_files_are_split(tmp_path):
+    """cpu_share 0.4 over 10 files, cut into shards of 2 that two ranks take round-robin (rank 0: shards
+    0, 2, 4; rank 1: shards 1, 3), as create_index under torchrun does: the files the workers decode are
+    the ones a single process over all 10 decodes, whatever dataset holds them."""
+    from pathlib import Path
+
+    from mmrag.retrieval.image_pipeline import ImageBytes
+
+    paths = []
+    for i in range(10):
+        paths.append(tmp_path / f"{i}.jpg")
+        Image.fromarray(np.full((8, 8, 3), 20 * i, dtype=np.uint8)).save(paths[-1])
+    # the one-process choice by hand: file p goes to PIL when 0.4 * (p + 1) passes a whole number that
+    # 0.4 * p had not (every 2.5th file): 0.8->1.2 at p=2, 1.6->2.0 at p=4, 2.8->3.2 at p=7, 3.6->4.0 at p=9
+    oracle = [p for p in range(10) if int(0.4 * (p + 1)) > int(0.4 * p)]
+    assert oracle == [2, 4, 7, 9]
+    preprocess = lambda img: torch.zeros(3, 2, 2)  # noqa: E731 -- a float tensor marks a worker decode
+
+    def decoded_by_workers(files):
+        return sorted(int(Path(name).stem) for name, item in (files[j] for j in range(len(files)))
+                      if item.dtype == torch.float32)
+
+    assert decoded_by_workers(ImageBytes(paths, preprocess, 0.4)) == oracle
+    ranks = {0: [0, 1, 4, 5, 8, 9], 1: [2, 3, 6, 7]}
+    split = [p for at in ranks.values() for p in decoded_by_workers(ImageBytes([paths[i] for i in at], preprocess, 0.4, at))]
+    assert sorted(split) == oracle
+    # by a file's place in its own rank's list instead (no positions), the split would matter: places 2 and
+    # 4 of rank 0's files are files 4 and 8, place 2 of rank 1's is file 6
+    by_place = [p for at in ranks.values() for p in decoded_by_workers(ImageBytes([paths[i] for i in at], preprocess, 0.4))]
+    assert sorted(by_place) == [4, 6, 8]
+    with pytest.raises(ValueError, match="3 positions for 10 paths"):
+        ImageBytes(paths, preprocess, 0.4, [0, 1, 2])
