@@ -10,14 +10,21 @@ NAME alone, never looking at the image, using training-split statistics only:
 
 Scored with the official POPE metric (mmrag.metrics.pope), it shows how far a model could get on a
 split from the name prior alone; its agreement with a model's answers shows whether the model does.
+
+Also here: false "yes" by how often the object was seen in training (false_yes_by_frequency), and
+what vanilla RAG's retrieved neighbours hold (rag_neighbours, neighbour_presence): for each POPE
+question, whether the training images retrieved into its prompt hold the asked object, per gold
+answer, against the chance of k random training images.
 """
 from __future__ import annotations
 
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from mmrag.common.errors import DataFormatError
 from mmrag.common.jsonl import read_jsonl
 from mmrag.metrics.pope import answer_to_label, pope_metrics
 
@@ -131,3 +138,104 @@ def correct_by_question(answers_file) -> Dict[Any, float]:
     """question_id -> 1.0 / 0.0 from the `correct` field of an evaluation's answers file (vqa_eval's
     answers_<split>.jsonl): what paired bootstrap intervals between two runs are computed over."""
     return {row["question_id"]: float(row["correct"]) for row in read_jsonl(answers_file)}
+
+
+# ----------------------------------------------------------------------------- what the RAG neighbours hold
+# For each POPE question: do the k training images that vanilla RAG puts before the question hold
+# the asked object (by the COCO boxes of the training images)? Against the chance reference: k
+# training images drawn at random without replacement. Per gold label: for a "no" question a
+# neighbour holding the absent object can suggest "yes"; for a "yes" question, no neighbour holding
+# it gives the model nothing to confirm it.
+def image_objects(instances: Mapping[str, Any]) -> Dict[str, frozenset]:
+    """image file name -> names (lower case) of the objects boxed in it (COCO instances); every image
+    of the file is listed, one without boxes with no names."""
+    names = {c["id"]: c["name"].lower() for c in instances["categories"]}
+    held: Dict[int, set] = {img["id"]: set() for img in instances["images"]}
+    for box in instances["annotations"]:
+        held[box["image_id"]].add(names[box["category_id"]])
+    return {img["file_name"].rsplit("/", 1)[-1]: frozenset(held[img["id"]]) for img in instances["images"]}
+
+
+def rag_neighbours(questions: Sequence[Mapping[str, Any]], image_root, database, k: int,
+                   threshold: Optional[float] = None, embedder: Optional[Mapping[str, Any]] = None,
+                   retriever: Any = None) -> List[List[Dict[str, Any]]]:
+    """The database items vanilla RAG puts into each POPE row's prompt ({question_id, image, text}),
+    best first, as vqa_eval retrieves them: its RequestBuilder (image_database retriever, the query
+    image `image_root/<image>`, exclude="self", the best `k` with score >= `threshold`). Each item is
+    the database row's metadata {row, id, image, caption}. `retriever`: one already built (tests)."""
+    from omegaconf import OmegaConf
+
+    from mmrag.tasks.vqa_eval import RequestBuilder, VqaEvalTask
+
+    cfg = OmegaConf.create({**VqaEvalTask.DEFAULTS["evaluation"]["retrieval"], "mode": "rag", "database": str(database),
+                            "k": k, "threshold": threshold, "embedder": dict(embedder or {})})
+    builder = RequestBuilder(cfg, retriever)
+    index = builder.retriever.index
+    requests = builder.build([q["text"] for q in questions], [str(Path(image_root) / q["image"]) for q in questions])
+    return [[index.metadata[index.row_of_id[r["id"]]] for r in req["retrieved"]] for req in requests]
+
+
+def _names_in(caption: str, name: str) -> bool:
+    return re.search(rf"\b{re.escape(name)}\b", caption.lower()) is not None
+
+
+def neighbour_presence(questions: Sequence[Mapping[str, Any]], neighbours: Sequence[Sequence[Mapping[str, Any]]],
+                       objects: Mapping[str, frozenset], k: int) -> Dict[str, Dict[str, float]]:
+    """Per gold label ("yes" / "no") of POPE rows {text, label} with their retrieved items (rag_neighbours):
+
+    questions      the rows with a parsable object name
+    any_holds      share of them where at least one neighbour's image holds the asked object
+    mean_holds     mean over them of the share of their neighbours that hold it
+    caption_names  share where at least one neighbour's caption names it (a whole-word match)
+    base_rate      mean of the name's base rate: the share of the training images (`objects`) holding it
+    chance_any     mean chance that at least one of `k` training images drawn at random (without
+                   replacement) holds it: 1 - C(N - m, k) / C(N, k), N images of which m hold it
+    (shares are None for a label without questions)
+    A neighbour image missing from `objects` raises DataFormatError (the database is not the annotated
+    training images)."""
+    if len(questions) != len(neighbours):
+        raise ValueError(f"neighbour_presence: {len(neighbours)} neighbour lists for {len(questions)} questions")
+    total = len(objects)
+    holding = Counter(name for names in objects.values() for name in names)
+    sums = {label: Counter() for label in ("yes", "no")}
+    for question, found in zip(questions, neighbours):
+        name, label = object_name(question["text"]), _gold(question["label"])
+        if name is None or label is None:
+            continue
+        files = [str(item["image"]).rsplit("/", 1)[-1] for item in found]
+        missing = [f for f in files if f not in objects]
+        if missing:
+            raise DataFormatError(f"retrieved image {missing[0]!r} (question {question.get('question_id')}): not an "
+                                  "image of the training annotations (instances_train.json); the database must be "
+                                  "built from the annotated training images")
+        holds = [name in objects[f] for f in files]
+        m, cell = holding[name], sums[label]
+        miss = 1.0  # chance that none of k random images holds it
+        for i in range(k):
+            miss *= max(total - m - i, 0) / (total - i) if total > i else 0.0
+        cell["questions"] += 1
+        cell["any_holds"] += any(holds)
+        cell["mean_holds"] += sum(holds) / len(holds) if holds else 0.0
+        cell["caption_names"] += any(_names_in(item.get("caption", ""), name) for item in found)
+        cell["base_rate"] += m / total if total else 0.0
+        cell["chance_any"] += 1.0 - miss
+    return {label: {"questions": cell["questions"],
+                    **{key: cell[key] / cell["questions"] if cell["questions"] else None
+                       for key in ("any_holds", "mean_holds", "caption_names", "base_rate", "chance_any")}}
+            for label, cell in sums.items()}
+
+
+NEIGHBOUR_COLUMNS = ("any_holds", "mean_holds", "chance_any", "base_rate", "caption_names")   # table order
+
+
+def neighbour_table(presence: Mapping[str, Mapping[str, Mapping[str, float]]], k: int) -> List[str]:
+    """Markdown rows of `neighbour_presence` per split (split -> label -> cells), percentages."""
+    lines = [f"| split, gold answer | questions | >= 1 of the {k} neighbours holds the object, % | neighbours "
+             f"holding it, mean % | chance: >= 1 of {k} random training images holds it, % | base rate: training "
+             f"images holding it, mean % | >= 1 neighbour's caption names it, % |", "|---|---|---|---|---|---|---|"]
+    for split, by_label in presence.items():
+        for label in ("yes", "no"):
+            c = by_label[label]
+            cells = [f"{100 * c[key]:.1f}" if c["questions"] else "-" for key in NEIGHBOUR_COLUMNS]
+            lines.append(f"| {split}, {label} | {c['questions']} | " + " | ".join(cells) + " |")
+    return lines

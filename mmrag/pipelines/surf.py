@@ -46,7 +46,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set
 
 from mmrag.common.errors import UserError
 from mmrag.pipelines.stages import Stage, run_stages
-from mmrag.pipelines.surf_layout import BASE_CKPT, BASE_OUT, OUT, POPE_SPLITS, SURF_CKPT, WORLD, YESNO
+from mmrag.pipelines.surf_layout import BASE_CKPT, BASE_OUT, OUT, POPE_SPLITS, RAG_K, SURF_CKPT, WORLD, YESNO
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # the construction stages that hold the answering model's output (split / retrieve do not)
@@ -195,7 +195,8 @@ def pope_eval_stages(opt: SurfOptions, rows_of: str) -> List[Stage]:
     model ("surf": with and without RAG) or of the zero-shot base under each image control
     ("controls", run last: the headline rows come first when time runs out)."""
     s, out = opt.setting, opt.out
-    rag = ["evaluation.retrieval.mode=rag", f"evaluation.retrieval.database={out}/db", "evaluation.retrieval.k=2",
+    rag = ["evaluation.retrieval.mode=rag", f"evaluation.retrieval.database={out}/db",
+           f"evaluation.retrieval.k={RAG_K}",
            f"evaluation.retrieval.template={s.rag_template}"]
     common = list(opt.overrides)
     if opt.eval_batch:

@@ -1,7 +1,8 @@
 """The SURf report (docs/RESULTS_SURF.md): tables computed from the pipeline's outputs only.
 
 Every number printed here is read from an output file of a stage or computed from one (the
-name-only-rule analysis: mmrag.pipelines.analysis); where an output is missing the row says so.
+name-only-rule analysis and what the RAG rows' retrieved neighbours hold: mmrag.pipelines.analysis);
+where an output is missing the row says so.
 Hand-written notes below NOTES_MARKER in the existing report are kept.
 """
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from mmrag.common.jsonl import read_jsonl
 from mmrag.metrics.bootstrap import format_difference, paired_bootstrap
-from mmrag.pipelines.analysis import NameOnlyRule, correct_by_question, name_only_table
+from mmrag.pipelines.analysis import (NameOnlyRule, correct_by_question, image_objects, name_only_table,
+                                     neighbour_presence, neighbour_table, rag_neighbours)
 from mmrag.pipelines.stages import Stage, stage_report
-from mmrag.pipelines.surf_layout import BASE_OUT, OUT, POPE_SPLITS, WORLD, YESNO
+from mmrag.pipelines.surf_layout import BASE_OUT, INSTANCES_TRAIN, OUT, POPE_SPLITS, RAG_K, WORLD, YESNO
 
 NOTES_MARKER = "<!-- Hand-written notes below: the SURf pipeline keeps everything after this line. -->"
 OLD_MARKERS = ("<!-- Hand-written notes below: scripts/run_surf.py keeps everything after this line. -->",)
@@ -156,6 +158,28 @@ def name_only_section(root: Path, max_per_split: int, out: str = OUT, pope: str 
     return name_only_table(rule, questions, model_predictions(root, questions, out, controls))
 
 
+def neighbour_presence_by_split(root: Path, max_per_split: int, out: str = OUT, pope: str = f"{WORLD}/pope",
+                                k: int = RAG_K) -> Dict[str, Dict[str, dict]]:
+    """split -> gold label -> mmrag.pipelines.analysis.neighbour_presence of the POPE questions the
+    evaluations answered, with the k neighbours the RAG rows retrieve from `<out>/db`; {} when the
+    database, the training annotations or the questions are missing."""
+    database, instances = root / out / "db", root / INSTANCES_TRAIN
+    if not (database / "manifest.json").is_file() or not instances.is_file() or not (root / pope).is_dir():
+        return {}
+    objects = image_objects(json.loads(instances.read_text()))
+    found = {}
+    for split, rows in evaluated_pope_questions(root, max_per_split, out, pope).items():
+        neighbours = rag_neighbours(rows, root / WORLD / "images", database, k)
+        found[split] = neighbour_presence(rows, neighbours, objects, k)
+    return found
+
+
+def neighbour_section(presence: Mapping[str, Mapping[str, dict]], k: int = RAG_K) -> List[str]:
+    if not presence:
+        return ["not run yet (needs the database, the training annotations and the POPE questions)"]
+    return neighbour_table(presence, k)
+
+
 def surf_data_stats(root: Path, out: str = OUT) -> Dict:
     """Counts of the construction stages: questions, re-answers, helpful share, mixed questions, samples."""
     from mmrag.surf.stage_io import read_stage
@@ -206,6 +230,7 @@ def write_report(root: Path, stages: Sequence[Stage], opt, target: Optional[Path
     base = getattr(opt, "base", "tiny")
     pope = getattr(opt, "pope_folder", f"{WORLD}/pope")
     differences = paired_differences(root, out, controls)
+    neighbours = neighbour_presence_by_split(root, opt.pope_max, out, pope)
     if base == "tiny" and not getattr(opt, "base_checkpoint", None):
         title, base_line = "SURf on the small world: POPE and knowledge-VQA with retrieval", None
     else:
@@ -223,6 +248,9 @@ def write_report(root: Path, stages: Sequence[Stage], opt, target: Optional[Path
         *differences_table(differences), "", *vqa,
         "### Name-only rule (mmrag.pipelines.analysis: the object's name alone, training yes/no statistics)", "",
         *name_only_section(root, opt.pope_max, out, pope, controls), "",
+        f"### What the {RAG_K} retrieved neighbours hold (mmrag.pipelines.analysis: the RAG rows' neighbours from "
+        "the database, the asked object looked up in the COCO boxes of the training images)", "",
+        *neighbour_section(neighbours), "",
         "### Inputs of the tables", "", *input_lines(root, out, base_line), "",
         "### Stages, commands and wall-clock seconds (latest run of each)", "", *stage_report(stages, root / out), "",
     ])
@@ -234,6 +262,7 @@ def write_report(root: Path, stages: Sequence[Stage], opt, target: Optional[Path
     if target.parent != root / "docs":
         results = {name: load_json(root / out / name / "results.json") for name, _ in pope_rows(controls)}
         report = {"options": json.loads(json.dumps(vars(opt), default=list)), "pope": results,
-                  "differences": differences, "surf_data": surf_data_stats(root, out)}
+                  "differences": differences, "neighbours": neighbours,
+                  "surf_data": surf_data_stats(root, out)}
         target.with_suffix(".json").write_text(json.dumps(report, indent=2))
     return target

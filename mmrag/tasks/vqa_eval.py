@@ -130,9 +130,10 @@ def control_images(images: Sequence[str], control: str, seed: int, folder: Path)
 class RequestBuilder:
     """(question, image or None) -> an answer request: plain, with the SURf RAG prompt, or text only."""
 
-    def __init__(self, retrieval_cfg) -> None:
+    def __init__(self, retrieval_cfg, retriever=None) -> None:
+        """`retriever`: the image database as a Retriever already built (default: built from `retrieval_cfg`)."""
         self.rag = retrieval_cfg.mode == "rag"
-        self.retriever = build_retriever("image_database", retrieval_cfg) if self.rag else None
+        self.retriever = (retriever or build_retriever("image_database", retrieval_cfg)) if self.rag else None
         self.k = int(retrieval_cfg.k)
         self.rag_cfg = RagConfig(k=self.k, threshold=retrieval_cfg.threshold)
         self.system = template_system(retrieval_cfg.template) if self.rag else None
