@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from mmrag.common.errors import DataFormatError
 from mmrag.common.jsonl import read_jsonl
+from mmrag.metrics.bootstrap import format_difference, paired_bootstrap
 from mmrag.metrics.pope import answer_to_label, pope_metrics
 
 _QUESTION = re.compile(r"Is there (?:a|an) (.+?) in the image\?")
@@ -179,6 +180,23 @@ def _names_in(caption: str, name: str) -> bool:
     return re.search(rf"\b{re.escape(name)}\b", caption.lower()) is not None
 
 
+def neighbour_holds(question: Mapping[str, Any], found: Sequence[Mapping[str, Any]],
+                    objects: Mapping[str, frozenset]) -> Optional[List[bool]]:
+    """For each retrieved item of a POPE row {text, label}: does its image hold the asked object?
+    None for a row without a parsable object name or a yes/no gold label. A neighbour image missing
+    from `objects` raises DataFormatError (the database is not the annotated training images)."""
+    name = object_name(question["text"])
+    if name is None or _gold(question["label"]) is None:
+        return None
+    files = [str(item["image"]).rsplit("/", 1)[-1] for item in found]
+    missing = [f for f in files if f not in objects]
+    if missing:
+        raise DataFormatError(f"retrieved image {missing[0]!r} (question {question.get('question_id')}): not an "
+                              "image of the training annotations (instances_train.json); the database must be "
+                              "built from the annotated training images")
+    return [name in objects[f] for f in files]
+
+
 def neighbour_presence(questions: Sequence[Mapping[str, Any]], neighbours: Sequence[Sequence[Mapping[str, Any]]],
                        objects: Mapping[str, frozenset], k: int) -> Dict[str, Dict[str, float]]:
     """Per gold label ("yes" / "no") of POPE rows {text, label} with their retrieved items (rag_neighbours):
@@ -190,26 +208,18 @@ def neighbour_presence(questions: Sequence[Mapping[str, Any]], neighbours: Seque
     base_rate      mean of the name's base rate: the share of the training images (`objects`) holding it
     chance_any     mean chance that at least one of `k` training images drawn at random (without
                    replacement) holds it: 1 - C(N - m, k) / C(N, k), N images of which m hold it
-    (shares are None for a label without questions)
-    A neighbour image missing from `objects` raises DataFormatError (the database is not the annotated
-    training images)."""
+    (shares are None for a label without questions; neighbour_holds says which rows count)."""
     if len(questions) != len(neighbours):
         raise ValueError(f"neighbour_presence: {len(neighbours)} neighbour lists for {len(questions)} questions")
     total = len(objects)
     holding = Counter(name for names in objects.values() for name in names)
     sums = {label: Counter() for label in ("yes", "no")}
     for question, found in zip(questions, neighbours):
-        name, label = object_name(question["text"]), _gold(question["label"])
-        if name is None or label is None:
+        holds = neighbour_holds(question, found, objects)
+        if holds is None:
             continue
-        files = [str(item["image"]).rsplit("/", 1)[-1] for item in found]
-        missing = [f for f in files if f not in objects]
-        if missing:
-            raise DataFormatError(f"retrieved image {missing[0]!r} (question {question.get('question_id')}): not an "
-                                  "image of the training annotations (instances_train.json); the database must be "
-                                  "built from the annotated training images")
-        holds = [name in objects[f] for f in files]
-        m, cell = holding[name], sums[label]
+        name = object_name(question["text"])
+        m, cell = holding[name], sums[_gold(question["label"])]
         miss = 1.0  # chance that none of k random images holds it
         for i in range(k):
             miss *= max(total - m - i, 0) / (total - i) if total > i else 0.0
@@ -225,6 +235,48 @@ def neighbour_presence(questions: Sequence[Mapping[str, Any]], neighbours: Seque
             for label, cell in sums.items()}
 
 
+def accuracy_by_neighbours(questions: Sequence[Mapping[str, Any]], neighbours: Sequence[Sequence[Mapping[str, Any]]],
+                           objects: Mapping[str, frozenset], predictions: Mapping[str, Sequence[str]],
+                           difference: Optional[tuple] = None) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """gold label -> "holds" (>= 1 neighbour holds the asked object) / "lacks" (none does) ->
+    {"questions", "accuracy": {model: POPE accuracy of its answers there}, "difference": paired
+    bootstrap of `difference` = (model a, model b) accuracy, a minus b, or None}. `predictions`: model
+    -> its answers to `questions`, in order. Cells without questions have empty accuracies."""
+    for model, answers in predictions.items():
+        if len(answers) != len(questions):
+            raise ValueError(f"accuracy_by_neighbours: {len(answers)} answers of {model!r} for {len(questions)} questions")
+    right: Dict[tuple, Dict[str, List[float]]] = {}
+    for n, (question, found) in enumerate(zip(questions, neighbours)):
+        holds = neighbour_holds(question, found, objects)
+        if holds is None:
+            continue
+        gold = _gold(question["label"])
+        cell = right.setdefault((gold, "holds" if any(holds) else "lacks"), {m: [] for m in predictions})
+        for model, answers in predictions.items():
+            cell[model].append(float(answer_to_label(answers[n]) == gold))
+    table: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for gold in ("yes", "no"):
+        for kind in ("holds", "lacks"):
+            cell = right.get((gold, kind), {})
+            count = len(next(iter(cell.values()))) if cell else 0
+            diff = None
+            if difference and count and all(m in cell for m in difference):
+                diff = paired_bootstrap(cell[difference[0]], cell[difference[1]])
+            table.setdefault(gold, {})[kind] = {"questions": count, "difference": diff,
+                                                "accuracy": {m: sum(v) / len(v) for m, v in cell.items() if v}}
+    return table
+
+
+def recorded_neighbours_agree(neighbours: Sequence[Sequence[Mapping[str, Any]]], questions: Sequence[Mapping[str, Any]],
+                              answers: Iterable[Mapping[str, Any]]) -> tuple:
+    """(questions whose recomputed neighbour ids equal, in order, the `retrieved` ids that a RAG
+    evaluation recorded in its answers file, questions found in that file)."""
+    recorded = {row["question_id"]: [r["id"] for r in row.get("retrieved", [])] for row in answers}
+    pairs = [(recorded[q["question_id"]], [item["id"] for item in found])
+             for q, found in zip(questions, neighbours) if q["question_id"] in recorded]
+    return sum(a == b for a, b in pairs), len(pairs)
+
+
 NEIGHBOUR_COLUMNS = ("any_holds", "mean_holds", "chance_any", "base_rate", "caption_names")   # table order
 
 
@@ -238,4 +290,23 @@ def neighbour_table(presence: Mapping[str, Mapping[str, Mapping[str, float]]], k
             c = by_label[label]
             cells = [f"{100 * c[key]:.1f}" if c["questions"] else "-" for key in NEIGHBOUR_COLUMNS]
             lines.append(f"| {split}, {label} | {c['questions']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def neighbour_accuracy_table(by_split: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]],
+                             models: Sequence[str], difference_label: Optional[str] = None) -> List[str]:
+    """Markdown rows of `accuracy_by_neighbours` per split: accuracy of each of `models`, then the
+    paired difference, for the questions where a neighbour holds the asked object and where none does."""
+    head = ["split, gold answer, a neighbour holds the object", "questions", *(f"{m}, acc %" for m in models)]
+    head += [f"{difference_label}, points"] if difference_label else []
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for split, table in by_split.items():
+        for gold in ("yes", "no"):
+            for kind in ("holds", "lacks"):
+                c = table[gold][kind]
+                cells = [f"{100 * c['accuracy'][m]:.1f}" if m in c["accuracy"] else "-" for m in models]
+                if difference_label:
+                    cells.append(format_difference(c["difference"]) if c["difference"] else "-")
+                answer = "yes" if kind == "holds" else "no"
+                lines.append(f"| {split}, {gold}, {answer} | {c['questions']} | " + " | ".join(cells) + " |")
     return lines

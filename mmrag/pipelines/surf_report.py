@@ -14,8 +14,9 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from mmrag.common.jsonl import read_jsonl
 from mmrag.metrics.bootstrap import format_difference, paired_bootstrap
-from mmrag.pipelines.analysis import (NameOnlyRule, correct_by_question, image_objects, name_only_table,
-                                     neighbour_presence, neighbour_table, rag_neighbours)
+from mmrag.pipelines.analysis import (NameOnlyRule, accuracy_by_neighbours, correct_by_question, image_objects,
+                                     name_only_table, neighbour_accuracy_table, neighbour_presence, neighbour_table,
+                                     rag_neighbours, recorded_neighbours_agree)
 from mmrag.pipelines.stages import Stage, stage_report
 from mmrag.pipelines.surf_layout import BASE_OUT, INSTANCES_TRAIN, OUT, POPE_SPLITS, RAG_K, WORLD, YESNO
 
@@ -158,26 +159,75 @@ def name_only_section(root: Path, max_per_split: int, out: str = OUT, pope: str 
     return name_only_table(rule, questions, model_predictions(root, questions, out, controls))
 
 
-def neighbour_presence_by_split(root: Path, max_per_split: int, out: str = OUT, pope: str = f"{WORLD}/pope",
-                                k: int = RAG_K) -> Dict[str, Dict[str, dict]]:
-    """split -> gold label -> mmrag.pipelines.analysis.neighbour_presence of the POPE questions the
-    evaluations answered, with the k neighbours the RAG rows retrieve from `<out>/db`; {} when the
-    database, the training annotations or the questions are missing."""
+def neighbour_inputs(root: Path, max_per_split: int, out: str = OUT, pope: str = f"{WORLD}/pope",
+                     k: int = RAG_K) -> Optional[tuple]:
+    """(split -> the POPE questions the evaluations answered, split -> their k neighbours as the RAG
+    rows retrieve them from `<out>/db`, training image -> objects); None when the database, the
+    training annotations or the questions are missing."""
     database, instances = root / out / "db", root / INSTANCES_TRAIN
     if not (database / "manifest.json").is_file() or not instances.is_file() or not (root / pope).is_dir():
-        return {}
-    objects = image_objects(json.loads(instances.read_text()))
+        return None
+    questions = evaluated_pope_questions(root, max_per_split, out, pope)
+    neighbours = {split: rag_neighbours(rows, root / WORLD / "images", database, k)
+                  for split, rows in questions.items()}
+    return questions, neighbours, image_objects(json.loads(instances.read_text()))
+
+
+def neighbour_presence_by_split(root: Path, max_per_split: int, out: str = OUT, pope: str = f"{WORLD}/pope",
+                                k: int = RAG_K) -> Dict[str, Dict[str, dict]]:
+    """split -> gold label -> mmrag.pipelines.analysis.neighbour_presence ({} without inputs)."""
+    inputs = neighbour_inputs(root, max_per_split, out, pope, k)
+    return presence_of(inputs, k) if inputs else {}
+
+
+def presence_of(inputs: tuple, k: int = RAG_K) -> Dict[str, Dict[str, dict]]:
+    questions, neighbours, objects = inputs
+    return {split: neighbour_presence(rows, neighbours[split], objects, k) for split, rows in questions.items()}
+
+
+RAG_DIFFERENCE = ("base model + vanilla RAG", "base model, zero-shot", "vanilla RAG minus zero-shot")
+
+
+def neighbour_accuracy(root: Path, inputs: tuple, out: str = OUT) -> Dict[str, dict]:
+    """split -> mmrag.pipelines.analysis.accuracy_by_neighbours of the four model rows that ran
+    (vanilla RAG minus zero-shot with a paired interval), for the splits with answers."""
+    questions, neighbours, objects = inputs
+    predictions = model_predictions(root, questions, out)
     found = {}
-    for split, rows in evaluated_pope_questions(root, max_per_split, out, pope).items():
-        neighbours = rag_neighbours(rows, root / WORLD / "images", database, k)
-        found[split] = neighbour_presence(rows, neighbours, objects, k)
+    for split, rows in questions.items():
+        answers = {label: by_split[split] for label, by_split in predictions.items() if split in by_split}
+        if answers:
+            found[split] = accuracy_by_neighbours(rows, neighbours[split], objects, answers, RAG_DIFFERENCE[:2])
     return found
 
 
-def neighbour_section(presence: Mapping[str, Mapping[str, dict]], k: int = RAG_K) -> List[str]:
+def recorded_agreement(root: Path, inputs: tuple, out: str = OUT) -> Dict[str, tuple]:
+    """split -> (questions whose recomputed neighbours equal those recorded by the vanilla RAG row, questions)."""
+    questions, neighbours, _ = inputs
+    found = {}
+    for split, rows in questions.items():
+        path = root / out / "pope_base_rag" / f"answers_{split}.jsonl"
+        if path.is_file():
+            found[split] = recorded_neighbours_agree(neighbours[split], rows, read_jsonl(path))
+    return found
+
+
+def neighbour_section(presence: Mapping[str, Mapping[str, dict]], k: int = RAG_K,
+                      accuracy: Optional[Mapping[str, dict]] = None,
+                      recorded: Optional[Mapping[str, tuple]] = None) -> List[str]:
     if not presence:
         return ["not run yet (needs the database, the training annotations and the POPE questions)"]
-    return neighbour_table(presence, k)
+    lines = neighbour_table(presence, k)
+    if accuracy:
+        models = [label for _, label in POPE_ROWS if any(label in t[g][h]["accuracy"] for t in accuracy.values()
+                                                         for g in ("yes", "no") for h in ("holds", "lacks"))]
+        lines += ["", "POPE accuracy on the questions where at least one neighbour holds the asked object and where "
+                  "none does (95% paired bootstrap for the difference):", "",
+                  *neighbour_accuracy_table(accuracy, models, RAG_DIFFERENCE[2])]
+    if recorded:
+        lines += ["", "Neighbours recomputed here equal (ids, in order) those the vanilla RAG row recorded: " +
+                  ", ".join(f"{split} {same} of {n}" for split, (same, n) in recorded.items()) + "."]
+    return lines
 
 
 def surf_data_stats(root: Path, out: str = OUT) -> Dict:
@@ -230,7 +280,10 @@ def write_report(root: Path, stages: Sequence[Stage], opt, target: Optional[Path
     base = getattr(opt, "base", "tiny")
     pope = getattr(opt, "pope_folder", f"{WORLD}/pope")
     differences = paired_differences(root, out, controls)
-    neighbours = neighbour_presence_by_split(root, opt.pope_max, out, pope)
+    inputs = neighbour_inputs(root, opt.pope_max, out, pope)
+    neighbours = presence_of(inputs) if inputs else {}
+    by_neighbours = neighbour_accuracy(root, inputs, out) if inputs else {}
+    recorded = recorded_agreement(root, inputs, out) if inputs else {}
     if base == "tiny" and not getattr(opt, "base_checkpoint", None):
         title, base_line = "SURf on the small world: POPE and knowledge-VQA with retrieval", None
     else:
@@ -250,7 +303,7 @@ def write_report(root: Path, stages: Sequence[Stage], opt, target: Optional[Path
         *name_only_section(root, opt.pope_max, out, pope, controls), "",
         f"### What the {RAG_K} retrieved neighbours hold (mmrag.pipelines.analysis: the RAG rows' neighbours from "
         "the database, the asked object looked up in the COCO boxes of the training images)", "",
-        *neighbour_section(neighbours), "",
+        *neighbour_section(neighbours, RAG_K, by_neighbours, recorded), "",
         "### Inputs of the tables", "", *input_lines(root, out, base_line), "",
         "### Stages, commands and wall-clock seconds (latest run of each)", "", *stage_report(stages, root / out), "",
     ])
@@ -263,6 +316,7 @@ def write_report(root: Path, stages: Sequence[Stage], opt, target: Optional[Path
         results = {name: load_json(root / out / name / "results.json") for name, _ in pope_rows(controls)}
         report = {"options": json.loads(json.dumps(vars(opt), default=list)), "pope": results,
                   "differences": differences, "neighbours": neighbours,
+                  "accuracy_by_neighbours": by_neighbours, "neighbours_recorded": recorded,
                   "surf_data": surf_data_stats(root, out)}
         target.with_suffix(".json").write_text(json.dumps(report, indent=2))
     return target

@@ -157,3 +157,43 @@ def test_a_neighbour_outside_the_annotations_is_refused():
 
     with pytest.raises(DataFormatError, match="'t9.jpg' .*question 1.*instances_train.json"):
         neighbour_presence(QUESTIONS[:1], [[{"image": "images/t9.jpg", "caption": ""}]], image_objects(INSTANCES), 2)
+
+
+# neighbour holds the asked object (from the hand-worked ids above): Q1 yes holds, Q2 no holds, Q3 yes holds,
+# Q4 / Q5 / Q6 no lack; Q7 is not a POPE question
+ZERO_SHOT = ["Yes.", "No", "No", "No", "Yes", "no", "red"]             # right: Q1 Q2 . Q4 . Q6
+RAG = ["Yes", "Yes, there is.", "Yes", "No", "No", "Yes", "red"]        # right: Q1 . Q3 Q4 Q5 .
+
+
+def test_accuracy_where_a_neighbour_holds_the_object_and_where_none_does(neighbour_world):
+    from mmrag.pipelines.analysis import accuracy_by_neighbours, neighbour_accuracy_table
+
+    root, retriever = neighbour_world
+    found = rag_neighbours(QUESTIONS, root / "world" / "images", root / "db", 2, retriever=retriever)
+    table = accuracy_by_neighbours(QUESTIONS, found, image_objects(INSTANCES), {"zero": ZERO_SHOT, "rag": RAG},
+                                   ("rag", "zero"))
+    yes_holds = table["yes"]["holds"]   # Q1, Q3: zero right on 1 of 2, RAG on both
+    assert (yes_holds["questions"], yes_holds["accuracy"]) == (2, {"zero": 0.5, "rag": 1.0})
+    assert yes_holds["difference"]["diff"] == pytest.approx(0.5) and yes_holds["difference"]["n"] == 2
+    assert table["yes"]["lacks"] == {"questions": 0, "difference": None, "accuracy": {}}
+    no_holds = table["no"]["holds"]     # Q2: zero right, RAG wrong -> -1 on every resample
+    assert no_holds["accuracy"] == {"zero": 1.0, "rag": 0.0}
+    assert (no_holds["difference"]["low"], no_holds["difference"]["high"]) == (-1.0, -1.0)
+    no_lacks = table["no"]["lacks"]     # Q4, Q5, Q6: zero right on Q4, Q6; RAG on Q4, Q5
+    assert no_lacks["questions"] == 3 and no_lacks["accuracy"] == pytest.approx({"zero": 2 / 3, "rag": 2 / 3})
+    assert no_lacks["difference"]["diff"] == pytest.approx(0.0)
+    rows = neighbour_accuracy_table({"random": table}, ["zero", "rag"], "rag minus zero")
+    assert rows[0] == ("| split, gold answer, a neighbour holds the object | questions | zero, acc % | rag, acc % "
+                       "| rag minus zero, points |")
+    assert "| random, no, yes | 1 | 100.0 | 0.0 | -100.0 [-100.0, -100.0] |" in rows
+    assert "| random, yes, no | 0 | - | - | - |" in rows
+
+
+def test_recorded_neighbours_must_match_in_order(neighbour_world):
+    from mmrag.pipelines.analysis import recorded_neighbours_agree
+
+    root, retriever = neighbour_world
+    found = rag_neighbours(QUESTIONS[:3], root / "world" / "images", root / "db", 2, retriever=retriever)
+    answers = [{"question_id": 1, "retrieved": [{"id": "t1", "score": 0.96}, {"id": "t2", "score": 0.936}]},
+               {"question_id": 2, "retrieved": [{"id": "t2"}, {"id": "t1"}]}]   # other order; Q3 not recorded
+    assert recorded_neighbours_agree(found, QUESTIONS[:3], answers) == (1, 2)
