@@ -113,7 +113,8 @@ def main():
             for folder in [f for _, f in rows] + ["gemkr_beams5_rerun", "dense_dual_encoder"]:
                 s = summary(f"{new}/eval/{folder}")
                 if s is not None:
-                    lines.append(f"| {folder} | {s['seconds']:.1f} | {s['queries_per_s']:.1f} | {walls.get(folder, '-')} |")
+                    tag = {"gemkr_beams5_rerun": " (5/5)", "dense_dual_encoder": ""}.get(folder, " (10/10)")
+                    lines.append(f"| {folder}{tag} | {s['seconds']:.1f} | {s['queries_per_s']:.1f} | {walls.get(folder, '-')} |")
             text += "\n\nTiming (this machine, one process at a time, OMP_NUM_THREADS=1, nice 10):\n\n" + "\n".join(lines)
         texts.append(text)
     (HERE / "compare.json").write_text(json.dumps(results, indent=1))
