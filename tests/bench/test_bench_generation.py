@@ -38,6 +38,7 @@ def test_toy_run_every_system():
     assert systems["data_engine"]["new_tokens"] <= 6 * systems["data_engine"]["max_tokens"]
     assert systems["lrv"]["items"] == 2 and systems["lrv"]["generate_calls"] == 1
     assert systems["gavie_expected"]["generate_calls"] == 0  # one forward pass, no generation
-    for fig in systems.values():
-        assert fig["items_per_s"] == pytest.approx(fig["items"] / fig["seconds"], rel=0.01)
+    for fig in systems.values():  # seconds are rounded to 1 ms: the rate lies between the two ends of that
+        low, high = fig["items"] / (fig["seconds"] + 0.0005), fig["items"] / max(fig["seconds"] - 0.0005, 1e-9)
+        assert low - 0.005 <= fig["items_per_s"] <= high + 0.005
     assert result["model"]["weights"] == "random" and result["model"]["tokenizer"] == "made"
