@@ -24,9 +24,10 @@ from mmrag.models.persistence import load_trainable, save_trainable
 from mmrag.models.projectors import build_projector, projector_defaults
 from mmrag.models.region_prefix import RegionPrefixEncoder
 from mmrag.models.vision_tower import build_vision_tower
+from mmrag.processors.conversation import get_template
 from mmrag.processors.multimodal_processor import VisualInputSpec, check_image_placement
 from mmrag.processors.tokenization import CONTEXT_PLACEHOLDER_ID, IGNORE_INDEX, IMAGE_PLACEHOLDER_ID
-from mmrag.processors.tokenizers import TokenIds, token_ids
+from mmrag.processors.tokenizers import TokenIds, load_tokenizer, token_ids
 
 log = logging.getLogger(__name__)
 LOSS_LOGITS = ("targets", "all")  # model.loss_logits
@@ -54,6 +55,13 @@ class MultimodalLLM(nn.Module):
         # token of its sample reads as that token (max over cells of softmax(visual @ input embeddings)); a short
         # path from a question's name to the grid, for grounded visual tokens (grounding_loss_weight > 0)
         "name_match_feature": False,
+        # true: a late-fusion term on the output logits. At every position t the logits of the first answer
+        # sub-tokens of match_answer_tokens [yes, no] get +d/2 and -d/2, d = a * m_t + b, with m_t the highest
+        # name_match of the text tokens at positions <= t of t's own turn (a turn ends with the EOS the
+        # template puts after each answer) and a, b learned scalars starting at 0 (so the option starts as
+        # the model without it); the same term in the loss and in generate() (a logits processor)
+        "match_answer_bias": False,
+        "match_answer_tokens": ["Yes", "No"],  # [yes, no] answers, rendered in the template's answer form
         "pad_to_square": True,
         "checkpoint": None,  # a folder written by save_trainable(), loaded after building
     }
@@ -97,6 +105,10 @@ class MultimodalLLM(nn.Module):
                                                    self.num_visual_tokens, llm_width)
         # zero at the start, so a model with the feature begins as the model without it
         self.match_direction = nn.Parameter(torch.zeros(llm_width)) if cfg.get("name_match_feature", False) else None
+        self.answer_bias = None  # [a, b] of match_answer_bias
+        if cfg.get("match_answer_bias", False):
+            self.answer_bias = nn.Parameter(torch.zeros(2))
+            self.register_buffer("answer_sign", _answer_sign(cfg, self.token_ids.vocab_size), persistent=False)
         if cfg.checkpoint:
             self.load_trainable(cfg.checkpoint)
         log.info("model %s: %s trainable parameters of %s", cfg.arch, f"{self.num_trainable():,}", f"{self.num_parameters():,}")
@@ -225,7 +237,7 @@ class MultimodalLLM(nn.Module):
         loss of the covered cells x the target tokens, so the runner's per-token loss gains w x that mean."""
         embeds = self.embed(batch["input_ids"], batch["pixel_values"], batch.get("regions"), batch.get("context"),
                             batch.get("image_keys"))
-        out = self._text_loss(embeds, batch)
+        out = self._text_loss(embeds, batch, self._answer_shift(embeds, batch))
         weight = float(self.cfg.get("grounding_loss_weight", 0.0))
         if weight > 0 and batch.get("cell_targets") is not None:
             grounding = self.grounding_loss(embeds, batch["input_ids"], batch["cell_targets"])
@@ -259,8 +271,10 @@ class MultimodalLLM(nn.Module):
         picked = logprobs.gather(1, targets.clamp_min(0)) * valid
         return (-picked.sum(1) / valid.sum(1)).mean()
 
-    def _text_loss(self, embeds: torch.Tensor, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """The answer tokens' summed cross-entropy and their count."""
+    def _text_loss(self, embeds: torch.Tensor, batch: Dict[str, torch.Tensor],
+                   shift: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """The answer tokens' summed cross-entropy and their count; `shift` [batch, seq]: match_answer_bias's
+        d at each position (None: no term)."""
         causal_lm = base_causal_lm(self.llm)
         mask = batch["attention_mask"]  # the CPU batch: checking it costs the GPU no sync
         # no padding: no mask, so attention takes its causal fast path; no KV cache: training never
@@ -270,6 +284,8 @@ class MultimodalLLM(nn.Module):
         labels = batch["labels"][:, 1:]
         if self.cfg.get("loss_logits", "targets") == "all":  # the plain path: [batch, seq, vocab] logits
             logits = causal_lm.get_output_embeddings()(hidden[:, :-1]).float()
+            if shift is not None:
+                logits = logits + shift[:, :-1, None] * self.answer_sign
             loss_sum = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                    labels.reshape(-1).to(self.device, non_blocking=True),
                                                    ignore_index=IGNORE_INDEX, reduction="sum")
@@ -282,6 +298,9 @@ class MultimodalLLM(nn.Module):
         width = hidden.shape[-1]
         selected = hidden[:, :-1].reshape(-1, width).index_select(0, flat.to(self.device, non_blocking=True))
         logits = causal_lm.get_output_embeddings()(selected).float()
+        if shift is not None:
+            picked = shift[:, :-1].reshape(-1).index_select(0, flat.to(self.device, non_blocking=True))
+            logits = logits + picked[:, None] * self.answer_sign
         loss_sum = nn.functional.cross_entropy(logits, targets, reduction="sum")
         return {"loss_sum": loss_sum, "n_tokens": torch.tensor(flat.numel())}
 
@@ -297,8 +316,44 @@ class MultimodalLLM(nn.Module):
                             batch.get("image_keys"))
         generate_kwargs.setdefault("pad_token_id", self.token_ids.pad_token_id)
         generate_kwargs.setdefault("eos_token_id", self.token_ids.eos_token_id)
+        if self.answer_bias is not None:  # the loss's term, continued over the generated tokens
+            from transformers import LogitsProcessorList
+
+            processors = LogitsProcessorList(generate_kwargs.pop("logits_processor", None) or [])
+            processors.insert(0, _AnswerBiasProcessor(self, embeds, batch))
+            generate_kwargs["logits_processor"] = processors
         return self.llm.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(self.device),
                                  **generate_kwargs)
+
+    # ------------------------------------------------------------------ match_answer_bias
+    def answer_match(self, embeds: torch.Tensor, input_ids: torch.Tensor,
+                     attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """[batch, seq] float: m_t, the highest name_match over the text tokens at positions <= t of t's turn.
+        A turn ends with the EOS after an answer (the token after an EOS starts the next one): in a multi-turn
+        sample (the listing answer, then "Is there a X?") the names of an earlier answer or question would
+        otherwise set m for every later question, and the template's EOS marks the turns the same way in a
+        training sample and in a generation prompt with no labels, which the question span alone would not.
+        Padding, visual and context positions count 0."""
+        input_ids = input_ids.to(embeds.device)
+        text = input_ids >= 0
+        if attention_mask is not None:
+            text = text & attention_mask.to(embeds.device).bool()
+        match = self.name_match(embeds, input_ids).float().masked_fill(~text, 0.0)
+        eos = (input_ids == self.token_ids.eos_token_id).long()
+        turn = torch.cumsum(eos, dim=1) - eos  # the EOS itself closes its own turn
+        seq = input_ids.shape[1]
+        causal = torch.ones(seq, seq, dtype=torch.bool, device=embeds.device).tril()
+        same = (turn[:, :, None] == turn[:, None, :]) & causal  # [batch, t, s]: s <= t in t's turn
+        return match[:, None, :].masked_fill(~same, 0.0).amax(dim=-1)
+
+    def _answer_shift(self, embeds: torch.Tensor, batch: Dict[str, torch.Tensor]) -> Optional[torch.Tensor]:
+        """[batch, seq]: d = a * m + b at each position, or None without match_answer_bias."""
+        if self.answer_bias is None:
+            return None
+        if not batch["pixel_values"].shape[0]:  # no image, no match: m = 0
+            return self.answer_bias[1].expand(batch["input_ids"].shape).to(embeds.device)
+        m = self.answer_match(embeds, batch["input_ids"], batch.get("attention_mask"))
+        return self.answer_bias[0] * m + self.answer_bias[1]
 
     # ------------------------------------------------------------------ persistence
     def trainable_state(self) -> Dict[str, torch.Tensor]:
@@ -311,6 +366,68 @@ class MultimodalLLM(nn.Module):
     def load_trainable(self, folder: str | Path) -> None:
         """The weights save_trainable wrote; a corrupt or foreign file is refused naming it."""
         load_trainable(self, folder)
+
+
+def _answer_sign(cfg, vocab_size: int) -> torch.Tensor:
+    """[vocab]: +1/2 at the first sub-token of the yes answer, -1/2 at the no answer's, 0 elsewhere. Each
+    answer is tokenised as the template renders an answer segment, so the ids are the ones the loss trains."""
+    key = "model.match_answer_tokens"
+    answers = cfg.get("match_answer_tokens")
+    answers = list(answers) if answers is not None and not isinstance(answers, str) else answers
+    if not isinstance(answers, list) or len(answers) != 2 or not all(isinstance(a, str) and a.strip() for a in answers):
+        raise ConfigError(f"{key}={answers!r}: expected two non-empty strings [yes answer, no answer]")
+    tokenizer = load_tokenizer(OmegaConf.to_container(cfg.llm, resolve=True) if OmegaConf.is_config(cfg.llm) else cfg.llm)
+    template = get_template(cfg.get("conversation_template", "vicuna_v1"))
+    if not template.eos_after_answer:
+        raise ConfigError(f"model.match_answer_bias: template {template.name!r} puts no EOS after an answer, "
+                          "which is what ends a turn for the match")
+    first = []
+    for answer in answers:
+        ids = tokenizer(template.answer.format(content=answer), add_special_tokens=False)["input_ids"]
+        if not ids or not 0 <= ids[0] < vocab_size:
+            raise ConfigError(f"{key}: {answer!r} has no first token id in the vocabulary")
+        piece = tokenizer.convert_ids_to_tokens(ids[0]).replace("\u2581", "").replace("\u0120", "").strip()
+        if not piece or not answer.strip().startswith(piece) or not piece[0].isalnum():
+            raise ConfigError(f"{key}: {answer!r} does not begin with a token of its own (first piece "
+                              f"{tokenizer.convert_ids_to_tokens(ids[0])!r}); give a word the tokenizer starts with one")
+        first.append(ids[0])
+    if first[0] == first[1]:
+        raise ConfigError(f"{key}={answers!r}: both answers begin with the same token id {first[0]}")
+    sign = torch.zeros(vocab_size)
+    sign[first[0]], sign[first[1]] = 0.5, -0.5
+    return sign
+
+
+class _AnswerBiasProcessor:
+    """generate()'s share of match_answer_bias: the scores of each step get the d the forward gives that
+    position, with m carried on from the prompt over the generated tokens (a generated EOS starts a new turn)."""
+
+    def __init__(self, model: "MultimodalLLM", embeds: torch.Tensor, batch: Dict[str, torch.Tensor]) -> None:
+        self.model = model
+        input_ids = batch["input_ids"].to(embeds.device)
+        self.n_prompt = input_ids.shape[1]
+        self.rows = input_ids.shape[0]
+        self.eos = model.token_ids.eos_token_id
+        self.prompt_m = model.answer_match(embeds, input_ids, batch.get("attention_mask"))[:, -1]
+        self.prompt_closed = input_ids[:, -1] == self.eos  # the prompt ended a turn: m restarts
+        placeholders = input_ids == IMAGE_PLACEHOLDER_ID
+        table = model.llm.get_input_embeddings().weight
+        probs = torch.softmax((embeds[placeholders] @ table.t()).float(), dim=-1)
+        rows = placeholders.nonzero()[:, 0]
+        self.best = probs.new_zeros(self.rows, table.shape[0]).scatter_reduce(
+            0, rows.unsqueeze(1).expand_as(probs), probs, reduce="amax")  # as name_match reads a token
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        # generate() with inputs_embeds alone hands the processors the generated tokens only (no prompt ids);
+        # with beams each prompt row is repeated beam-count times, in order
+        source = torch.arange(scores.shape[0], device=scores.device) // (scores.shape[0] // self.rows)
+        m, closed, best = self.prompt_m[source], self.prompt_closed[source], self.best[source]
+        for step in range(input_ids.shape[1]):
+            token = input_ids[:, step].to(scores.device)
+            m = torch.maximum(m.masked_fill(closed, 0.0), best.gather(1, token.clamp_min(0).unsqueeze(1)).squeeze(1))
+            closed = token == self.eos
+        a, b = self.model.answer_bias[0].float(), self.model.answer_bias[1].float()
+        return scores + (a * m + b)[:, None] * self.model.answer_sign.to(scores.dtype)
 
 
 def _token_ids(llm_cfg) -> TokenIds:

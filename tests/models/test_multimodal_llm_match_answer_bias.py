@@ -1,0 +1,167 @@
+"""model.match_answer_bias: the logits of the first answer sub-tokens "▁Yes" / "▁No" get +d/2 / -d/2 with
+d = a * m + b, m the highest name_match over the text tokens of the position's own turn (up to it).
+Oracle: visual tokens built to match a known id (its embedding row made long, the cell pointing along it),
+the plain LLM's logits (no bias) plus the bias written out per position, m by a loop over the turn's tokens."""
+import pytest
+import torch
+
+import mmrag  # noqa: F401
+from mmrag.common.errors import UserError
+from mmrag.models.llm import base_causal_lm
+from mmrag.models.multimodal_llm import MultimodalLLM
+from mmrag.processors import build_processor
+from mmrag.processors.tokenization import IGNORE_INDEX, IMAGE_PLACEHOLDER_ID
+from tests.conftest import build_tiny_model, full_llm_cfg
+
+SAMPLES = [  # one image each; row 0 asks about the object in the image, row 1 lists a rock, then asks about a tree
+    [{"from": "human", "value": "<image> Is there a tree?"}, {"from": "gpt", "value": "Yes."}],
+    [{"from": "human", "value": "<image> List the objects."}, {"from": "gpt", "value": "a rock."},
+     {"from": "human", "value": "Is there a tree?"}, {"from": "gpt", "value": "No."}],
+]
+
+
+def _model(tiny_model_cfg, **keys):
+    return build_tiny_model(full_llm_cfg(tiny_model_cfg, **keys))
+
+
+def _first_id(tokenizer, word):
+    return tokenizer(word, add_special_tokens=False)["input_ids"][0]
+
+
+def _construct(model, processor):
+    """Row 0's cell 0 reads as "tree", row 1's cell 0 as "rock" (the rows made long, the cells along them);
+    every other cell is zero. Returns the visual tokens [2, cells, width]."""
+    tok = processor.tokenizer
+    tree, rock = _first_id(tok, "tree"), _first_id(tok, "rock")
+    table = model.llm.get_input_embeddings().weight
+    cells = model.num_visual_tokens
+    visual = torch.zeros(2, cells, table.shape[1])
+    with torch.no_grad():
+        for row, token in ((0, tree), (1, rock)):
+            table[token] = 40 * table[token] / table[token].norm()
+            visual[row, 0] = table[token] / 4
+    model.encode_images = lambda pixel_values, regions=None, image_keys=None: visual[: pixel_values.shape[0]]
+    return visual
+
+
+def _batch(processor, generation=False):
+    gen = torch.Generator().manual_seed(3)
+    samples = [{"conversations": turns[:-1] if generation else turns,
+                "pixel_values": torch.randn(1, 3, 32, 32, generator=gen)} for turns in SAMPLES]
+    return processor.collate(samples, generation=generation)
+
+
+def _oracle_m(model, visual, ids, mask, eos):
+    """m[b, t] by loops: the max over s <= t of t's turn (turns end at an EOS) of max-over-cells softmax prob."""
+    table = model.llm.get_input_embeddings().weight
+    m = torch.zeros(ids.shape)
+    for b in range(ids.shape[0]):
+        probs = torch.softmax(visual[b] @ table.t(), dim=-1)
+        for t in range(ids.shape[1]):
+            best = 0.0
+            for s in range(t, -1, -1):
+                if s < t and int(ids[b, s]) == eos:
+                    break
+                if int(ids[b, s]) >= 0 and int(mask[b, s]):
+                    best = max(best, float(probs[:, int(ids[b, s])].max()))
+            m[b, t] = best
+    return m
+
+
+def _biased_plain_logits(model, batch, m, a, b, yes, no):
+    embeds = model.embed(batch["input_ids"], batch["pixel_values"])
+    logits = base_causal_lm(model.llm)(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits.float()
+    d = a * m + b
+    logits[..., yes] += d / 2
+    logits[..., no] -= d / 2
+    return logits
+
+
+def test_off_by_default_and_zero_start_is_the_baseline(tiny_model_cfg):
+    assert MultimodalLLM.DEFAULTS["match_answer_bias"] is False
+    plain, biased = _model(tiny_model_cfg), _model(tiny_model_cfg, match_answer_bias=True)
+    assert plain.answer_bias is None and torch.equal(biased.answer_bias.detach(), torch.zeros(2))
+    processor = build_processor(plain.cfg, plain)
+    batch = _batch(processor)
+    with torch.no_grad():
+        assert torch.equal(plain(batch)["loss_sum"], biased(batch)["loss_sum"])
+        prompt = _batch(processor, generation=True)
+        kw = dict(max_new_tokens=3, do_sample=False, num_beams=1, output_scores=True, return_dict_in_generate=True)
+        a, b = plain.generate(prompt, **kw), biased.generate(prompt, **kw)
+    assert torch.equal(a.sequences, b.sequences)
+    assert all(torch.equal(x, y) for x, y in zip(a.scores, b.scores))
+
+
+@pytest.mark.parametrize("loss_logits", ["targets", "all"])
+def test_loss_reads_the_plain_logits_plus_the_hand_bias(tiny_model_cfg, loss_logits):
+    model = _model(tiny_model_cfg, match_answer_bias=True, loss_logits=loss_logits)
+    processor = build_processor(model.cfg, model)
+    tok = processor.tokenizer
+    yes, no = tok.convert_tokens_to_ids("▁Yes"), tok.convert_tokens_to_ids("▁No")
+    visual = _construct(model, processor)
+    batch = _batch(processor)
+    a, b = 3.0, -0.5
+    with torch.no_grad():
+        model.answer_bias.copy_(torch.tensor([a, b]))
+        m = _oracle_m(model, visual, batch["input_ids"], batch["attention_mask"], tok.eos_token_id)
+        # the construction: row 0's question names what its cell shows; row 1's second question does not,
+        # though its first answer named what the cell shows (an m over the whole prompt would be ~1 there)
+        ids = batch["input_ids"]
+        answer_pos = [int((batch["labels"][r] == target).nonzero()[-1]) - 1 for r, target in ((0, yes), (1, no))]
+        assert m[0, answer_pos[0]] > 0.99 and m[1, answer_pos[1]] < 0.05
+        assert int((ids[1, : answer_pos[1]] == tok.eos_token_id).sum()) == 1
+        rock_pos = int((ids[1] == _first_id(tok, "rock")).nonzero()[0])
+        assert m[1, rock_pos] > 0.99
+        torch.testing.assert_close(model.answer_match(model.embed(ids, batch["pixel_values"]), ids,
+                                                      batch["attention_mask"]), m, atol=1e-5, rtol=1e-4)
+        logits = _biased_plain_logits(model, batch, m, a, b, yes, no)
+        labels = batch["labels"][:, 1:]
+        want = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                 ignore_index=IGNORE_INDEX, reduction="sum")
+        got = model(batch)["loss_sum"]
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
+    # and the bias is not a no-op at these values: the same loss without it differs
+    with torch.no_grad():
+        model.answer_bias.zero_()
+        assert abs(float(model(batch)["loss_sum"]) - float(want)) > 1e-2
+
+
+def test_generation_adds_the_forward_bias_at_every_step(tiny_model_cfg):
+    model = _model(tiny_model_cfg, match_answer_bias=True)
+    processor = build_processor(model.cfg, model)
+    tok = processor.tokenizer
+    yes, no = tok.convert_tokens_to_ids("▁Yes"), tok.convert_tokens_to_ids("▁No")
+    visual = _construct(model, processor)
+    prompt = _batch(processor, generation=True)
+    a, b = 5.0, 1.0
+    with torch.no_grad():
+        model.answer_bias.copy_(torch.tensor([a, b]))
+        out = model.generate(prompt, max_new_tokens=3, do_sample=False, num_beams=1, output_scores=True,
+                             return_dict_in_generate=True)
+        for step, scores in enumerate(out.scores):
+            # the forward over the prompt and the tokens generated before this step (left padding kept)
+            ids = torch.cat([prompt["input_ids"], out.sequences[:, :step]], dim=1)
+            mask = torch.cat([prompt["attention_mask"], torch.ones_like(out.sequences[:, :step])], dim=1)
+            batch = {"input_ids": ids, "attention_mask": mask, "pixel_values": prompt["pixel_values"]}
+            m = _oracle_m(model, visual, ids, mask, tok.eos_token_id)
+            want = _biased_plain_logits(model, batch, m, a, b, yes, no)[:, -1]
+            torch.testing.assert_close(scores, want, atol=1e-4, rtol=1e-4)
+    assert out.scores[0][0, yes] - out.scores[0][0, no] > 0  # row 0 (m ~ 1): pushed towards yes by ~a + b
+
+
+def test_the_scalars_train_and_persist(tiny_model_cfg, tmp_path):
+    model = _model(tiny_model_cfg, match_answer_bias=True)
+    batch = _batch(build_processor(model.cfg, model))
+    model(batch)["loss_sum"].backward()
+    assert model.answer_bias.grad is not None and model.answer_bias.grad[1].abs() > 0
+    with torch.no_grad():
+        model.answer_bias.copy_(torch.tensor([1.5, -2.0]))
+    model.save_trainable(tmp_path)
+    again = _model(tiny_model_cfg, match_answer_bias=True, checkpoint=str(tmp_path))
+    assert torch.equal(again.answer_bias.detach(), torch.tensor([1.5, -2.0]))
+
+
+@pytest.mark.parametrize("answers", [["Yes"], ["Yes", "Yes"], ["Yes", ""], ["?Yes", "No"], "Yes"])
+def test_bad_answer_strings_are_refused_naming_the_key(tiny_model_cfg, answers):
+    with pytest.raises(UserError, match="model.match_answer_tokens"):
+        _model(tiny_model_cfg, match_answer_bias=True, match_answer_tokens=answers)
