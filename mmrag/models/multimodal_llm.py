@@ -8,6 +8,7 @@ the LLM's own weights are frozen.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -17,6 +18,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from mmrag.common.errors import ConfigError
+from mmrag.common.paths import require_path
 from mmrag.common.registry import MODELS, VISION_TOWERS
 from mmrag.models.context_modules import ContextInputs, build_context_module, context_defaults
 from mmrag.models.llm import LLM_DEFAULTS, LORA_DEFAULTS, apply_lora, base_causal_lm, load_llm
@@ -25,6 +27,7 @@ from mmrag.models.projectors import build_projector, projector_defaults
 from mmrag.models.region_prefix import RegionPrefixEncoder
 from mmrag.models.vision_tower import build_vision_tower
 from mmrag.processors.conversation import get_template
+from mmrag.processors.grounding import name_token_ids
 from mmrag.processors.multimodal_processor import VisualInputSpec, check_image_placement
 from mmrag.processors.tokenization import CONTEXT_PLACEHOLDER_ID, IGNORE_INDEX, IMAGE_PLACEHOLDER_ID
 from mmrag.processors.tokenizers import TokenIds, load_tokenizer, token_ids
@@ -62,6 +65,13 @@ class MultimodalLLM(nn.Module):
         # the model without it); the same term in the loss and in generate() (a logits processor)
         "match_answer_bias": False,
         "match_answer_tokens": ["Yes", "No"],  # [yes, no] answers, rendered in the template's answer form
+        # a COCO instances file: m reads only the tokens that begin one of its category names (the ids the
+        # grounding loss teaches the cells; a cell's probability of any other id was never trained, and
+        # "the" / "to" of the prompt then set m); null: every text token
+        "match_answer_names": None,
+        # d = gain * (a * m + b): Adam moves a, b by about the learning rate per step, so a gain lets a short
+        # run reach a logit-sized term
+        "match_answer_gain": 1.0,
         "pad_to_square": True,
         "checkpoint": None,  # a folder written by save_trainable(), loaded after building
     }
@@ -108,7 +118,13 @@ class MultimodalLLM(nn.Module):
         self.answer_bias = None  # [a, b] of match_answer_bias
         if cfg.get("match_answer_bias", False):
             self.answer_bias = nn.Parameter(torch.zeros(2))
-            self.register_buffer("answer_sign", _answer_sign(cfg, self.token_ids.vocab_size), persistent=False)
+            tokenizer = load_tokenizer(OmegaConf.to_container(cfg.llm, resolve=True))
+            self.register_buffer("answer_sign", _answer_sign(cfg, tokenizer, self.token_ids.vocab_size), persistent=False)
+            self.register_buffer("answer_readable", _answer_readable(cfg, tokenizer, self.token_ids.vocab_size),
+                                 persistent=False)
+            self.answer_gain = float(cfg.get("match_answer_gain", 1.0))
+            if not self.answer_gain > 0:
+                raise ConfigError(f"model.match_answer_gain={cfg.get('match_answer_gain')!r}: expected a number > 0")
         if cfg.checkpoint:
             self.load_trainable(cfg.checkpoint)
         log.info("model %s: %s trainable parameters of %s", cfg.arch, f"{self.num_trainable():,}", f"{self.num_parameters():,}")
@@ -338,6 +354,7 @@ class MultimodalLLM(nn.Module):
         text = input_ids >= 0
         if attention_mask is not None:
             text = text & attention_mask.to(embeds.device).bool()
+        text = text & self.answer_readable[input_ids.clamp_min(0)]
         match = self.name_match(embeds, input_ids).float().masked_fill(~text, 0.0)
         eos = (input_ids == self.token_ids.eos_token_id).long()
         turn = torch.cumsum(eos, dim=1) - eos  # the EOS itself closes its own turn
@@ -351,9 +368,9 @@ class MultimodalLLM(nn.Module):
         if self.answer_bias is None:
             return None
         if not batch["pixel_values"].shape[0]:  # no image, no match: m = 0
-            return self.answer_bias[1].expand(batch["input_ids"].shape).to(embeds.device)
+            return (self.answer_gain * self.answer_bias[1]).expand(batch["input_ids"].shape).to(embeds.device)
         m = self.answer_match(embeds, batch["input_ids"], batch.get("attention_mask"))
-        return self.answer_bias[0] * m + self.answer_bias[1]
+        return self.answer_gain * (self.answer_bias[0] * m + self.answer_bias[1])
 
     # ------------------------------------------------------------------ persistence
     def trainable_state(self) -> Dict[str, torch.Tensor]:
@@ -368,7 +385,25 @@ class MultimodalLLM(nn.Module):
         load_trainable(self, folder)
 
 
-def _answer_sign(cfg, vocab_size: int) -> torch.Tensor:
+def _answer_readable(cfg, tokenizer, vocab_size: int) -> torch.Tensor:
+    """[vocab] bool: the ids m reads (match_answer_names' first name ids, or every id)."""
+    path = cfg.get("match_answer_names")
+    if not path:
+        return torch.ones(vocab_size, dtype=torch.bool)
+    key = "model.match_answer_names"
+    file = require_path(key, path, "COCO instances file")
+    try:
+        names = [c["name"] for c in json.loads(file.read_text())["categories"]]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{key}={path}: expected a COCO instances file with categories[].name ({err})") from None
+    if not names:
+        raise ConfigError(f"{key}={path}: no categories")
+    readable = torch.zeros(vocab_size, dtype=torch.bool)
+    readable[[name_token_ids(tokenizer, name, "first")[0] for name in names]] = True
+    return readable
+
+
+def _answer_sign(cfg, tokenizer, vocab_size: int) -> torch.Tensor:
     """[vocab]: +1/2 at the first sub-token of the yes answer, -1/2 at the no answer's, 0 elsewhere. Each
     answer is tokenised as the template renders an answer segment, so the ids are the ones the loss trains."""
     key = "model.match_answer_tokens"
@@ -376,7 +411,6 @@ def _answer_sign(cfg, vocab_size: int) -> torch.Tensor:
     answers = list(answers) if answers is not None and not isinstance(answers, str) else answers
     if not isinstance(answers, list) or len(answers) != 2 or not all(isinstance(a, str) and a.strip() for a in answers):
         raise ConfigError(f"{key}={answers!r}: expected two non-empty strings [yes answer, no answer]")
-    tokenizer = load_tokenizer(OmegaConf.to_container(cfg.llm, resolve=True) if OmegaConf.is_config(cfg.llm) else cfg.llm)
     template = get_template(cfg.get("conversation_template", "vicuna_v1"))
     if not template.eos_after_answer:
         raise ConfigError(f"model.match_answer_bias: template {template.name!r} puts no EOS after an answer, "
@@ -416,6 +450,7 @@ class _AnswerBiasProcessor:
         rows = placeholders.nonzero()[:, 0]
         self.best = probs.new_zeros(self.rows, table.shape[0]).scatter_reduce(
             0, rows.unsqueeze(1).expand_as(probs), probs, reduce="amax")  # as name_match reads a token
+        self.best = self.best * model.answer_readable.to(self.best.dtype)  # as answer_match reads it
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         # generate() with inputs_embeds alone hands the processors the generated tokens only (no prompt ids);
@@ -427,7 +462,8 @@ class _AnswerBiasProcessor:
             m = torch.maximum(m.masked_fill(closed, 0.0), best.gather(1, token.clamp_min(0).unsqueeze(1)).squeeze(1))
             closed = token == self.eos
         a, b = self.model.answer_bias[0].float(), self.model.answer_bias[1].float()
-        return scores + (a * m + b)[:, None] * self.model.answer_sign.to(scores.dtype)
+        d = self.model.answer_gain * (a * m + b)
+        return scores + d[:, None] * self.model.answer_sign.to(scores.dtype)
 
 
 def _token_ids(llm_cfg) -> TokenIds:

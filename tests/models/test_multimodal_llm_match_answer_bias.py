@@ -51,8 +51,9 @@ def _batch(processor, generation=False):
     return processor.collate(samples, generation=generation)
 
 
-def _oracle_m(model, visual, ids, mask, eos):
-    """m[b, t] by loops: the max over s <= t of t's turn (turns end at an EOS) of max-over-cells softmax prob."""
+def _oracle_m(model, visual, ids, mask, eos, readable=None):
+    """m[b, t] by loops: the max over s <= t of t's turn (turns end at an EOS) of max-over-cells softmax prob
+    (over the `readable` ids only, when given)."""
     table = model.llm.get_input_embeddings().weight
     m = torch.zeros(ids.shape)
     for b in range(ids.shape[0]):
@@ -62,7 +63,7 @@ def _oracle_m(model, visual, ids, mask, eos):
             for s in range(t, -1, -1):
                 if s < t and int(ids[b, s]) == eos:
                     break
-                if int(ids[b, s]) >= 0 and int(mask[b, s]):
+                if int(ids[b, s]) >= 0 and int(mask[b, s]) and (readable is None or int(ids[b, s]) in readable):
                     best = max(best, float(probs[:, int(ids[b, s])].max()))
             m[b, t] = best
     return m
@@ -165,3 +166,54 @@ def test_the_scalars_train_and_persist(tiny_model_cfg, tmp_path):
 def test_bad_answer_strings_are_refused_naming_the_key(tiny_model_cfg, answers):
     with pytest.raises(UserError, match="model.match_answer_tokens"):
         _model(tiny_model_cfg, match_answer_bias=True, match_answer_tokens=answers)
+
+
+def _names_file(tmp_path, names):
+    path = tmp_path / "instances.json"
+    path.write_text(__import__("json").dumps({"categories": [{"id": i, "name": n} for i, n in enumerate(names)]}))
+    return str(path)
+
+
+def test_names_file_limits_m_to_the_names_first_tokens_and_gain_scales_d(tiny_model_cfg, tmp_path):
+    """With match_answer_names = {tree}, row 1's listing answer ("a rock.") no longer sets m even within its
+    own turn; row 0's "tree" still does. Oracle: the loop of _oracle_m over the tree positions only, x gain."""
+    model = _model(tiny_model_cfg, match_answer_bias=True, match_answer_names=_names_file(tmp_path, ["tree"]),
+                   match_answer_gain=4.0)
+    processor = build_processor(model.cfg, model)
+    tok = processor.tokenizer
+    yes, no = tok.convert_tokens_to_ids("▁Yes"), tok.convert_tokens_to_ids("▁No")
+    visual = _construct(model, processor)
+    batch = _batch(processor)
+    ids = batch["input_ids"]
+    tree = _first_id(tok, "tree")
+    a, b = 0.5, 0.25
+    with torch.no_grad():
+        model.answer_bias.copy_(torch.tensor([a, b]))
+        m = _oracle_m(model, visual, ids, batch["attention_mask"], tok.eos_token_id, readable={tree})
+        rock_pos = int((ids[1] == _first_id(tok, "rock")).nonzero()[0])
+        yes_pos = int((batch["labels"][0] == yes).nonzero()[-1]) - 1
+        assert m[1, rock_pos] < 0.05 and m[0, yes_pos] > 0.99  # rock unread; row 0's tree read
+        got_m = model.answer_match(model.embed(ids, batch["pixel_values"]), ids, batch["attention_mask"])
+        torch.testing.assert_close(got_m, m, atol=1e-5, rtol=1e-4)
+        logits = _biased_plain_logits(model, batch, m, 4.0 * a, 4.0 * b, yes, no)
+        want = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                 batch["labels"][:, 1:].reshape(-1), ignore_index=IGNORE_INDEX,
+                                                 reduction="sum")
+        torch.testing.assert_close(model(batch)["loss_sum"], want, atol=1e-4, rtol=1e-5)
+        prompt = _batch(processor, generation=True)
+        out = model.generate(prompt, max_new_tokens=1, do_sample=False, num_beams=1, output_scores=True,
+                             return_dict_in_generate=True)
+        pm = _oracle_m(model, visual, prompt["input_ids"], prompt["attention_mask"], tok.eos_token_id, readable={tree})
+        gen_want = _biased_plain_logits(model, prompt, pm, 4.0 * a, 4.0 * b, yes, no)[:, -1]
+    torch.testing.assert_close(out.scores[0], gen_want, atol=1e-4, rtol=1e-4)
+
+
+def test_bad_names_file_and_gain_are_refused_naming_the_key(tiny_model_cfg, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"images": []}')
+    with pytest.raises(UserError, match="model.match_answer_names"):
+        _model(tiny_model_cfg, match_answer_bias=True, match_answer_names=str(bad))
+    with pytest.raises(UserError, match="model.match_answer_names"):
+        _model(tiny_model_cfg, match_answer_bias=True, match_answer_names=str(tmp_path / "missing.json"))
+    with pytest.raises(UserError, match="model.match_answer_gain"):
+        _model(tiny_model_cfg, match_answer_bias=True, match_answer_gain=0)
