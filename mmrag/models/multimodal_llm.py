@@ -35,6 +35,7 @@ from mmrag.processors.tokenizers import TokenIds, load_tokenizer, token_ids
 log = logging.getLogger(__name__)
 LOSS_LOGITS = ("targets", "all")  # model.loss_logits
 GROUNDING_HEADS = ("output", "input")  # model.grounding_head
+MATCH_READS = ("full_names", "first_ids")  # model.match_answer_read
 
 
 @MODELS.register("mm_llm")
@@ -69,6 +70,7 @@ class MultimodalLLM(nn.Module):
         # grounding loss teaches the cells; a cell's probability of any other id was never trained, and
         # "the" / "to" of the prompt then set m); null: every text token
         "match_answer_names": None,
+        "match_answer_read": "full_names",  # full_names: a name's whole ids in the text | first_ids: its first id alone
         # d = gain * (a * m + b): Adam moves a, b by about the learning rate per step, so a gain lets a short
         # run reach a logit-sized term
         "match_answer_gain": 1.0,
@@ -116,12 +118,12 @@ class MultimodalLLM(nn.Module):
         # zero at the start, so a model with the feature begins as the model without it
         self.match_direction = nn.Parameter(torch.zeros(llm_width)) if cfg.get("name_match_feature", False) else None
         self.answer_bias = None  # [a, b] of match_answer_bias
+        self.answer_readable = self.answer_names = None
         if cfg.get("match_answer_bias", False):
             self.answer_bias = nn.Parameter(torch.zeros(2))
             tokenizer = load_tokenizer(OmegaConf.to_container(cfg.llm, resolve=True))
             self.register_buffer("answer_sign", _answer_sign(cfg, tokenizer, self.token_ids.vocab_size), persistent=False)
-            self.register_buffer("answer_readable", _answer_readable(cfg, tokenizer, self.token_ids.vocab_size),
-                                 persistent=False)
+            self.answer_readable, self.answer_names = _answer_reading(cfg, tokenizer, self.token_ids.vocab_size)
             self.answer_gain = float(cfg.get("match_answer_gain", 1.0))
             if not self.answer_gain > 0:
                 raise ConfigError(f"model.match_answer_gain={cfg.get('match_answer_gain')!r}: expected a number > 0")
@@ -216,13 +218,17 @@ class MultimodalLLM(nn.Module):
         `grounding_head: input` trains it); 0 at the visual positions. No gradient reaches the visual tokens
         through it: the grounding loss alone decides what they mean."""
         placeholders = input_ids == IMAGE_PLACEHOLDER_ID
+        match = self.match_table(embeds, input_ids).gather(1, input_ids.masked_fill(input_ids < 0, 0))
+        return match.masked_fill(placeholders, 0.0).to(embeds.dtype)
+
+    def match_table(self, embeds: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """[batch, vocab] float: the highest probability any visual token of the row gives each id (detached)."""
+        placeholders = input_ids == IMAGE_PLACEHOLDER_ID
         table = self.llm.get_input_embeddings().weight
         rows = placeholders.nonzero()[:, 0]
         probs = torch.softmax((embeds[placeholders].detach() @ table.t().detach()).float(), dim=-1)
         best = probs.new_zeros(input_ids.shape[0], table.shape[0])
-        best = best.scatter_reduce(0, rows.unsqueeze(1).expand_as(probs), probs, reduce="amax")
-        match = best.gather(1, input_ids.masked_fill(input_ids < 0, 0))
-        return match.masked_fill(placeholders, 0.0).to(embeds.dtype)
+        return best.scatter_reduce(0, rows.unsqueeze(1).expand_as(probs), probs, reduce="amax")
 
     def _embed_context(self, embeds: torch.Tensor, input_ids: torch.Tensor, context: Dict[str, Any]) -> torch.Tensor:
         """Runs the context module on the batch's retrieved examples (processor.collate's `context`).
@@ -344,24 +350,45 @@ class MultimodalLLM(nn.Module):
     # ------------------------------------------------------------------ match_answer_bias
     def answer_match(self, embeds: torch.Tensor, input_ids: torch.Tensor,
                      attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """[batch, seq] float: m_t, the highest name_match over the text tokens at positions <= t of t's turn.
-        A turn ends with the EOS after an answer (the token after an EOS starts the next one): in a multi-turn
-        sample (the listing answer, then "Is there a X?") the names of an earlier answer or question would
-        otherwise set m for every later question, and the template's EOS marks the turns the same way in a
-        training sample and in a generation prompt with no labels, which the question span alone would not.
-        Padding, visual and context positions count 0."""
+        """[batch, seq] float: m_t, the highest match read at positions <= t of t's turn (see turn_max)."""
         input_ids = input_ids.to(embeds.device)
+        return self.turn_max(self.match_table(embeds, input_ids), input_ids, attention_mask)
+
+    def turn_max(self, best: torch.Tensor, input_ids: torch.Tensor,
+                 attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """m from the match table `best` [batch, vocab]. What a position reads: without match_answer_names its
+        own id's match; with it, the first id's match of a name whose full ids END there (match_answer_read
+        full_names; causal: the name is whole only at its last token), or its own id's match if that id begins
+        a name (first_ids). A turn ends with the EOS after an answer (the token after an EOS starts the next
+        one): in a multi-turn sample (the listing answer, then "Is there a X?") the names of an earlier answer
+        would otherwise set m for every later question; the EOS marks the turns alike in a training sample and
+        in a generation prompt, which has no labels. Padding, visual and context positions read 0."""
+        input_ids = input_ids.to(best.device)
         text = input_ids >= 0
         if attention_mask is not None:
-            text = text & attention_mask.to(embeds.device).bool()
-        text = text & self.answer_readable[input_ids.clamp_min(0)]
-        match = self.name_match(embeds, input_ids).float().masked_fill(~text, 0.0)
+            text = text & attention_mask.to(best.device).bool()
+        if self.answer_names is None:
+            read = best.gather(1, input_ids.clamp_min(0))
+            if self.answer_readable is not None:
+                read = read.masked_fill(~self.answer_readable[input_ids.clamp_min(0)], 0.0)
+        else:
+            read = best.new_zeros(input_ids.shape)
+            for k, (first, names) in self.answer_names.items():
+                if input_ids.shape[1] < k:
+                    continue
+                names = names.to(input_ids.device)
+                windows = input_ids.unfold(1, k, 1)  # [batch, seq - k + 1, k]
+                hit = (windows[:, :, None, :] == names[None, None]).all(-1)  # [batch, starts, names]
+                value = best.gather(1, first.to(best.device)[None].expand(best.shape[0], -1))  # [batch, names]
+                ends = (hit.float() * value[:, None, :]).amax(-1)
+                read[:, k - 1:] = torch.maximum(read[:, k - 1:], ends)
+        read = read.masked_fill(~text, 0.0)
         eos = (input_ids == self.token_ids.eos_token_id).long()
         turn = torch.cumsum(eos, dim=1) - eos  # the EOS itself closes its own turn
         seq = input_ids.shape[1]
-        causal = torch.ones(seq, seq, dtype=torch.bool, device=embeds.device).tril()
+        causal = torch.ones(seq, seq, dtype=torch.bool, device=best.device).tril()
         same = (turn[:, :, None] == turn[:, None, :]) & causal  # [batch, t, s]: s <= t in t's turn
-        return match[:, None, :].masked_fill(~same, 0.0).amax(dim=-1)
+        return read[:, None, :].masked_fill(~same, 0.0).amax(dim=-1)
 
     def _answer_shift(self, embeds: torch.Tensor, batch: Dict[str, torch.Tensor]) -> Optional[torch.Tensor]:
         """[batch, seq]: d = a * m + b at each position, or None without match_answer_bias."""
@@ -385,11 +412,16 @@ class MultimodalLLM(nn.Module):
         load_trainable(self, folder)
 
 
-def _answer_readable(cfg, tokenizer, vocab_size: int) -> torch.Tensor:
-    """[vocab] bool: the ids m reads (match_answer_names' first name ids, or every id)."""
+def _answer_reading(cfg, tokenizer, vocab_size: int):
+    """(readable [vocab] bool or None, names {length: (first ids [n], ids [n, length])} or None) for
+    match_answer_names / match_answer_read: first_ids reads the ids that begin a name (the words that share a
+    name's first id, "the" of "theskan" in "in the image", read too); full_names only whole names."""
     path = cfg.get("match_answer_names")
+    mode = cfg.get("match_answer_read", "full_names")
+    if mode not in MATCH_READS:
+        raise ConfigError(f"model.match_answer_read={mode!r} is not one of {', '.join(MATCH_READS)}")
     if not path:
-        return torch.ones(vocab_size, dtype=torch.bool)
+        return None, None
     key = "model.match_answer_names"
     file = require_path(key, path, "COCO instances file")
     try:
@@ -398,9 +430,15 @@ def _answer_readable(cfg, tokenizer, vocab_size: int) -> torch.Tensor:
         raise ConfigError(f"{key}={path}: expected a COCO instances file with categories[].name ({err})") from None
     if not names:
         raise ConfigError(f"{key}={path}: no categories")
-    readable = torch.zeros(vocab_size, dtype=torch.bool)
-    readable[[name_token_ids(tokenizer, name, "first")[0] for name in names]] = True
-    return readable
+    ids = [name_token_ids(tokenizer, name, "all") for name in names]
+    if mode == "first_ids":
+        readable = torch.zeros(vocab_size, dtype=torch.bool)
+        readable[[x[0] for x in ids]] = True
+        return readable, None
+    by_length: Dict[int, List[List[int]]] = {}
+    for x in ids:
+        by_length.setdefault(len(x), []).append(x)
+    return None, {k: (torch.tensor([x[0] for x in group]), torch.tensor(group)) for k, group in sorted(by_length.items())}
 
 
 def _answer_sign(cfg, tokenizer, vocab_size: int) -> torch.Tensor:
@@ -434,33 +472,22 @@ def _answer_sign(cfg, tokenizer, vocab_size: int) -> torch.Tensor:
 
 class _AnswerBiasProcessor:
     """generate()'s share of match_answer_bias: the scores of each step get the d the forward gives that
-    position, with m carried on from the prompt over the generated tokens (a generated EOS starts a new turn)."""
+    position, m recomputed by turn_max over the prompt and the tokens generated so far."""
 
     def __init__(self, model: "MultimodalLLM", embeds: torch.Tensor, batch: Dict[str, torch.Tensor]) -> None:
         self.model = model
-        input_ids = batch["input_ids"].to(embeds.device)
-        self.n_prompt = input_ids.shape[1]
-        self.rows = input_ids.shape[0]
-        self.eos = model.token_ids.eos_token_id
-        self.prompt_m = model.answer_match(embeds, input_ids, batch.get("attention_mask"))[:, -1]
-        self.prompt_closed = input_ids[:, -1] == self.eos  # the prompt ended a turn: m restarts
-        placeholders = input_ids == IMAGE_PLACEHOLDER_ID
-        table = model.llm.get_input_embeddings().weight
-        probs = torch.softmax((embeds[placeholders] @ table.t()).float(), dim=-1)
-        rows = placeholders.nonzero()[:, 0]
-        self.best = probs.new_zeros(self.rows, table.shape[0]).scatter_reduce(
-            0, rows.unsqueeze(1).expand_as(probs), probs, reduce="amax")  # as name_match reads a token
-        self.best = self.best * model.answer_readable.to(self.best.dtype)  # as answer_match reads it
+        self.input_ids = batch["input_ids"].to(embeds.device)
+        self.mask = batch["attention_mask"].to(embeds.device)
+        self.best = model.match_table(embeds, self.input_ids)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         # generate() with inputs_embeds alone hands the processors the generated tokens only (no prompt ids);
         # with beams each prompt row is repeated beam-count times, in order
-        source = torch.arange(scores.shape[0], device=scores.device) // (scores.shape[0] // self.rows)
-        m, closed, best = self.prompt_m[source], self.prompt_closed[source], self.best[source]
-        for step in range(input_ids.shape[1]):
-            token = input_ids[:, step].to(scores.device)
-            m = torch.maximum(m.masked_fill(closed, 0.0), best.gather(1, token.clamp_min(0).unsqueeze(1)).squeeze(1))
-            closed = token == self.eos
+        source = torch.arange(scores.shape[0], device=scores.device) // (scores.shape[0] // self.input_ids.shape[0])
+        new = input_ids.to(self.input_ids.device)
+        ids = torch.cat([self.input_ids[source], new], dim=1)
+        mask = torch.cat([self.mask[source], torch.ones_like(new)], dim=1)
+        m = self.model.turn_max(self.best[source], ids, mask)[:, -1].to(scores.device)
         a, b = self.model.answer_bias[0].float(), self.model.answer_bias[1].float()
         d = self.model.answer_gain * (a * m + b)
         return scores + d[:, None] * self.model.answer_sign.to(scores.dtype)

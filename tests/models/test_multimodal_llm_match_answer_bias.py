@@ -217,3 +217,42 @@ def test_bad_names_file_and_gain_are_refused_naming_the_key(tiny_model_cfg, tmp_
         _model(tiny_model_cfg, match_answer_bias=True, match_answer_names=str(tmp_path / "missing.json"))
     with pytest.raises(UserError, match="model.match_answer_gain"):
         _model(tiny_model_cfg, match_answer_bias=True, match_answer_gain=0)
+
+
+def test_full_names_reads_a_name_only_where_it_is_whole_first_ids_reads_every_shared_first_id(tiny_model_cfg, tmp_path):
+    """A name "theskan" (ids ▁the, sk, an) and a cell that reads as ▁the. Asking about a rock "in the image":
+    first_ids reads the "the" of the wording (m ~ 1), full_names reads nothing (m = 0). Asking about the
+    theskan: full_names reads p(▁the) from the name's last token on, not before."""
+    names = _names_file(tmp_path, ["theskan"])
+    models = {mode: _model(tiny_model_cfg, match_answer_bias=True, match_answer_names=names, match_answer_read=mode)
+              for mode in ("first_ids", "full_names")}
+    processor = build_processor(models["first_ids"].cfg, models["first_ids"])
+    tok = processor.tokenizer
+    the = tok.convert_tokens_to_ids("▁the")
+    assert tok("a theskan", add_special_tokens=False)["input_ids"][1:] == [the] + tok.convert_tokens_to_ids(["sk", "an"])
+    turns = [[{"from": "human", "value": "<image> Is there a rock in the image?"}],
+             [{"from": "human", "value": "<image> Is there a theskan?"}]]
+    batch = processor.collate([{"conversations": t, "pixel_values": torch.zeros(1, 3, 32, 32)} for t in turns],
+                              generation=True)
+    ids = batch["input_ids"]
+    got = {}
+    for mode, model in models.items():
+        table = model.llm.get_input_embeddings().weight
+        with torch.no_grad():
+            table[the] = 40 * table[the] / table[the].norm()
+            visual = torch.zeros(2, model.num_visual_tokens, table.shape[1])
+            visual[:, 0] = table[the] / 4
+            p_the = torch.softmax(visual[0, 0] @ table.t(), dim=-1)[the]
+            model.encode_images = lambda pixel_values, regions=None, image_keys=None: visual[: pixel_values.shape[0]]
+            got[mode] = model.answer_match(model.embed(ids, batch["pixel_values"]), ids, batch["attention_mask"])
+    assert p_the > 0.99
+    torch.testing.assert_close(got["first_ids"][0, -1], p_the)
+    assert float(got["full_names"][0, -1]) == 0.0
+    an = int((ids[1] == tok.convert_tokens_to_ids("an")).nonzero()[-1])
+    torch.testing.assert_close(got["full_names"][1, an:], p_the.expand(ids.shape[1] - an))
+    assert (got["full_names"][1, :an] == 0).all()
+
+
+def test_bad_read_mode_is_refused_naming_the_key(tiny_model_cfg):
+    with pytest.raises(UserError, match="model.match_answer_read"):
+        _model(tiny_model_cfg, match_answer_bias=True, match_answer_read="names")
