@@ -66,11 +66,14 @@ class MultimodalLLM(nn.Module):
         # the model without it); the same term in the loss and in generate() (a logits processor)
         "match_answer_bias": False,
         "match_answer_tokens": ["Yes", "No"],  # [yes, no] answers, rendered in the template's answer form
-        # a COCO instances file: m reads only the tokens that begin one of its category names (the ids the
-        # grounding loss teaches the cells; a cell's probability of any other id was never trained, and
-        # "the" / "to" of the prompt then set m); null: every text token
+        # a COCO instances file (the grounding_boxes one): m reads only its category names, each by its first
+        # id's match (the id the grounding loss teaches the cells); null: every text token reads its own id.
+        # Without it, or with first_ids, a prompt word that shares a name's first id ("the" of "theskan" in
+        # "in the image") sets m for every question on an image holding that object
         "match_answer_names": None,
-        "match_answer_read": "full_names",  # full_names: a name's whole ids in the text | first_ids: its first id alone
+        # full_names: a name counts where its whole ids stand, from its last token on (causal) | first_ids:
+        # every token whose id begins some name
+        "match_answer_read": "full_names",
         # d = gain * (a * m + b): Adam moves a, b by about the learning rate per step, so a gain lets a short
         # run reach a logit-sized term
         "match_answer_gain": 1.0,
