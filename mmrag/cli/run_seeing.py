@@ -7,6 +7,7 @@ whose outputs exist is skipped).
     python scripts/run_seeing.py --set run.seed=1    # a key=value for every stage
     python scripts/run_seeing.py --setting large --out output/seeing_large   # one GPU: SmolLM2 + LoRA
     python scripts/run_seeing.py --questions val     # evaluate on the val presence questions (choosing settings)
+    python scripts/run_seeing.py --setting small_grounded --out output/seeing_small_grounded   # 2 CPU cores, ~10 min
 
 Needs `mmrag-prepare-assets efficientnet_lite0` (the frozen ImageNet tower) and the world's
 balanced presence questions (dataset/world_small/llava/yesno_balanced_{train,val,test}.json).
@@ -31,7 +32,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--stage-set", nargs="*", default=[], metavar="STAGE:KEY=VALUE",
                     help="key=value for one stage, e.g. stage2_instruct:run.max_steps=300")
     ap.add_argument("--pope-max", type=int, default=d.pope_max, help="first questions of each POPE split (0: all)")
-    ap.add_argument("--setting", default=d.setting, help="small (2 CPU cores) | large (one GPU, SmolLM2)")
+    ap.add_argument("--setting", default=d.setting, help="small (2 CPU cores) | large (one GPU, SmolLM2) | small_grounded (2 CPU cores, one grounded stage)")
     ap.add_argument("--questions", default=d.questions, help="test | val (the val presence questions, pope_val/)")
     return ap.parse_args(None if argv is None else list(argv))
 

@@ -11,6 +11,10 @@ through `model.checkpoint`):
   large (one GPU, SmolLM2-135M-Instruct + LoRA):
     smollm2          train_configs/seeing_large_smollm2.yaml          naming, presence, conversations
     pope_<control>   eval_configs/seeing_large_pope.yaml
+  small_grounded (2 CPU cores; one stage from a random 128 x 2 LLaMA, the recipe chosen on val in
+  docs/measurements/seeing_small_grounded_2026-11-30/match_bias/README.md):
+    stage2_grounded  train_configs/seeing_small_grounded.yaml         naming mix + grounding loss + name-match bias
+    pope_<control>   eval_configs/seeing_small_grounded_pope.yaml
 
 `questions`: `test` (the world's POPE splits random / popular / adversarial) or `val` (the val
 presence questions of held-out training images as POPE lines, `pope_val/`: all / random / popular /
@@ -41,7 +45,9 @@ TRAIN_STAGES = (("stage0_text", "seeing_small_stage0_text"), ("stage1_align", "s
                 ("stage2_instruct", "seeing_small_stage2_instruct"))
 EVAL_CONFIG = "eval_configs/seeing_small_pope.yaml"
 SETTINGS = {"small": (TRAIN_STAGES, EVAL_CONFIG),
-            "large": ((("smollm2", "seeing_large_smollm2"),), "eval_configs/seeing_large_pope.yaml")}
+            "large": ((("smollm2", "seeing_large_smollm2"),), "eval_configs/seeing_large_pope.yaml"),
+            "small_grounded": ((("stage2_grounded", "seeing_small_grounded"),),
+                               "eval_configs/seeing_small_grounded_pope.yaml")}
 QUESTION_SPLITS = {"test": SPLITS, "val": ("all", *SPLITS)}
 
 
@@ -54,7 +60,7 @@ class SeeingOptions:
     controls: Sequence[str] = CONTROLS
     image_dir: str = "dataset/world_small/images"   # every image the tower's feature cache is filled with
     in_process: bool = False   # run train/eval in this process (tests: no interpreter start-up per stage)
-    setting: str = "small"     # small | large (SETTINGS)
+    setting: str = "small"     # small | large | small_grounded (SETTINGS)
     questions: str = "test"    # test | val (QUESTION_SPLITS)
     world: str = "dataset/world_small"   # its pope_val/ holds the val questions
 
