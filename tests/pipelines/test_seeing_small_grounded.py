@@ -28,7 +28,8 @@ RECIPE = {
     "datasets.listed.image_root": W, "datasets.listed.sample_ratio": 0.4, "datasets.listed.grounding_boxes": GB,
     "datasets.yesno_balanced.data_path": f"{W}/llava/yesno_balanced_{{split}}.json",
     "datasets.yesno_balanced.sample_ratio": 0.15, "datasets.yesno_balanced.grounding_boxes": GB,
-    "datasets.llava_instruct.data_path": f"{W}/llava/instruct_{{split}}.json", "datasets.llava_instruct.sample_ratio": 0.2,
+    "datasets.llava_instruct.data_path": f"{W}/llava/instruct_{{split}}.json",
+    "datasets.llava_instruct.sample_ratio": 0.2,
 }
 
 
@@ -63,7 +64,8 @@ def test_small_grounded_configs_hold_the_val_chosen_recipe():
     # the recipe's mix and nothing else: stage 1's captions / regions and stage 0's text are dropped
     assert sorted({k.split(".")[1] for k in train if k.startswith("datasets.")}) == [
         "listed", "llava_instruct", "objects", "yesno_balanced"]
-    pope = _flat(OmegaConf.to_container(build_config(str(REPO_ROOT / "eval_configs/seeing_small_grounded_pope.yaml"), [])))
+    pope_cfg = build_config(str(REPO_ROOT / "eval_configs/seeing_small_grounded_pope.yaml"), [])
+    pope = _flat(OmegaConf.to_container(pope_cfg))
     model_keys = {k for k in train if k.startswith("model.") and k != "model.checkpoint"}
     assert {k: pope[k] for k in model_keys} == {k: train[k] for k in model_keys}
     assert pope["run.task"] == "vqa_eval" and pope["evaluation.image_control"] == "none"
