@@ -97,6 +97,10 @@ def cache_features(root: Path, cfg_path: str, overrides: Sequence[str], image_di
     tower = build_vision_tower(tower_cfg)
     images = ImageProcessor(tower.image_size, tower.image_mean, tower.image_std, cfg.pad_to_square)
     files = sorted((root / image_dir).glob("*.jpg"))
+    if not files:  # else an empty cache would be marked done and every later stage would fail far from here
+        from mmrag.common.errors import UserError
+        raise UserError(f"seeing: no .jpg image in {root / image_dir}; generate the world first "
+                        f"(python data_process/make_world.py --preset small --out dataset/world_small)")
     for start in tqdm(range(0, len(files), batch_size), desc="tower features", mininterval=10):
         with torch.no_grad():
             tower(torch.stack([images(str(f)) for f in files[start:start + batch_size]]))
@@ -135,6 +139,21 @@ def _in_process(runner, root: Path, argv: Sequence[str]):
     return lambda: runner(root, argv[3], argv[4:])
 
 
+def world_stages(opt: SeeingOptions, root: Path) -> List[Stage]:
+    """The world's generation when `opt.world` is a preset's default folder (dataset/world_<preset>), so a
+    fresh clone runs the pipeline alone; another folder is the user's own world and is only read."""
+    from mmrag.datasets.world.presets import preset_names
+    from mmrag.pipelines.prepare import MAKE_WORLD, make_world
+
+    preset = Path(opt.world).name.removeprefix("world_")
+    if Path(opt.world) != Path("dataset") / f"world_{preset}" or preset not in preset_names():
+        return []
+    cfg = {**MAKE_WORLD, "preset": preset, "out": str(root / opt.world), "progress": False}
+    return [Stage("world", [f"{opt.world}/world.json", f"{opt.world}/llava/yesno_balanced_train.json"],
+                  [sys.executable, "data_process/make_world.py", "--preset", preset, "--seed", "0", "--out", opt.world],
+                  run=lambda: print(json.dumps(make_world(cfg))))]
+
+
 def build_stages(opt: SeeingOptions, root: Path = Path(".")) -> List[Stage]:
     from mmrag.common.errors import ConfigError
 
@@ -144,7 +163,8 @@ def build_stages(opt: SeeingOptions, root: Path = Path(".")) -> List[Stage]:
     train_stages, eval_config = SETTINGS[opt.setting]
     py, out = sys.executable, opt.out
     first = f"train_configs/{train_stages[0][1]}.yaml"
-    stages: List[Stage] = [Stage(
+    stages: List[Stage] = world_stages(opt, root)
+    stages += [Stage(
         "features", [f"{out}/features_done.json"], [f"mmrag.pipelines.seeing.cache_features {first} {opt.image_dir}"],
         run=lambda: cache_features(root, first, opt.overrides, opt.image_dir, root / out / "features_done.json"))]
     previous: Optional[str] = None

@@ -98,7 +98,7 @@ def test_report_gives_the_multimodal_gain_with_a_paired_interval(world):
 def test_each_stage_starts_from_the_previous_one_and_the_evaluations_read_the_last():
     stages = seeing.build_stages(seeing.SeeingOptions(out="o", overrides=["run.seed=3"]))
     names = [s.name for s in stages]
-    assert names == ["features", "stage0_text", "stage1_align", "stage2_instruct",
+    assert names == ["world", "features", "stage0_text", "stage1_align", "stage2_instruct",
                      "pope_none", "pope_blank", "pope_shuffled", "pope_text_only"]
     commands = {s.name: s.command for s in stages}
     assert "model.checkpoint=null" in commands["stage0_text"]
@@ -161,7 +161,7 @@ def test_the_pipeline_runs_end_to_end_on_a_tiny_world(tmp_path):
     pope = [f"evaluation.question_file={w}/pope/{{split}}.jsonl", f"evaluation.image_root={w}/images"]
     stage.update({f"pope_{c}": pope for c in seeing.CONTROLS})
     opt = seeing.SeeingOptions(out=out, overrides=common, stage_overrides=stage, pope_max=12, image_dir=f"{w}/images",
-                               in_process=True)
+                               world=w, in_process=True)
     result = seeing.run_seeing(opt, root=REPO_ROOT)
     for control in seeing.CONTROLS:
         assert set(result["results"][control]) == set(seeing.SPLITS)
@@ -177,8 +177,8 @@ def test_the_pipeline_runs_end_to_end_on_a_tiny_world(tmp_path):
 def test_large_setting_on_val_questions_builds_its_stages():
     opt = seeing.SeeingOptions(out="o", setting="large", questions="val")
     stages = seeing.build_stages(opt)
-    assert [s.name for s in stages] == ["features", "smollm2", "pope_none", "pope_blank", "pope_shuffled", "pope_text_only"]
-    train, pope = stages[1].command, stages[2].command
+    assert [s.name for s in stages] == ["world", "features", "smollm2", "pope_none", "pope_blank", "pope_shuffled", "pope_text_only"]
+    train, pope = stages[2].command, stages[3].command
     assert "train_configs/seeing_large_smollm2.yaml" in train and "model.checkpoint=null" in train
     assert "eval_configs/seeing_large_pope.yaml" in pope and "model.checkpoint=o/smollm2/final" in pope
     assert "evaluation.question_file=dataset/world_small/pope_val/{split}.jsonl" in pope
@@ -186,3 +186,20 @@ def test_large_setting_on_val_questions_builds_its_stages():
     assert opt.splits == ("all", "random", "popular", "adversarial")
     with pytest.raises(ConfigError, match="setting must be one of small, large"):
         seeing.build_stages(seeing.SeeingOptions(setting="huge"))
+
+
+def test_the_world_is_generated_first_only_for_a_preset_folder_and_an_empty_image_folder_is_refused(tmp_path):
+    from mmrag.common.cli import REPO_ROOT
+    from mmrag.common.errors import UserError
+
+    default = seeing.build_stages(seeing.SeeingOptions())
+    assert default[0].name == "world" and default[0].outputs[0] == "dataset/world_small/world.json"
+    assert default[0].command[1:] == ["data_process/make_world.py", "--preset", "small", "--seed", "0",
+                                      "--out", "dataset/world_small"]
+    assert [s.name for s in seeing.build_stages(seeing.SeeingOptions(world=str(tmp_path / "mine")))][:1] == ["features"]
+    (tmp_path / "images").mkdir()
+    with pytest.raises(UserError, match="no .jpg image in"):
+        seeing.cache_features(REPO_ROOT, "train_configs/seeing_small_grounded.yaml",
+                              [f"model.vision_tower.feature_cache={tmp_path}/cache", "model.vision_tower.path=null"],
+                              str(tmp_path / "images"), tmp_path / "done.json")
+    assert not (tmp_path / "done.json").exists()

@@ -45,15 +45,15 @@ def _flat(cfg, prefix=""):
 
 def test_small_grounded_is_one_stage_from_a_random_llm_then_every_image_control():
     stages = seeing.build_stages(seeing.SeeingOptions(out="o", setting="small_grounded"))
-    assert [s.name for s in stages] == ["features", "stage2_grounded", "pope_none", "pope_blank", "pope_shuffled",
+    assert [s.name for s in stages] == ["world", "features", "stage2_grounded", "pope_none", "pope_blank", "pope_shuffled",
                                         "pope_text_only"]
-    train = stages[1].command
+    train = stages[2].command
     assert "train_configs/seeing_small_grounded.yaml" in train and "model.checkpoint=null" in train
-    for control, stage in zip(seeing.CONTROLS, stages[2:]):
+    for control, stage in zip(seeing.CONTROLS, stages[3:]):
         assert "eval_configs/seeing_small_grounded_pope.yaml" in stage.command
         assert "model.checkpoint=o/stage2_grounded/final" in stage.command
         assert f"evaluation.image_control={control}" in stage.command
-    val = seeing.build_stages(seeing.SeeingOptions(out="o", setting="small_grounded", questions="val"))[2].command
+    val = seeing.build_stages(seeing.SeeingOptions(out="o", setting="small_grounded", questions="val"))[3].command
     assert "evaluation.question_file=dataset/world_small/pope_val/{split}.jsonl" in val
 
 
