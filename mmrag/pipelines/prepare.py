@@ -200,6 +200,15 @@ def _regions_complete(world_dir: Path, regions: Path) -> bool:
     return stored >= len(list((world_dir / "images").glob("*.jpg")))
 
 
+def world_stage(root: Path, world_dir: str, preset: str, workers: int = 1) -> Stage:
+    """Generate the world `preset` into `world_dir` (under root) unless its files are there; a forced
+    rerun replaces the folder (the generator is seeded: the same world comes back)."""
+    cfg = {**MAKE_WORLD, "preset": preset, "out": str(Path(root) / world_dir), "workers": workers, "progress": False}
+    return Stage("world", [f"{world_dir}/world.json", f"{world_dir}/llava/yesno_balanced_train.json"],
+                 [sys.executable, "data_process/make_world.py", "--preset", preset, "--seed", "0", "--out", world_dir,
+                  "--workers", str(workers)], run=lambda: print(json.dumps(make_world(cfg))), stale=[world_dir])
+
+
 def default_input_stages(root: Path, world: str = "world_small", preset: str = "small", tower: str = "tiny",
                          cfg_path: str = "train_configs/gemkr_tiny_world.yaml", workers: int = 1) -> List[Stage]:
     """Tokenizer asset, world, tiny tower, corpus index, region features: what the default experiment
@@ -208,7 +217,6 @@ def default_input_stages(root: Path, world: str = "world_small", preset: str = "
 
     root = Path(root)
     world_dir, index_dir = f"dataset/{world}", f"index/{world}"
-    world_cfg = {**MAKE_WORLD, "preset": preset, "out": str(root / world_dir), "workers": workers, "progress": False}
     tower_dir = f"index/{tower}_clip_vision"
     corpus_cfg = {**BUILD_INDEX, "corpus": str(root / world_dir / "corpus.csv"), "out": str(root / index_dir / "corpus")}
     region_cfg = {**ENCODE_REGION, "cfg_path": str(root / cfg_path), "image_root": str(root / world_dir),
@@ -221,9 +229,7 @@ def default_input_stages(root: Path, world: str = "world_small", preset: str = "
         Stage("assets", ["assets/llama_tokenizer/asset.json"],
               [py, "-m", "mmrag.cli.prepare_assets", "llama_tokenizer"],
               run=lambda: prepare_assets(["llama_tokenizer"])),
-        Stage("world", [f"{world_dir}/world.json", f"{world_dir}/llava/yesno_balanced_train.json"],
-              [py, "data_process/make_world.py", "--preset", preset, "--seed", "0", "--out", world_dir,
-               "--workers", str(workers)], run=lambda: print(json.dumps(make_world(world_cfg))), stale=[world_dir]),
+        world_stage(root, world_dir, preset, workers),
         Stage("tower", [f"{tower_dir}/config.json"],
               [py, "data_process/make_tiny_backbones.py", "--out", tower_dir, "--size", tower],
               run=lambda: save_tiny_clip_vision(root / tower_dir, TOWERS[tower]), stale=[tower_dir]),

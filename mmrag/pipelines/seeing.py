@@ -143,15 +143,12 @@ def world_stages(opt: SeeingOptions, root: Path) -> List[Stage]:
     """The world's generation when `opt.world` is a preset's default folder (dataset/world_<preset>), so a
     fresh clone runs the pipeline alone; another folder is the user's own world and is only read."""
     from mmrag.datasets.world.presets import preset_names
-    from mmrag.pipelines.prepare import MAKE_WORLD, make_world
+    from mmrag.pipelines.prepare import world_stage
 
     preset = Path(opt.world).name.removeprefix("world_")
     if Path(opt.world) != Path("dataset") / f"world_{preset}" or preset not in preset_names():
         return []
-    cfg = {**MAKE_WORLD, "preset": preset, "out": str(root / opt.world), "progress": False}
-    return [Stage("world", [f"{opt.world}/world.json", f"{opt.world}/llava/yesno_balanced_train.json"],
-                  [sys.executable, "data_process/make_world.py", "--preset", preset, "--seed", "0", "--out", opt.world],
-                  run=lambda: print(json.dumps(make_world(cfg))))]
+    return [world_stage(root, opt.world, preset)]
 
 
 def build_stages(opt: SeeingOptions, root: Path = Path(".")) -> List[Stage]:

@@ -195,7 +195,7 @@ def test_the_world_is_generated_first_only_for_a_preset_folder_and_an_empty_imag
     default = seeing.build_stages(seeing.SeeingOptions())
     assert default[0].name == "world" and default[0].outputs[0] == "dataset/world_small/world.json"
     assert default[0].command[1:] == ["data_process/make_world.py", "--preset", "small", "--seed", "0",
-                                      "--out", "dataset/world_small"]
+                                      "--out", "dataset/world_small", "--workers", "1"]
     assert [s.name for s in seeing.build_stages(seeing.SeeingOptions(world=str(tmp_path / "mine")))][:1] == ["features"]
     (tmp_path / "images").mkdir()
     with pytest.raises(UserError, match="no .jpg image in"):
