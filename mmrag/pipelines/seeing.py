@@ -29,6 +29,7 @@ interrupted run continues; `--force` reruns stages. Every stage's seconds are in
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from typing import Dict, List, Optional, Sequence
 from mmrag.common.jsonl import read_jsonl
 from mmrag.metrics.bootstrap import format_difference, paired_bootstrap
 from mmrag.pipelines.analysis import correct_by_question, false_yes_by_frequency, training_image_counts
+from mmrag.pipelines.shuffled_oracle import shuffled_oracle_by_split, shuffled_oracle_table, world_objects
 from mmrag.pipelines.stages import Stage, run_pipeline_stages, stage_report
 
 SPLITS = ("random", "popular", "adversarial")
@@ -219,11 +221,17 @@ def report(root: Path, opt: SeeingOptions, stages: Sequence[Stage]) -> Dict[str,
             lines.append(f"| {split} | " + " | ".join(
                 f"{c['false_yes']}/{c['questions']} ({100 * c['rate']:.0f}%)" if c["questions"] else "-"
                 for c in table.values()) + " |")
+    oracle = shuffled_oracle_splits(root, root / opt.world, out, splits) if "shuffled" in opt.controls else {}
+    if oracle:
+        lines += ["", "The shuffled control against a perfect seer given the same images (it answers whether the "
+                  "SHOWN image holds the asked object; scored against the question's own label), %:", "",
+                  *shuffled_oracle_table(oracle)]
     lines += ["", *stage_report(stages, out)]
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)
     (out / "report.json").write_text(json.dumps({"results": results, "gains": gains,
-                                                 "false_yes_by_frequency": by_frequency}, indent=2))
+                                                 "false_yes_by_frequency": by_frequency,
+                                                 "shuffled_oracle": oracle}, indent=2))
     return {"results": results, "gains": gains, "table": text}
 
 
@@ -235,6 +243,29 @@ def false_yes_table(world: Path, folder: Path, splits: Sequence[str]) -> Dict[st
     counts = training_image_counts(json.loads(instances.read_text()))
     return {s: false_yes_by_frequency(read_jsonl(folder / f"answers_{s}.jsonl"), counts) for s in splits
             if (folder / f"answers_{s}.jsonl").is_file()}
+
+
+def last_saved_config(folder: Path) -> Optional[Path]:
+    """The config an evaluation saved last in `folder` (save_config never overwrites: config.yaml, then
+    config.1.yaml, config.2.yaml, ...); None when there is none."""
+    numbered = {0 if p.name == "config.yaml" else int(p.name[len("config."):-len(".yaml")]): p
+                for p in folder.glob("config*.yaml") if re.fullmatch(r"config(\.\d+)?\.yaml", p.name)}
+    return numbered[max(numbered)] if numbered else None
+
+
+def shuffled_oracle_splits(root: Path, world: Path, out: Path, splits: Sequence[str]) -> Dict[str, Dict]:
+    """shuffled_oracle per split of `out`/pope_shuffled's answers (with pope_none's for reference), the
+    questions, image root and seed read from the config that evaluation saved (the last one: a rerun
+    saves config.<n>.yaml beside the first); {} without that config or the world's boxes."""
+    from omegaconf import OmegaConf
+
+    folder = out / "pope_shuffled"
+    config, objects = last_saved_config(folder), world_objects(world)
+    if config is None or not objects:
+        return {}
+    ev = OmegaConf.load(config).evaluation
+    return shuffled_oracle_by_split(root, objects, str(ev.question_file), str(ev.image_root), int(ev.seed), folder,
+                                    out / "pope_none", splits)
 
 
 def run_seeing(opt: SeeingOptions, root: Path = Path("."), force: Sequence[str] = (),
