@@ -34,6 +34,11 @@ The base model (`SurfOptions.base`, BASES):
                 (pope_base_<control>); no knowledge-VQA rows. Report: <out>/report.md and
                 report.json with 95% paired bootstrap intervals of SURf+RAG minus vanilla RAG and
                 vanilla RAG minus zero-shot (mmrag.pipelines.surf_report.paired_section).
+  seeing_small  the small-setting model that sees, on the CPU (train_configs/seeing_small_grounded.yaml: a
+                random-init 128 x 2 LLaMA, EfficientNet-Lite0, grounding loss, match_answer_bias, vicuna_v1);
+                as seeing_large, with full fine-tuning (train_configs/surf_seeing_small.yaml), POPE through
+                eval_configs/surf_seeing_small_pope.yaml (SURf model: surf_seeing_small_pope_surf.yaml),
+                RAG prompts with the vicuna_v1_retrieval system prompt and faiss exact search.
 """
 from __future__ import annotations
 
@@ -81,6 +86,9 @@ BASES: Dict[str, BaseSetting] = {
     "seeing_large": BaseSetting("train_configs/seeing_large_smollm2.yaml", "eval_configs/surf_seeing_pope.yaml",
                                 "train_configs/surf_seeing_large.yaml", "eval_configs/surf_seeing_pope_surf.yaml",
                                 "chatml_retrieval", "torch", 128, False, ("shuffled", "blank")),
+    "seeing_small": BaseSetting("train_configs/seeing_small_grounded.yaml", "eval_configs/surf_seeing_small_pope.yaml",
+                                "train_configs/surf_seeing_small.yaml", "eval_configs/surf_seeing_small_pope_surf.yaml",
+                                "vicuna_v1_retrieval", "faiss", 64, False, ("shuffled", "blank")),
 }
 QUESTION_FOLDERS = {"test": "pope", "val": "pope_val"}   # POPE lines of the world's test / val images
 
