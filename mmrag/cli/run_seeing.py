@@ -33,7 +33,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                     help="key=value for one stage, e.g. stage2_instruct:run.max_steps=300")
     ap.add_argument("--pope-max", type=int, default=d.pope_max, help="first questions of each POPE split (0: all)")
     ap.add_argument("--setting", default=d.setting, help="small (2 CPU cores) | large (one GPU, SmolLM2) | "
-                    "small_grounded (2 CPU cores, one grounded stage)")
+                    "small_grounded (2 CPU cores, one grounded stage) | large_grounded (one GPU, the large headline)")
     ap.add_argument("--questions", default=d.questions, help="test | val (the val presence questions, pope_val/)")
     return ap.parse_args(None if argv is None else list(argv))
 

@@ -15,6 +15,10 @@ through `model.checkpoint`):
   docs/measurements/seeing_small_grounded_2026-11-30/match_bias/README.md):
     stage2_grounded  train_configs/seeing_small_grounded.yaml         naming mix + grounding loss + name-match bias
     pope_<control>   eval_configs/seeing_small_grounded_pope.yaml
+  large_grounded (one GPU; the large recipe at 224 px with small_grounded's answer path, chosen on val in
+  docs/measurements/h200x2_lease_2026-11-30e/, the rule in gpu/seeing_final.sh):
+    smollm2          train_configs/seeing_large_grounded.yaml         naming mix + grounding loss + name-match bias
+    pope_<control>   eval_configs/seeing_large_grounded_pope.yaml
 
 `questions`: `test` (the world's POPE splits random / popular / adversarial) or `val` (the val
 presence questions of held-out training images as POPE lines, `pope_val/`: all / random / popular /
@@ -49,7 +53,8 @@ EVAL_CONFIG = "eval_configs/seeing_small_pope.yaml"
 SETTINGS = {"small": (TRAIN_STAGES, EVAL_CONFIG),
             "large": ((("smollm2", "seeing_large_smollm2"),), "eval_configs/seeing_large_pope.yaml"),
             "small_grounded": ((("stage2_grounded", "seeing_small_grounded"),),
-                               "eval_configs/seeing_small_grounded_pope.yaml")}
+                               "eval_configs/seeing_small_grounded_pope.yaml"),
+            "large_grounded": ((("smollm2", "seeing_large_grounded"),), "eval_configs/seeing_large_grounded_pope.yaml")}
 QUESTION_SPLITS = {"test": SPLITS, "val": ("all", *SPLITS)}
 
 
@@ -62,7 +67,7 @@ class SeeingOptions:
     controls: Sequence[str] = CONTROLS
     image_dir: str = "dataset/world_small/images"   # every image the tower's feature cache is filled with
     in_process: bool = False   # run train/eval in this process (tests: no interpreter start-up per stage)
-    setting: str = "small"     # small | large | small_grounded (SETTINGS)
+    setting: str = "small"     # small | large | small_grounded | large_grounded (SETTINGS)
     questions: str = "test"    # test | val (QUESTION_SPLITS)
     world: str = "dataset/world_small"   # its pope_val/ holds the val questions
 
