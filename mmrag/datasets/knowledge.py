@@ -3,9 +3,17 @@
 A question record is {"input": question + caption, "output": [answers], "image": image id}. The
 world adds "gold_passage_ids"; with those, clues are sampled from the gold passages (one training
 sample per clue). Without them (GeMKR's own train.json), a string "output" is the clue text.
+
+Val split (`val_images`, a JSON file written by data_process/make_knowledge_val.py): the world has
+only train and test questions, so settings chosen without the test questions need a split carved
+from training. With `val_images` set, split 'val' is the training file's questions on those images
+and split 'train' the others (no image in both); every reader (the builder, the evaluation, the
+dense baseline's training) takes its questions from `read_split_questions`.
 """
 from __future__ import annotations
 
+import json
+import random
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -16,6 +24,7 @@ from mmrag.datasets.builders import Builder, split_path
 from mmrag.datasets.clue_sampler import (ClueSamplerConfig, rarity_scores, sample_clues, word_start_table,
                                          word_starts)
 from mmrag.datasets.multimodal_dataset import ConversationDataset, drop_missing_images
+from mmrag.datasets.world.grounding import VAL_FRACTION, split_val_images
 
 IMAGE_SLOT = "\n\n### Image:\n<image>"
 
@@ -27,6 +36,43 @@ def knowledge_prompt(question_input: str) -> List[Dict[str, str]]:
 
 def image_path(image_root: Path, image_id: str, ext: str) -> str:
     return str(image_root / (image_id if Path(image_id).suffix else image_id + ext))
+
+
+def knowledge_val_images(questions: List[Dict[str, Any]], seed: int = 0,
+                         fraction: float = VAL_FRACTION) -> List[str]:
+    """Sorted image ids of a seeded `fraction` of the questions' images: the val split, held out by image."""
+    images = sorted({q["image"] for q in questions})
+    return split_val_images(images, random.Random(f"{seed}:gemkr-knowledge-val"), fraction)[1]
+
+
+def write_val_images(questions_path: Path, out: Path, seed: int = 0, fraction: float = VAL_FRACTION) -> Dict[str, Any]:
+    """Write the val image list of a training questions file (with its provenance) to `out`."""
+    from mmrag.datasets.formats import read_knowledge_questions
+
+    questions = read_knowledge_questions(questions_path)
+    images = knowledge_val_images(questions, seed, fraction)
+    held = set(images)
+    record = {"source": str(questions_path), "seed": seed, "fraction": fraction, "images": images,
+              "val_questions": sum(q["image"] in held for q in questions),
+              "train_questions": sum(q["image"] not in held for q in questions),
+              "train_images": len({q["image"] for q in questions}) - len(images)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    return {k: v for k, v in record.items() if k != "images"}
+
+
+def read_split_questions(cfg, split: str) -> List[Dict[str, Any]]:
+    """The questions of `split` (`cfg`: a gemkr_knowledge datasets entry): the split's own file, or,
+    with `val_images` set, 'val' / 'train' carved by image from the training file."""
+    from mmrag.datasets.formats import read_knowledge_questions
+
+    val_file = cfg.get("val_images")
+    if not val_file or split not in ("train", "val"):
+        return read_knowledge_questions(split_path(cfg, split))
+    held = set(json.loads(require_path("datasets.<name>.val_images", val_file, "val image list "
+                                       "(data_process/make_knowledge_val.py)").read_text())["images"])
+    questions = read_knowledge_questions(split_path(cfg, "train"))
+    return [q for q in questions if (q["image"] in held) == (split == "val")]
 
 
 def load_corpus_index(cfg, tokenizer):
@@ -81,17 +127,16 @@ class KnowledgeCluesBuilder(Builder):
         "index_path": None,
         "verify_index": True,
         "region_store": None,
+        "val_images": None,   # JSON from data_process/make_knowledge_val.py: split 'val' carved from 'train' by image
         "clues": {"num_clues": 3, "clue_len": 8, "rarity_ngram": 3, "answer_weight": 1.0, "overlap_weight": 1.0,
                   "rarity_weight": 1.0, "temperature": 0.25, "seed": 0},
     }
 
     @classmethod
     def build(cls, cfg, processor, split: str, name: str) -> ConversationDataset:
-        from mmrag.datasets.formats import read_knowledge_questions
-
-        path = split_path(cfg, split)
+        path = split_path(cfg, "train" if split == "val" and cfg.val_images else split)
         image_root = require_path(f"datasets.{name}.image_root", cfg.image_root, "image folder")
-        questions = read_knowledge_questions(path)
+        questions = read_split_questions(cfg, split)
         if cfg.max_samples:
             questions = questions[: cfg.max_samples]
         index = load_corpus_index(cfg, processor.tokenizer)

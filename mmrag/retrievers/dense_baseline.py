@@ -97,12 +97,11 @@ class DenseBaselineRetriever:
         return cls(cfg, tokenizer, index, ds_cfg)
 
     def retrieve(self, queries: Sequence[Query], k: int, exclude: str = "self") -> List[Hits]:
-        from mmrag.datasets.builders import split_path
-        from mmrag.datasets.formats import read_knowledge_questions
+        from mmrag.datasets.knowledge import read_split_questions
 
         check_exclude(exclude)
         cfg, index, tok, opts = self.cfg, self.index, self.tokenizer, self.cfg.evaluation.dense
-        train = [q for q in read_knowledge_questions(split_path(self.ds_cfg, "train")) if q.get("gold_passage_ids")]
+        train = [q for q in read_split_questions(self.ds_cfg, "train") if q.get("gold_passage_ids")]
         train_q, gold = knowledge_queries(train, self.ds_cfg), [q["gold_passage_ids"] for q in train]
         row_of = {index.passage_id(r): r for r in range(index.n_passages)}
         p_tokens = [index.passage_tokens(r).tolist() for r in range(index.n_passages)]

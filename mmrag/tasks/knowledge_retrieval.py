@@ -53,16 +53,14 @@ class KnowledgeRetrievalTask(Task):
         return super().build_model(cfg)
 
     def evaluate(self, model, cfg, out_dir) -> Dict[str, Any]:
-        from mmrag.datasets.builders import split_path
-        from mmrag.datasets.formats import read_knowledge_questions
-        from mmrag.datasets.knowledge import load_corpus_index
+        from mmrag.datasets.knowledge import load_corpus_index, read_split_questions
 
         ev = cfg.evaluation
         if ev.case_mode not in CASE_MODES:  # before any model or index is loaded
             raise ConfigError(f"evaluation.case_mode: expected one of {', '.join(CASE_MODES)}, got {ev.case_mode!r}")
         name = ev.dataset or next(iter(cfg.datasets))
         ds_cfg = cfg.datasets[name]
-        questions = read_knowledge_questions(split_path(ds_cfg, ev.split))[: ev.max_samples or None]
+        questions = read_split_questions(ds_cfg, ev.split)[: ev.max_samples or None]
         processor = self.build_processor(cfg, model) if ev.method == "generative" else None
         tokenizer = processor.tokenizer if processor is not None else model.tokenizer
         index = load_corpus_index(ds_cfg, tokenizer)
