@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 LOSS_LOGITS = ("targets", "all")  # model.loss_logits
 GROUNDING_HEADS = ("output", "input")  # model.grounding_head
 MATCH_READS = ("full_names", "first_ids")  # model.match_answer_read
+MATCH_SCOPES = ("all_images", "query_image")  # model.match_answer_scope
 
 
 @MODELS.register("mm_llm")
@@ -77,6 +78,12 @@ class MultimodalLLM(nn.Module):
         # d = gain * (a * m + b): Adam moves a, b by about the learning rate per step, so a gain lets a short
         # run reach a logit-sized term
         "match_answer_gain": 1.0,
+        # all_images: m reads every image's cells and every name of the turn | query_image: only the LAST
+        # image's cells and the names after it. A RAG prompt puts the retrieved image-caption pairs first and
+        # the query image last (mmrag.surf.prompts); with all_images a caption's name matching a retrieved
+        # image's object (or the query's) sets m, and the retrieved context votes "yes" for any question.
+        # The same as all_images on a prompt with one image before its question.
+        "match_answer_scope": "all_images",
         "pad_to_square": True,
         "checkpoint": None,  # a folder written by save_trainable(), loaded after building
     }
@@ -122,12 +129,16 @@ class MultimodalLLM(nn.Module):
         self.match_direction = nn.Parameter(torch.zeros(llm_width)) if cfg.get("name_match_feature", False) else None
         self.answer_bias = None  # [a, b] of match_answer_bias
         self.answer_readable = self.answer_names = None
+        self.answer_scope = "all_images"
         if cfg.get("match_answer_bias", False):
             self.answer_bias = nn.Parameter(torch.zeros(2))
             tokenizer = load_tokenizer(OmegaConf.to_container(cfg.llm, resolve=True))
             self.register_buffer("answer_sign", _answer_sign(cfg, tokenizer, self.token_ids.vocab_size), persistent=False)
             self.answer_readable, self.answer_names = _answer_reading(cfg, tokenizer, self.token_ids.vocab_size)
             self.answer_gain = float(cfg.get("match_answer_gain", 1.0))
+            self.answer_scope = cfg.get("match_answer_scope", "all_images")
+            if self.answer_scope not in MATCH_SCOPES:
+                raise ConfigError(f"model.match_answer_scope={self.answer_scope!r} is not one of {', '.join(MATCH_SCOPES)}")
             if not self.answer_gain > 0:
                 raise ConfigError(f"model.match_answer_gain={cfg.get('match_answer_gain')!r}: expected a number > 0")
         if cfg.checkpoint:
@@ -224,9 +235,12 @@ class MultimodalLLM(nn.Module):
         match = self.match_table(embeds, input_ids).gather(1, input_ids.masked_fill(input_ids < 0, 0))
         return match.masked_fill(placeholders, 0.0).to(embeds.dtype)
 
-    def match_table(self, embeds: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """[batch, vocab] float: the highest probability any visual token of the row gives each id (detached)."""
+    def match_table(self, embeds: torch.Tensor, input_ids: torch.Tensor, last_image_only: bool = False) -> torch.Tensor:
+        """[batch, vocab] float: the highest probability any visual token of the row (of its last image only,
+        with `last_image_only`) gives each id (detached)."""
         placeholders = input_ids == IMAGE_PLACEHOLDER_ID
+        if last_image_only:
+            placeholders = last_image_cells(input_ids, self.num_visual_tokens)
         table = self.llm.get_input_embeddings().weight
         rows = placeholders.nonzero()[:, 0]
         probs = torch.softmax((embeds[placeholders].detach() @ table.t().detach()).float(), dim=-1)
@@ -355,7 +369,8 @@ class MultimodalLLM(nn.Module):
                      attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """[batch, seq] float: m_t, the highest match read at positions <= t of t's turn (see turn_max)."""
         input_ids = input_ids.to(embeds.device)
-        return self.turn_max(self.match_table(embeds, input_ids), input_ids, attention_mask)
+        table = self.match_table(embeds, input_ids, last_image_only=self.answer_scope == "query_image")
+        return self.turn_max(table, input_ids, attention_mask)
 
     def turn_max(self, best: torch.Tensor, input_ids: torch.Tensor,
                  attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -368,6 +383,8 @@ class MultimodalLLM(nn.Module):
         in a generation prompt, which has no labels. Padding, visual and context positions read 0."""
         input_ids = input_ids.to(best.device)
         text = input_ids >= 0
+        if self.answer_scope == "query_image":
+            text = text & after_last_image(input_ids)
         if attention_mask is not None:
             text = text & attention_mask.to(best.device).bool()
         if self.answer_names is None:
@@ -413,6 +430,22 @@ class MultimodalLLM(nn.Module):
     def load_trainable(self, folder: str | Path) -> None:
         """The weights save_trainable wrote; a corrupt or foreign file is refused naming it."""
         load_trainable(self, folder)
+
+
+def last_image_cells(input_ids: torch.Tensor, tokens_per_image: int) -> torch.Tensor:
+    """[batch, seq] bool: the visual positions of each row's last image (its last `tokens_per_image`
+    placeholders; images may stand side by side, so runs of placeholders are not counted)."""
+    placeholders = input_ids == IMAGE_PLACEHOLDER_ID
+    count = placeholders.long().cumsum(1)
+    return placeholders & (count > count[:, -1:] - tokens_per_image)
+
+
+def after_last_image(input_ids: torch.Tensor) -> torch.Tensor:
+    """[batch, seq] bool: the positions after each row's last visual position (every position of a row
+    without an image)."""
+    placeholders = input_ids == IMAGE_PLACEHOLDER_ID
+    count = placeholders.long().cumsum(1)
+    return (count == count[:, -1:]) & ~placeholders
 
 
 def _answer_reading(cfg, tokenizer, vocab_size: int):
@@ -481,7 +514,7 @@ class _AnswerBiasProcessor:
         self.model = model
         self.input_ids = batch["input_ids"].to(embeds.device)
         self.mask = batch["attention_mask"].to(embeds.device)
-        self.best = model.match_table(embeds, self.input_ids)
+        self.best = model.match_table(embeds, self.input_ids, last_image_only=model.answer_scope == "query_image")
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         # generate() with inputs_embeds alone hands the processors the generated tokens only (no prompt ids);

@@ -256,3 +256,92 @@ def test_full_names_reads_a_name_only_where_it_is_whole_first_ids_reads_every_sh
 def test_bad_read_mode_is_refused_naming_the_key(tiny_model_cfg):
     with pytest.raises(UserError, match="model.match_answer_read"):
         _model(tiny_model_cfg, match_answer_bias=True, match_answer_read="names")
+
+
+def _two_image_case(model, processor):
+    """A RAG-shaped sample: a retrieved image holding a tree with its caption, then the query image (holding a
+    rock) and the question about a tree. Returns the batch and the visual tokens [2 images, cells, width]."""
+    tok = processor.tokenizer
+    tree, rock = _first_id(tok, "tree"), _first_id(tok, "rock")
+    table = model.llm.get_input_embeddings().weight
+    visual = torch.zeros(2, model.num_visual_tokens, table.shape[1])
+    with torch.no_grad():
+        for image, token in ((0, tree), (1, rock)):
+            table[token] = 40 * table[token] / table[token].norm()
+            visual[image, 0] = table[token] / 4
+    model.encode_images = lambda pixel_values, regions=None, image_keys=None: visual[: pixel_values.shape[0]]
+    turns = [{"from": "human", "value": "1. <image> a tree.\n<image> Is there a tree?"}, {"from": "gpt", "value": "No."}]
+    sample = {"conversations": turns, "pixel_values": torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))}
+    return processor.collate([sample]), visual
+
+
+def _oracle_query_m(model, query_visual, ids, mask, readable):
+    """m[0, t] by a loop, query_image scope: only names after the last visual position, only the query
+    image's cells; 0 up to the last visual position (one turn: no EOS before the answer here)."""
+    table = model.llm.get_input_embeddings().weight
+    probs = torch.softmax(query_visual @ table.t(), dim=-1)
+    last_visual = int((ids[0] == IMAGE_PLACEHOLDER_ID).nonzero()[-1])
+    m, best = torch.zeros(ids.shape), 0.0
+    for t in range(ids.shape[1]):
+        if t > last_visual and int(mask[0, t]) and int(ids[0, t]) in readable:
+            best = max(best, float(probs[:, int(ids[0, t])].max()))
+        m[0, t] = best
+    return m
+
+
+def test_query_image_scope_reads_the_query_image_and_its_question_only(tiny_model_cfg, tmp_path):
+    """all_images: the caption's "tree" matches the retrieved image's tree cell, so m is ~1 before the question
+    is even read; query_image: the retrieved image and its caption are unread and the question's "tree" meets
+    only the query image's rock, so m stays low. Oracle: _oracle_query_m's loop; with one image before its
+    question the two scopes give the same m (the POPE prompts)."""
+    names = _names_file(tmp_path, ["tree", "rock"])
+    scoped = _model(tiny_model_cfg, match_answer_bias=True, match_answer_names=names, match_answer_scope="query_image")
+    every = _model(tiny_model_cfg, match_answer_bias=True, match_answer_names=names)
+    processor = build_processor(scoped.cfg, scoped)
+    tok = processor.tokenizer
+    batch, visual = _two_image_case(scoped, processor)
+    _two_image_case(every, processor)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert int((ids == IMAGE_PLACEHOLDER_ID).sum()) == 2 * scoped.num_visual_tokens
+    readable = {_first_id(tok, "tree"), _first_id(tok, "rock")}
+    with torch.no_grad():
+        got = scoped.answer_match(scoped.embed(ids, batch["pixel_values"]), ids, mask)
+        want = _oracle_query_m(scoped, visual[1], ids, mask, readable)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+        every_m = every.answer_match(every.embed(ids, batch["pixel_values"]), ids, mask)
+    answer = int(mask[0].sum()) - 1
+    assert every_m[0, answer] > 0.99 and got[0, answer] < 0.05
+    # one image before its question: the same m under both scopes
+    single = _batch(processor)
+    with torch.no_grad():
+        a = scoped.answer_match(scoped.embed(single["input_ids"], single["pixel_values"]), single["input_ids"],
+                                single["attention_mask"])
+        b = every.answer_match(every.embed(single["input_ids"], single["pixel_values"]), single["input_ids"],
+                               single["attention_mask"])
+    torch.testing.assert_close(a, b)
+
+
+def test_query_image_scope_in_generation_is_the_forward_m(tiny_model_cfg, tmp_path):
+    """generate()'s processor reads the same scoped m as the forward: the first step's scores are the plain
+    logits plus the hand bias from the oracle m at the prompt's last position."""
+    names = _names_file(tmp_path, ["tree", "rock"])
+    model = _model(tiny_model_cfg, match_answer_bias=True, match_answer_names=names, match_answer_scope="query_image")
+    processor = build_processor(model.cfg, model)
+    tok = processor.tokenizer
+    yes, no = tok.convert_tokens_to_ids("▁Yes"), tok.convert_tokens_to_ids("▁No")
+    _, visual = _two_image_case(model, processor)
+    turns = [{"from": "human", "value": "1. <image> a tree.\n<image> Is there a tree?"}]
+    prompt = processor.collate([{"conversations": turns, "pixel_values": torch.randn(2, 3, 32, 32)}], generation=True)
+    readable = {_first_id(tok, "tree"), _first_id(tok, "rock")}
+    with torch.no_grad():
+        model.answer_bias.copy_(torch.tensor([2.0, -0.5]))
+        m = _oracle_query_m(model, visual[1], prompt["input_ids"], prompt["attention_mask"], readable)
+        want = _biased_plain_logits(model, prompt, m, 2.0, -0.5, yes, no)[:, -1]
+        out = model.generate(prompt, max_new_tokens=1, do_sample=False, num_beams=1, output_scores=True,
+                             return_dict_in_generate=True)
+    torch.testing.assert_close(out.scores[0], want, atol=1e-4, rtol=1e-4)
+
+
+def test_bad_scope_is_refused_naming_the_key(tiny_model_cfg):
+    with pytest.raises(UserError, match="match_answer_scope"):
+        _model(tiny_model_cfg, match_answer_bias=True, match_answer_scope="retrieved")
