@@ -33,7 +33,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--pope-max", type=int, default=d.pope_max, help="first questions of each POPE split (0: all 1,938)")
     ap.add_argument("--vqa-max", type=int, default=d.vqa_max, help="first knowledge-VQA questions (0: all)")
     ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--base", default=d.base, help="tiny (trained by the pipeline) | seeing_large (the model that sees)")
+    ap.add_argument("--base", default=d.base, help="tiny (trained by the pipeline) | seeing_large (the model that sees, one GPU) | "
+                    "seeing_small (the small model that sees, CPU)")
     ap.add_argument("--base-checkpoint", default=None,
                     help="the base's trained final/ folder (trainable.safetensors ...): base_train is left out")
     ap.add_argument("--out", default=None, help=f"output folder (default: {d.out} for tiny, output/surf_<base> otherwise)")
