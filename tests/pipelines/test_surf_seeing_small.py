@@ -87,24 +87,35 @@ def test_retrieval_template_renders_answers_as_the_base_learned_them():
 
 
 def test_surf_samples_with_an_image_outside_the_training_boxes_are_refused(tmp_path):
-    """The grounding targets of a SURf sample cover every image in it; a test image (no boxes in the
-    training instances file) is refused rather than trained without targets."""
+    """The grounding targets of a SURf sample cover every image in it; an image without boxes in the
+    instances file (a test image) is refused rather than trained without targets. A hand-built world of
+    two images, one of them boxed, stands in for the generated one (absent from a fresh clone)."""
     from mmrag.datasets.builders import LlavaInstructBuilder
     from mmrag.models.multimodal_llm import MultimodalLLM
     from mmrag.processors import build_processor
 
-    test_image = json.loads((surf.REPO_ROOT / "dataset/world_small/annotations/instances_test.json").read_text())["images"][0]
-    train_image = json.loads((surf.REPO_ROOT / GB).read_text())["images"][0]
-    sample = {"id": "q1", "image": [f"images/{train_image['file_name']}", f"images/{test_image['file_name']}"],
+    (tmp_path / "images").mkdir()
+    for name in ("boxed.jpg", "unboxed.jpg"):
+        (tmp_path / "images" / name).write_bytes(b"x")
+    instances = {"images": [{"id": 1, "file_name": "boxed.jpg", "width": 96, "height": 96}],
+                 "categories": [{"id": 1, "name": "tree"}],
+                 "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 48, 48]}]}
+    (tmp_path / "instances.json").write_text(json.dumps(instances))
+    sample = {"id": "q1", "image": ["images/boxed.jpg", "images/unboxed.jpg"],
               "conversations": [{"from": "human", "value": "<Retrieval> 1. <image> a caption\n</Retrieval>\n<image> Is there a tree?"},
                                 {"from": "gpt", "value": "No"}]}
     (tmp_path / "surf_train.json").write_text(json.dumps([sample]))
     cfg = build_config(str(surf.REPO_ROOT / "train_configs/surf_seeing_small.yaml"),
-                       [f"datasets.llava_instruct.data_path={tmp_path}/surf_train.json", "model.checkpoint=null",
+                       [f"datasets.llava_instruct.data_path={tmp_path}/surf_train.json",
+                        f"datasets.llava_instruct.image_root={tmp_path}",
+                        f"datasets.llava_instruct.grounding_boxes={tmp_path}/instances.json",
+                        f"model.match_answer_names={tmp_path}/instances.json", "model.checkpoint=null",
                         "model.vision_tower.path=null"])
     processor = build_processor(cfg.model, MultimodalLLM(cfg.model))
-    with pytest.raises(DataFormatError, match=test_image["file_name"]):
+    with pytest.raises(DataFormatError, match="unboxed.jpg"):
         LlavaInstructBuilder.build(cfg.datasets.llava_instruct, processor, "train", "llava_instruct")
+    # the config itself points SURf's samples at the world's training boxes
+    assert build_config(str(surf.REPO_ROOT / "train_configs/surf_seeing_small.yaml"), []).datasets.llava_instruct.grounding_boxes == GB
 
 
 def test_unknown_base_lists_the_small_one():
