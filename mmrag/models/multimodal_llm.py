@@ -369,8 +369,11 @@ class MultimodalLLM(nn.Module):
                      attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """[batch, seq] float: m_t, the highest match read at positions <= t of t's turn (see turn_max)."""
         input_ids = input_ids.to(embeds.device)
-        table = self.match_table(embeds, input_ids, last_image_only=self.answer_scope == "query_image")
-        return self.turn_max(table, input_ids, attention_mask)
+        return self.turn_max(self.answer_match_table(embeds, input_ids), input_ids, attention_mask)
+
+    def answer_match_table(self, embeds: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """match_table over the cells match_answer_scope lets m read (every image's, or the last one's)."""
+        return self.match_table(embeds, input_ids, last_image_only=self.answer_scope == "query_image")
 
     def turn_max(self, best: torch.Tensor, input_ids: torch.Tensor,
                  attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -514,7 +517,7 @@ class _AnswerBiasProcessor:
         self.model = model
         self.input_ids = batch["input_ids"].to(embeds.device)
         self.mask = batch["attention_mask"].to(embeds.device)
-        self.best = model.match_table(embeds, self.input_ids, last_image_only=model.answer_scope == "query_image")
+        self.best = model.answer_match_table(embeds, self.input_ids)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         # generate() with inputs_embeds alone hands the processors the generated tokens only (no prompt ids);
