@@ -61,17 +61,23 @@ def write_val_images(questions_path: Path, out: Path, seed: int = 0, fraction: f
     return {k: v for k, v in record.items() if k != "images"}
 
 
+def split_question_file(cfg, split: str) -> Path:
+    """The file `split`'s questions are read from: its own, or the training file for a 'val' carved by
+    `val_images`."""
+    return split_path(cfg, "train" if split == "val" and cfg.get("val_images") else split)
+
+
 def read_split_questions(cfg, split: str) -> List[Dict[str, Any]]:
     """The questions of `split` (`cfg`: a gemkr_knowledge datasets entry): the split's own file, or,
     with `val_images` set, 'val' / 'train' carved by image from the training file."""
     from mmrag.datasets.formats import read_knowledge_questions
 
+    questions = read_knowledge_questions(split_question_file(cfg, split))
     val_file = cfg.get("val_images")
     if not val_file or split not in ("train", "val"):
-        return read_knowledge_questions(split_path(cfg, split))
+        return questions
     held = set(json.loads(require_path("datasets.<name>.val_images", val_file, "val image list "
                                        "(data_process/make_knowledge_val.py)").read_text())["images"])
-    questions = read_knowledge_questions(split_path(cfg, "train"))
     return [q for q in questions if (q["image"] in held) == (split == "val")]
 
 
@@ -134,7 +140,7 @@ class KnowledgeCluesBuilder(Builder):
 
     @classmethod
     def build(cls, cfg, processor, split: str, name: str) -> ConversationDataset:
-        path = split_path(cfg, "train" if split == "val" and cfg.val_images else split)
+        path = split_question_file(cfg, split)
         image_root = require_path(f"datasets.{name}.image_root", cfg.image_root, "image folder")
         questions = read_split_questions(cfg, split)
         if cfg.max_samples:
