@@ -193,3 +193,11 @@ def save_config(cfg: DictConfig, out_dir: str | Path) -> Path:
         n += 1
     OmegaConf.save(cfg, target)
     return target
+
+
+def last_saved_config(out_dir: str | Path) -> Optional[Path]:
+    """The config save_config wrote last in `out_dir` (config.yaml, then config.1.yaml, config.2.yaml, ...);
+    None when there is none."""
+    numbered = {0 if p.name == "config.yaml" else int(p.name[len("config."):-len(".yaml")]): p
+                for p in Path(out_dir).glob("config*.yaml") if re.fullmatch(r"config(\.\d+)?\.yaml", p.name)}
+    return numbered[max(numbered)] if numbered else None

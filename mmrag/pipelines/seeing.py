@@ -33,7 +33,6 @@ interrupted run continues; `--force` reruns stages. Every stage's seconds are in
 from __future__ import annotations
 
 import json
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,19 +249,13 @@ def false_yes_table(world: Path, folder: Path, splits: Sequence[str]) -> Dict[st
             if (folder / f"answers_{s}.jsonl").is_file()}
 
 
-def last_saved_config(folder: Path) -> Optional[Path]:
-    """The config an evaluation saved last in `folder` (save_config never overwrites: config.yaml, then
-    config.1.yaml, config.2.yaml, ...); None when there is none."""
-    numbered = {0 if p.name == "config.yaml" else int(p.name[len("config."):-len(".yaml")]): p
-                for p in folder.glob("config*.yaml") if re.fullmatch(r"config(\.\d+)?\.yaml", p.name)}
-    return numbered[max(numbered)] if numbered else None
-
-
 def shuffled_oracle_splits(root: Path, world: Path, out: Path, splits: Sequence[str]) -> Dict[str, Dict]:
     """shuffled_oracle per split of `out`/pope_shuffled's answers (with pope_none's for reference), the
     questions, image root and seed read from the config that evaluation saved (the last one: a rerun
     saves config.<n>.yaml beside the first); {} without that config or the world's boxes."""
     from omegaconf import OmegaConf
+
+    from mmrag.common.config import last_saved_config
 
     folder = out / "pope_shuffled"
     config, objects = last_saved_config(folder), world_objects(world)

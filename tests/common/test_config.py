@@ -7,7 +7,7 @@ import yaml
 from omegaconf import OmegaConf
 
 import mmrag  # noqa: F401
-from mmrag.common.config import ConfigError, build_config, save_config
+from mmrag.common.config import ConfigError, build_config, last_saved_config, save_config
 
 
 def _write(tmp_path, cfg, name="exp.yaml"):
@@ -90,6 +90,7 @@ def test_saved_config_roundtrips_and_never_overwrites(tmp_path, tiny_model_cfg):
     second = save_config(cfg, tmp_path / "out")
     assert first.name == "config.yaml" and second.name == "config.1.yaml"
     assert OmegaConf.load(first) == cfg
+    assert last_saved_config(tmp_path / "out") == second and last_saved_config(tmp_path / "none") is None
 
 
 def test_base_file_is_merged_under_the_experiment(tmp_path, tiny_model_cfg):

@@ -8,6 +8,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
+from mmrag.common.config import last_saved_config
 from mmrag.common.errors import DataFormatError
 from mmrag.common.jsonl import read_jsonl
 from mmrag.common.registry import SCORERS
@@ -119,9 +120,9 @@ def test_rebuilt_shuffle_is_the_one_vqa_eval_showed(tmp_path, seed, max_samples)
 
 def test_seeing_reads_the_last_saved_config_and_skips_without_one(tmp_path):
     folder = tmp_path / "out" / "pope_shuffled"
-    assert seeing.last_saved_config(folder) is None
+    assert last_saved_config(folder) is None
     assert seeing.shuffled_oracle_splits(tmp_path, tmp_path / "world", tmp_path / "out", ["random"]) == {}
     folder.mkdir(parents=True)
     for name in ("config.yaml", "config.2.yaml", "config.10.yaml", "config_old.yaml"):
         (folder / name).write_text("evaluation: {}\n")
-    assert seeing.last_saved_config(folder).name == "config.10.yaml"
+    assert last_saved_config(folder).name == "config.10.yaml"
