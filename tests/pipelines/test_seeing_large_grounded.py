@@ -3,12 +3,11 @@ in docs/measurements/h200x2_lease_2026-11-30e/ (chosen on val by the rule in gpu
 the keys of that run's training command (its report's `smollm2` stage), written out by hand."""
 from __future__ import annotations
 
-from omegaconf import OmegaConf
-
 import mmrag  # noqa: F401
 from mmrag.common.cli import REPO_ROOT
 from mmrag.common.config import build_config
 from mmrag.pipelines import seeing
+from tests.helpers.config_keys import flat_keys
 
 GB = "dataset/world_small/annotations/instances_train.json"
 # by hand, from the lease's command: the large recipe's own keys plus these
@@ -23,18 +22,8 @@ RECIPE = {
 }
 
 
-def _flat(cfg, prefix=""):
-    out = {}
-    for key, value in cfg.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _config(path):
-    return _flat(OmegaConf.to_container(build_config(str(REPO_ROOT / path), [])))
+    return flat_keys(build_config(str(REPO_ROOT / path), []))
 
 
 def test_large_grounded_is_one_stage_then_every_image_control():

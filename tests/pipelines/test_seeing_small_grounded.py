@@ -3,12 +3,11 @@ recipe chosen on val in docs/measurements/seeing_small_grounded_2026-11-30/match
 (MBFG10_first_w1_1200). Oracle: the recipe's keys written out by hand from that README and run_variant.py."""
 from __future__ import annotations
 
-from omegaconf import OmegaConf
-
 import mmrag  # noqa: F401
 from mmrag.common.cli import REPO_ROOT
 from mmrag.common.config import build_config
 from mmrag.pipelines import seeing
+from tests.helpers.config_keys import flat_keys
 
 GB = "dataset/world_small/annotations/instances_train.json"
 W = "dataset/world_small"
@@ -33,16 +32,6 @@ RECIPE = {
 }
 
 
-def _flat(cfg, prefix=""):
-    out = {}
-    for key, value in cfg.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def test_small_grounded_is_one_stage_from_a_random_llm_then_every_image_control():
     stages = seeing.build_stages(seeing.SeeingOptions(out="o", setting="small_grounded"))
     assert [s.name for s in stages] == ["world", "features", "stage2_grounded", "pope_none", "pope_blank", "pope_shuffled",
@@ -58,14 +47,14 @@ def test_small_grounded_is_one_stage_from_a_random_llm_then_every_image_control(
 
 
 def test_small_grounded_configs_hold_the_val_chosen_recipe():
-    train = _flat(OmegaConf.to_container(build_config(str(REPO_ROOT / "train_configs/seeing_small_grounded.yaml"), [])))
+    train = flat_keys(build_config(str(REPO_ROOT / "train_configs/seeing_small_grounded.yaml"), []))
     assert {k: train.get(k, "<missing>") for k in RECIPE} == RECIPE
     assert type(train["model.match_answer_gain"]) is int and type(train["run.batch_size"]) is int
     # the recipe's mix and nothing else: stage 1's captions / regions and stage 0's text are dropped
     assert sorted({k.split(".")[1] for k in train if k.startswith("datasets.")}) == [
         "listed", "llava_instruct", "objects", "yesno_balanced"]
     pope_cfg = build_config(str(REPO_ROOT / "eval_configs/seeing_small_grounded_pope.yaml"), [])
-    pope = _flat(OmegaConf.to_container(pope_cfg))
+    pope = flat_keys(pope_cfg)
     model_keys = {k for k in train if k.startswith("model.") and k != "model.checkpoint"}
     assert {k: pope[k] for k in model_keys} == {k: train[k] for k in model_keys}
     assert pope["run.task"] == "vqa_eval" and pope["evaluation.image_control"] == "none"
