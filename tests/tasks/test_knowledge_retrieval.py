@@ -10,6 +10,7 @@ import pytest
 import eval as eval_entry
 import train as train_entry
 from mmrag.common.assets import llama_tokenizer_dir
+from tests.helpers.knowledge_bm25 import bm25_eval
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = "train_configs/gemkr_tiny_world.yaml"
@@ -87,20 +88,8 @@ QUESTIONS = [{"question_id": "q1", "input": "zebra grass", "output": ["herd"], "
 
 
 def test_bm25_on_a_hand_made_corpus(tmp_path, monkeypatch):
-    from transformers import AutoTokenizer
-
-    from mmrag.retrieval.corpus_index import CorpusIndex
-
-    tokenizer = AutoTokenizer.from_pretrained(str(llama_tokenizer_dir()))
-    CorpusIndex.build([(f"p{i}", t) for i, t in enumerate(PASSAGES)], tokenizer, tmp_path / "corpus", progress=False)
-    (tmp_path / "test.json").write_text(json.dumps(QUESTIONS))
-    monkeypatch.chdir(ROOT)
-    out = eval_entry.main(["--cfg-path", CFG, f"run.output_dir={tmp_path / 'out'}", "evaluation.method=bm25",
-                           f"datasets.gemkr_knowledge.data_path={tmp_path}/{{split}}.json",
-                           f"datasets.gemkr_knowledge.image_root={tmp_path}",
-                           f"datasets.gemkr_knowledge.index_path={tmp_path / 'corpus'}",
-                           "evaluation.top_k=2", "evaluation.ks=[1,2]"])
-    per_query = json.loads((tmp_path / "out" / "retrieval_per_query.json").read_text())
+    out, per_query = bm25_eval(tmp_path, monkeypatch, PASSAGES, {"test": QUESTIONS},
+                               ["evaluation.top_k=2", "evaluation.ks=[1,2]"])
     # q1: p2 (zebra twice, grass) > p0 (zebra, grass; shorter but tf 1); p2 holds "herd"
     # q2: p1 is the only banana passage; q3: p2 (zebra twice) > p0 (zebra once), "savanna" is in p0
     assert [q["retrieved"][0] for q in per_query] == ["p2", "p1", "p2"]
